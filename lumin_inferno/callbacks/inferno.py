@@ -1,0 +1,270 @@
+"""Exact INFERNO (de Castro & Dorigo 2018) as a stateful LUMIN callback.
+
+Per batch the callback turns the network's softmax output into soft histograms (templates) of signal and
+background, differentiates the background template w.r.t. the shape nuisances through a user-given input transform,
+and sets ``fit_params.loss_val`` to the expected variance of the parameter of interest, (I⁻¹)_poi,poi, where I is
+the Fisher information of the binned Poisson likelihood on Asimov data (equal to the NLL Hessian there). All
+statistics are done by :mod:`lumin_inferno.statistics`; this module only reads LUMIN's ``fit_params``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+from lumin.nn.callbacks.callback import Callback
+from torch import Tensor
+
+from ..exceptions import ConfigurationError, EmptyProcessError, InputTransformError, InvalidModelSpec, TargetShapeError
+from ..statistics.hessian import fisher_information, poi_variance
+from ..statistics.likelihood import TEMPLATE_FLOOR, Parameter, ShapeSystematic, TemplateModel
+
+__all__ = ["InfernoCallback", "InputTransform"]
+
+#: ``transform(x, nuisances, mask) -> x'``: returns the inputs with the shape nuisances applied to the events where
+#: ``mask`` is True. ``nuisances`` maps nuisance name to a 0-d tensor in physical units. Must be differentiable,
+#: must not modify ``x`` in place, and must return ``x`` unchanged at the nominal values.
+InputTransform = Callable[[Tensor, Dict[str, Tensor], Tensor], Tensor]
+
+
+class InfernoCallback(Callback):
+    r"""Train a LUMIN model so that its binned output minimises the expected uncertainty on the signal yield.
+
+    Use through ``train_models(..., cb_partials=[partial(InfernoCallback, ...)])``: every model of an ensemble
+    gets a fresh instance. The model must end in a softmax over the bins, e.g.
+    :class:`~lumin_inferno.models.SoftmaxTemperatureTail`.
+
+    Args:
+        poi: the parameter of interest, the expected **signal yield** in events (e.g. ``Parameter("s", 50.0)``);
+            the loss is its variance in events².
+        background: expected background yield: a number (held fixed) or a :class:`Parameter` (free, or with a
+            Gaussian ``constraint`` in events), e.g. ``Parameter("b", 1000.0, constraint=100.0)``.
+        shape_nuisances: nuisances acting on the background's input features, in physical units (``nominal`` is the
+            value the sample was generated at; ``constraint`` a Gaussian width or ``None`` for free).
+        transform: the input transform applying ``shape_nuisances`` (see :data:`InputTransform`); required when
+            there are shape nuisances.
+        signal_class: target value of signal events; all other events are background.
+        jacobian: how ∂(template)/∂(nuisance) is obtained. ``"forward"`` (default): forward-mode ``torch.func``
+            JVPs of the background pass, one per nuisance, batched with ``vmap``. ``"reverse"``: the transform is
+            applied in ``on_batch_begin`` with the nuisances as leaf tensors at nominal values (requires_grad), and
+            the Jacobian is taken by batched reverse-mode autograd through LUMIN's own forward pass. Both give the
+            same loss and gradients (tested); forward is cheaper for few nuisances.
+
+    Attributes (after training):
+        history: ``{"train": [...], "valid": [...]}`` per-batch loss values (variance of the POI).
+    """
+
+    def __init__(
+        self,
+        poi: Parameter,
+        background: Union[float, Parameter],
+        shape_nuisances: Sequence[Parameter] = (),
+        transform: Optional[InputTransform] = None,
+        signal_class: int = 1,
+        jacobian: str = "forward",
+    ):
+        super().__init__()
+        self.poi = poi
+        self.background = background
+        self.shape_nuisances = list(shape_nuisances)
+        self.transform = transform
+        self.signal_class = signal_class
+        if jacobian not in ("forward", "reverse"):
+            raise InvalidModelSpec(f"jacobian must be 'forward' or 'reverse', got {jacobian!r}")
+        self.jacobian = jacobian
+        names = [poi.name] + ([background.name] if isinstance(background, Parameter) else [])
+        names += [p.name for p in self.shape_nuisances]
+        if len(set(names)) != len(names):
+            raise InvalidModelSpec(f"parameter names must be unique, got {names}")
+        if self.shape_nuisances and transform is None:
+            raise InvalidModelSpec(
+                f"shape nuisances {[p.name for p in self.shape_nuisances]} need an input transform "
+                "(transform=callable(x, nuisances, mask))"
+            )
+        if isinstance(background, Parameter) and background.nominal <= 0 or not isinstance(
+            background, Parameter
+        ) and float(background) <= 0:
+            raise InvalidModelSpec(f"background yield must be > 0, got {background}")
+        if not poi.nominal > 0:
+            raise InvalidModelSpec(f"the signal yield (poi {poi.name!r}) must be > 0 at nominal, got {poi.nominal}")
+        self._reset()
+
+    # --------------------------------------------------------------------------------------------------- state
+    def _reset(self) -> None:
+        self.history: Dict[str, List[float]] = {"train": [], "valid": []}
+        self._checked_output = False
+        self._checked_transform = False
+        self._alpha: Optional[Tensor] = None
+        self._x_nominal: Optional[Tensor] = None
+
+    def _nuisance_nominals(self, like: Tensor) -> Tensor:
+        return torch.tensor([p.nominal for p in self.shape_nuisances], dtype=like.dtype, device=like.device)
+
+    def _apply_transform(self, x: Tensor, alpha: Tensor, mask: Tensor) -> Tensor:
+        nuisances = {p.name: alpha[i] for i, p in enumerate(self.shape_nuisances)}
+        out = self.transform(x, nuisances, mask)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            raise InputTransformError(
+                f"the input transform must return a tensor of the input shape {tuple(x.shape)}, got "
+                f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
+            )
+        return out
+
+    def _check_transform(self, x: Tensor, mask: Tensor) -> None:
+        """Once per training: the transform must be the identity at nominal values and must not write in place."""
+        with torch.no_grad():
+            before = x.clone()
+            out = self._apply_transform(x, self._nuisance_nominals(x), mask)
+            if not torch.equal(x, before):
+                raise InputTransformError("the input transform modified its input in place; build a new tensor")
+            if not torch.allclose(out, x, rtol=1e-5, atol=1e-6):
+                worst = (out - x).abs().max().item()
+                raise InputTransformError(
+                    f"the input transform does not return the inputs unchanged at the nominal nuisance values "
+                    f"(max |Δx| = {worst:.3g}); check the nominal values of {[p.name for p in self.shape_nuisances]}"
+                )
+        self._checked_transform = True
+
+    # --------------------------------------------------------------------------------------------------- hooks
+    def on_train_begin(self) -> None:
+        super().on_train_begin()
+        self._reset()
+        fp = self.model.fit_params
+        fp.loss_func = None  # LUMIN skips its own loss (model.py:130); we set loss_val in on_forwards_end
+        fp.val_requires_grad = True  # the loss needs derivatives in validation too
+        for c in fp.cbs:  # the loss is a per-batch statistic, not a mean over events
+            if hasattr(c, "loss_is_meaned"):
+                c.loss_is_meaned = False
+        fy, bs = getattr(fp, "fy", None), getattr(fp, "bs", None)
+        if fy is not None and bs is not None and getattr(fp, "trn_idxs", None):
+            sizes = {i: fy.get_data_count(i) for i in fp.trn_idxs}
+            too_small = {i: n for i, n in sizes.items() if n < bs}
+            if too_small:
+                raise ConfigurationError(
+                    f"batch size {bs} is larger than training fold(s) {too_small} (events per fold): LUMIN would "
+                    "yield no batch. Use a smaller bs or fewer, larger folds."
+                )
+
+    def _process_masks(self, y: Tensor) -> Tensor:
+        if y is None:
+            raise TargetShapeError("InfernoCallback needs targets (process labels) in the fold file")
+        if not (y.dim() == 1 or (y.dim() == 2 and y.shape[1] == 1)):
+            raise TargetShapeError(
+                f"targets must be one column of process labels, shape (n,) or (n, 1); got {tuple(y.shape)}"
+            )
+        y = y.reshape(-1)
+        is_sig = y == self.signal_class
+        if not self._checked_output and not torch.all((y == y.round()) & torch.isfinite(y)):
+            raise TargetShapeError("targets must be integer process labels (signal_class for signal, else background)")
+        n_sig = int(is_sig.sum())
+        if n_sig == 0 or n_sig == len(y):
+            missing = "signal" if n_sig == 0 else "background"
+            raise EmptyProcessError(
+                f"a {self.model.fit_params.state} batch of {len(y)} events has no {missing} events "
+                f"(signal_class={self.signal_class}); use larger or stratified batches"
+            )
+        return is_sig
+
+    def on_batch_begin(self) -> None:
+        fp = self.model.fit_params
+        if fp.state == "test":
+            return
+        self._is_sig = self._process_masks(fp.y)
+        self._x_nominal = fp.x
+        if not self.shape_nuisances:
+            return
+        if isinstance(fp.x, tuple):
+            raise InputTransformError("shape-nuisance transforms of matrix inputs are not supported")
+        is_bkg = ~self._is_sig
+        if not self._checked_transform:
+            self._check_transform(fp.x, is_bkg)
+        if self.jacobian == "reverse":
+            self._alpha = self._nuisance_nominals(fp.x).requires_grad_(True)
+            fp.x = self._apply_transform(fp.x, self._alpha, is_bkg)
+
+    def on_forwards_end(self) -> None:
+        fp = self.model.fit_params
+        if fp.state == "test":
+            return
+        probs = fp.y_pred
+        if not self._checked_output:
+            self._check_output(probs)
+        w = torch.ones(len(probs), dtype=probs.dtype, device=probs.device) if fp.w is None else fp.w.reshape(-1)
+        is_sig, is_bkg = self._is_sig, ~self._is_sig
+        sig_shape = self._soft_template(probs[is_sig], w[is_sig], "signal")
+        bkg_shape = self._soft_template(probs[is_bkg], w[is_bkg], "background")
+        jac = self._background_jacobian(bkg_shape, w[is_bkg]) if self.shape_nuisances else None
+        model = self.template_model(sig_shape, bkg_shape, jac)
+        var = poi_variance(fisher_information(model), model.poi_index)
+        fp.loss_val = var
+        self.history[fp.state].append(float(var.detach()))
+
+    def on_batch_end(self) -> None:
+        self._alpha, self._x_nominal = None, None
+
+    # -------------------------------------------------------------------------------------------------- pieces
+    def _check_output(self, probs: Tensor) -> None:
+        if probs.dim() != 2 or probs.shape[1] < 2:
+            raise ConfigurationError(
+                f"INFERNO needs a softmax output over >= 2 bins, got model output of shape {tuple(probs.shape)}; "
+                "use tail=SoftmaxTemperatureTail in the ModelBuilder"
+            )
+        sums = probs.detach().sum(1)
+        if (probs.detach() < 0).any() or not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+            raise ConfigurationError(
+                "model output rows are not probabilities (non-negative, summing to 1); INFERNO needs a softmax "
+                "output: use tail=SoftmaxTemperatureTail (and not a 'multiclass' objective, whose tail is log-softmax)"
+            )
+        self._checked_output = True
+
+    @staticmethod
+    def _soft_template(probs: Tensor, w: Tensor, process: str) -> Tensor:
+        """Soft histogram Σ w·p / Σ w over the process's events (fraction of its yield per bin), float64."""
+        total = w.sum()
+        if not total > 0:
+            raise EmptyProcessError(f"{process} events in this batch have zero total weight")
+        return (w[:, None] * probs).sum(0).double() / total.double()
+
+    def _background_jacobian(self, bkg_shape: Tensor, w_bkg: Tensor) -> Tensor:
+        """∂(background template)/∂(shape nuisances), ``[n_bins, n_nuisances]``, differentiable w.r.t. the net."""
+        if self.jacobian == "reverse":
+            n_bins = bkg_shape.shape[0]
+            eye = torch.eye(n_bins, dtype=bkg_shape.dtype, device=bkg_shape.device)
+            (jac,) = torch.autograd.grad(
+                bkg_shape, self._alpha, grad_outputs=eye, is_grads_batched=True, create_graph=True
+            )
+            return jac
+        x_bkg = self._x_nominal[~self._is_sig]
+        mask = torch.ones(len(x_bkg), dtype=torch.bool, device=x_bkg.device)
+        w_norm = (w_bkg / w_bkg.sum())[:, None]
+        net = self.model.model
+
+        def template(alpha: Tensor) -> Tensor:
+            return (w_norm * net(self._apply_transform(x_bkg, alpha, mask))).sum(0)
+
+        return torch.func.jacfwd(template)(self._nuisance_nominals(x_bkg)).double()
+
+    def template_model(self, sig_shape: Tensor, bkg_shape: Tensor, jac: Optional[Tensor]) -> TemplateModel:
+        """The binned likelihood of this batch: soft templates, linear in the shape nuisances (exact at first
+        order, which is all the Fisher information at the nominal point needs)."""
+        sig = sig_shape + TEMPLATE_FLOOR
+        bkg = bkg_shape + TEMPLATE_FLOOR
+        params = [self.poi]
+        if isinstance(self.background, Parameter):
+            params.append(self.background)
+            bkg_yield: Union[str, float] = self.background.name
+        else:
+            bkg_yield = float(self.background)
+        params += self.shape_nuisances
+        systs = [
+            ShapeSystematic(p.name, "background", shift_up=bkg + jac[:, i], shift_down=bkg - jac[:, i], step=1.0)
+            for i, p in enumerate(self.shape_nuisances)
+        ]
+        return TemplateModel(
+            processes=["signal", "background"],
+            templates=torch.stack([sig, bkg]),
+            yields={"signal": self.poi.name, "background": bkg_yield},
+            parameters=params,
+            poi=self.poi.name,
+            shape_systematics=systs,
+        )

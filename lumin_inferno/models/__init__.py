@@ -1,0 +1,3 @@
+from .tails import SoftmaxTemperatureTail
+
+__all__ = ["SoftmaxTemperatureTail"]

@@ -1,0 +1,21 @@
+"""Binned likelihoods, their curvature and fits. Pure torch (+ iminuit for fits); knows nothing of LUMIN."""
+
+from .hessian import covariance, expected_poi_uncertainty, fisher_information, nll_hessian, poi_variance
+from .interpolation import code4, code4p
+from .likelihood import TEMPLATE_FLOOR, NormSystematic, Parameter, ShapeSystematic, TemplateModel, poisson_nll
+
+__all__ = [
+    "Parameter",
+    "ShapeSystematic",
+    "NormSystematic",
+    "TemplateModel",
+    "poisson_nll",
+    "TEMPLATE_FLOOR",
+    "code4",
+    "code4p",
+    "nll_hessian",
+    "fisher_information",
+    "covariance",
+    "poi_variance",
+    "expected_poi_uncertainty",
+]

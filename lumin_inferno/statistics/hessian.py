@@ -1,0 +1,97 @@
+"""Curvature of the likelihood: Hessian, Fisher information, covariance and the variance of the POI.
+
+Derivatives come from ``torch.func`` (``hessian`` = forward-over-reverse, ``jacfwd``), so they are vectorised over
+parameters (no Python loop over matrix elements) and stay differentiable with respect to anything the templates
+depend on (the network weights during INFERNO training).
+
+At the Asimov point, n = ν(θ⁰), the Hessian of the NLL equals the Fisher information
+
+.. math:: I = J^T \\operatorname{diag}(1/\\nu) J + \\operatorname{diag}(1/\\sigma^2),  \\quad J = \\partial\\nu/\\partial\\theta,
+
+because the second-derivative terms are multiplied by (1 - n/ν) = 0. Training therefore needs only first
+derivatives of the templates (:func:`fisher_information`); :func:`nll_hessian` is the general Hessian at any point
+and any data, used for evaluation and to test that equality.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..exceptions import SingularHessianError
+from .likelihood import TemplateModel
+
+__all__ = ["nll_hessian", "fisher_information", "covariance", "poi_variance", "expected_poi_uncertainty"]
+
+
+def nll_hessian(model: TemplateModel, observed: Optional[Tensor] = None, theta: Optional[Tensor] = None) -> Tensor:
+    """Hessian of the NLL w.r.t. θ, ``[n_par, n_par]`` (default: Asimov data at the nominal point)."""
+    theta = model.nominal() if theta is None else theta
+    observed = model.asimov() if observed is None else observed
+    return torch.func.hessian(lambda th: model.nll(th, observed))(theta)
+
+
+def fisher_information(model: TemplateModel, theta: Optional[Tensor] = None) -> Tensor:
+    """Expected Fisher information Jᵀ diag(1/ν) J + diag(1/σ²) at θ (default nominal), ``[n_par, n_par]``.
+
+    Equals :func:`nll_hessian` on Asimov data at the nominal point; needs only first derivatives of ν.
+    """
+    theta = model.nominal() if theta is None else theta
+    nu = model.expected(theta)
+    jac = torch.func.jacfwd(model.expected)(theta)  # [n_bins, n_par]
+    info = jac.transpose(0, 1) @ (jac / nu[:, None])
+    return info + torch.diag(model.constraint_precision())
+
+
+def _check_hessian(hessian: Tensor) -> None:
+    if hessian.dim() != 2 or hessian.shape[0] != hessian.shape[1]:
+        raise SingularHessianError(f"Hessian must be a square matrix, got shape {tuple(hessian.shape)}")
+    if not torch.isfinite(hessian).all():
+        raise SingularHessianError(
+            "Hessian has non-finite entries (an empty template bin, or a template derivative that overflowed)"
+        )
+
+
+def _cholesky(hessian: Tensor) -> Tensor:
+    _check_hessian(hessian)
+    chol, info = torch.linalg.cholesky_ex(hessian)
+    if int(info) != 0:
+        detail = ""
+        with torch.no_grad():
+            eig = torch.linalg.eigvalsh(hessian.detach())
+            detail = f" (eigenvalues from {eig.min().item():.3g} to {eig.max().item():.3g})"
+        raise SingularHessianError(
+            "Hessian is singular or not positive definite, so the parameters' covariance does not exist"
+            f"{detail}. Typical causes: an unconstrained nuisance the templates do not depend on, or templates that"
+            " do not separate the processes; add a constraint or drop the parameter."
+        )
+    return chol
+
+
+def covariance(hessian: Tensor) -> Tensor:
+    """Inverse Hessian (the parameters' covariance), via Cholesky; raises :class:`SingularHessianError`."""
+    chol = _cholesky(hessian)
+    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    return torch.cholesky_solve(eye, chol)
+
+
+def poi_variance(hessian: Tensor, poi_index: int = 0) -> Tensor:
+    """(H⁻¹)_poi,poi: the expected variance of the POI with every other parameter profiled (in POI units²).
+
+    Differentiable; solves one Cholesky system rather than forming the inverse. Raises
+    :class:`SingularHessianError` when H is not finite, singular or not positive definite.
+    """
+    chol = _cholesky(hessian)
+    e = torch.zeros(hessian.shape[0], 1, dtype=hessian.dtype, device=hessian.device)
+    e[poi_index] = 1.0
+    half = torch.linalg.solve_triangular(chol, e, upper=False)  # L⁻¹ e, so var = ||L⁻¹ e||²
+    var = (half * half).sum()
+    return var
+
+
+def expected_poi_uncertainty(model: TemplateModel) -> float:
+    """√(I⁻¹)_poi,poi from the Fisher information on Asimov data: the expected 1σ uncertainty on the POI."""
+    with torch.no_grad():
+        return float(poi_variance(fisher_information(model), model.poi_index).sqrt())
