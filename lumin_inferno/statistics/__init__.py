@@ -1,5 +1,6 @@
 """Binned likelihoods, their curvature and fits. Pure torch (+ iminuit for fits); knows nothing of LUMIN."""
 
+from .fit import FitResult, ProfileInterval, fit, profile_interval, profile_scan
 from .hessian import covariance, expected_poi_uncertainty, fisher_information, nll_hessian, poi_variance
 from .interpolation import code4, code4p
 from .likelihood import TEMPLATE_FLOOR, NormSystematic, Parameter, ShapeSystematic, TemplateModel, poisson_nll
@@ -18,4 +19,9 @@ __all__ = [
     "covariance",
     "poi_variance",
     "expected_poi_uncertainty",
+    "FitResult",
+    "ProfileInterval",
+    "fit",
+    "profile_interval",
+    "profile_scan",
 ]

@@ -1,0 +1,189 @@
+"""Closed forms and independent finite differences for the likelihood's curvature."""
+
+import numpy as np
+import pytest
+import torch
+
+from lumin_inferno.exceptions import InvalidModelSpec, SingularHessianError
+from lumin_inferno.statistics import (
+    NormSystematic,
+    Parameter,
+    ShapeSystematic,
+    TemplateModel,
+    covariance,
+    expected_poi_uncertainty,
+    fisher_information,
+    nll_hessian,
+    poi_variance,
+)
+
+D = torch.float64
+
+
+def counting(s=50.0, b=1000.0, sigma_b=None):
+    params = [Parameter("s", s)]
+    yields = {"sig": "s", "bkg": b}
+    if sigma_b is not None:
+        params.append(Parameter("b", b, constraint=sigma_b))
+        yields["bkg"] = "b"
+    return TemplateModel(["sig", "bkg"], torch.ones(2, 1, dtype=D), yields, params, poi="s")
+
+
+def test_one_bin_counting_sqrt_s_plus_b():
+    assert expected_poi_uncertainty(counting(50, 1000)) == pytest.approx(np.sqrt(1050), rel=1e-12)
+    h = nll_hessian(counting(50, 1000))
+    assert float(h[0, 0]) == pytest.approx(1 / 1050, rel=1e-12)
+
+
+def test_one_bin_constrained_background():
+    # sigma(s) = sqrt(s + b + sigma_b^2)
+    for sb in (10.0, 100.0):
+        assert expected_poi_uncertainty(counting(50, 1000, sb)) == pytest.approx(np.sqrt(1050 + sb**2), rel=1e-10)
+
+
+def test_free_background_in_one_bin_is_singular():
+    m = TemplateModel(
+        ["sig", "bkg"], torch.ones(2, 1, dtype=D), {"sig": "s", "bkg": "b"}, [Parameter("s", 50.0), Parameter("b", 1e3)], "s"
+    )
+    with pytest.raises(SingularHessianError, match="singular or not positive definite"):
+        poi_variance(fisher_information(m))
+
+
+def test_non_finite_hessian_is_named_error():
+    with pytest.raises(SingularHessianError, match="non-finite"):
+        poi_variance(torch.tensor([[1.0, float("nan")], [float("nan"), 1.0]], dtype=D))
+
+
+def two_bin_free_background():
+    # signal only in bin 0, background 50/50: b is measured in bin 1, s = n0 - b/2 -> var = (s+b/2) + b/4 ... exact
+    return TemplateModel(
+        ["sig", "bkg"],
+        torch.tensor([[1.0, 0.0], [0.5, 0.5]], dtype=D),
+        {"sig": "s", "bkg": "b"},
+        [Parameter("s", 50.0), Parameter("b", 1000.0)],
+        "s",
+    )
+
+
+def test_two_bin_sideband_closed_form():
+    # n0 ~ Pois(s + b/2), n1 ~ Pois(b/2): s_hat = n0 - n1, var = (s + b/2) + b/2 = s + b
+    assert expected_poi_uncertainty(two_bin_free_background()) ** 2 == pytest.approx(50 + 1000, rel=1e-10)
+
+
+def rich_model(dtype=D, signal=40.0, scale=1.0):
+    g = torch.Generator().manual_seed(3)
+    n_bins = 6
+    t = torch.rand(3, n_bins, generator=g, dtype=dtype) + 0.2
+    t = t / t.sum(1, keepdim=True)
+    up = t[1] * (1 + 0.1 * torch.randn(n_bins, generator=g, dtype=dtype))
+    down = t[1] * (1 - 0.07 * torch.randn(n_bins, generator=g, dtype=dtype))
+    up2 = t[2] * (1 + 0.2 * torch.linspace(-1, 1, n_bins, dtype=dtype))
+    down2 = t[2] * (1 - 0.15 * torch.linspace(-1, 1, n_bins, dtype=dtype))
+    return TemplateModel(
+        processes=["sig", "bkg1", "bkg2"],
+        templates=t,
+        yields={"sig": "mu_s", "bkg1": "b1", "bkg2": 300.0 * scale},
+        parameters=[
+            Parameter("mu_s", signal),
+            Parameter("b1", 800.0 * scale, constraint=80.0 * scale),
+            Parameter("alpha", 0.0, constraint=1.0),
+            Parameter("r", 1.0),
+            Parameter("lumi", 0.0, constraint=1.0),
+        ],
+        poi="mu_s",
+        shape_systematics=[
+            ShapeSystematic("alpha", "bkg1", up, down),
+            ShapeSystematic("r", "bkg2", up2, down2, step=0.5),
+            ShapeSystematic("alpha", "bkg2", up2 * 1.01, down2 * 0.98),
+        ],
+        norm_systematics=[NormSystematic("lumi", "sig", 1.05, 0.95), NormSystematic("lumi", "bkg2", 1.05, 0.95)],
+    )
+
+
+def finite_difference_hessian(f, x, eps=1e-4):
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    h = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            def at(di, dj):
+                y = x.copy()
+                y[i] += di * eps
+                y[j] += dj * eps
+                return f(y)
+            h[i, j] = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * eps * eps)
+    return h
+
+
+def test_hessian_matches_independent_finite_differences_off_asimov():
+    m = rich_model()
+    theta = m.nominal() + torch.tensor([3.0, -20.0, 0.3, 0.2, -0.4], dtype=D)
+    observed = m.asimov() * torch.tensor([1.1, 0.9, 1.05, 1.0, 0.8, 1.2], dtype=D)
+    f = lambda th: float(m.nll(torch.as_tensor(th, dtype=D), observed))  # noqa: E731
+    # the finite difference needs curvature-scaled steps: use parameter-wise scaling
+    scale = np.array([10.0, 100.0, 0.1, 0.1, 0.1])  # steps of eps * scale, matched to each parameter's curvature
+    g = lambda u: f(theta.numpy() + u * scale)  # noqa: E731
+    fd = finite_difference_hessian(g, np.zeros(5), eps=1e-2) / np.outer(scale, scale)
+    h = nll_hessian(m, observed, theta).numpy()
+    assert np.allclose(h, fd, rtol=1e-4, atol=1e-8)
+
+
+def test_hessian_equals_fisher_at_asimov():
+    m = rich_model()
+    h = nll_hessian(m)
+    i = fisher_information(m)
+    assert torch.allclose(h, i, rtol=1e-10, atol=1e-12)
+    # ...but not away from the Asimov point, where the second-derivative terms survive
+    observed = m.asimov() * 1.2
+    assert not torch.allclose(nll_hessian(m, observed), i, rtol=1e-3)
+
+
+def test_constraint_terms_enter_diagonal():
+    m = rich_model()
+    unconstrained = TemplateModel(
+        m.processes, m.templates, m.yields,
+        [Parameter(p.name, p.nominal) for p in m.parameters], m.poi, m.shape_systematics, m.norm_systematics,
+    )
+    diff = fisher_information(m) - fisher_information(unconstrained)
+    assert torch.allclose(diff, torch.diag(torch.tensor([0.0, 1 / 80.0**2, 1.0, 0.0, 1.0], dtype=D)))
+
+
+def test_poi_variance_matches_full_inverse_and_is_differentiable():
+    m = rich_model()
+    h = fisher_information(m)
+    assert torch.allclose(poi_variance(h, 0), torch.linalg.inv(h)[0, 0])
+    assert torch.allclose(covariance(h), torch.linalg.inv(h))
+    templates = m.templates.clone().requires_grad_(True)
+    m2 = TemplateModel(m.processes, templates, m.yields, m.parameters, m.poi, m.shape_systematics, m.norm_systematics)
+    var = poi_variance(fisher_information(m2))
+    (g,) = torch.autograd.grad(var, templates)
+    # directional finite difference of the variance w.r.t. the templates
+    direction = torch.randn_like(templates)
+    eps = 1e-6
+
+    def var_at(t):
+        mm = TemplateModel(m.processes, t, m.yields, m.parameters, m.poi, m.shape_systematics, m.norm_systematics)
+        return float(poi_variance(fisher_information(mm)))
+
+    fd = (var_at(m.templates + eps * direction) - var_at(m.templates - eps * direction)) / (2 * eps)
+    assert float((g * direction).sum()) == pytest.approx(fd, rel=1e-5)
+
+
+def test_spec_errors():
+    t = torch.ones(2, 3, dtype=D) / 3
+    with pytest.raises(InvalidModelSpec, match="poi"):
+        TemplateModel(["a", "b"], t, {"a": "s", "b": 1.0}, [Parameter("s", 1.0)], poi="mu")
+    with pytest.raises(InvalidModelSpec, match="unknown parameter 'x'"):
+        TemplateModel(["a", "b"], t, {"a": "x", "b": 1.0}, [Parameter("s", 1.0)], poi="s")
+    with pytest.raises(InvalidModelSpec, match="yields must name exactly"):
+        TemplateModel(["a", "b"], t, {"a": "s"}, [Parameter("s", 1.0)], poi="s")
+    with pytest.raises(InvalidModelSpec, match="shape"):
+        TemplateModel(["a", "b"], t, {"a": "s", "b": 1.0}, [Parameter("s", 1.0), Parameter("k", 0.0)], poi="s",
+                      shape_systematics=[ShapeSystematic("k", "b", torch.ones(2), torch.ones(2))])
+    with pytest.raises(InvalidModelSpec, match="unknown process"):
+        TemplateModel(["a", "b"], t, {"a": "s", "b": 1.0}, [Parameter("s", 1.0), Parameter("k", 0.0)], poi="s",
+                      shape_systematics=[ShapeSystematic("k", "c", t[0], t[0])])
+    with pytest.raises(InvalidModelSpec, match="constraint width"):
+        Parameter("k", 0.0, constraint=0.0)
+    with pytest.raises(InvalidModelSpec, match="duplicate parameter"):
+        TemplateModel(["a", "b"], t, {"a": "s", "b": 1.0}, [Parameter("s", 1.0), Parameter("s", 2.0)], poi="s")
