@@ -113,9 +113,9 @@ class InfernoCallback(Callback):
     def _check_transform(self, x: Tensor, mask: Tensor) -> None:
         """Once per training: the transform must be the identity at nominal values and must not write in place."""
         with torch.no_grad():
-            before = x.clone()
+            before, version = x.clone(), x._version  # the version counter moves on any in-place write
             out = self._apply_transform(x, self._nuisance_nominals(x), mask)
-            if not torch.equal(x, before):
+            if x._version != version or not torch.equal(x, before):
                 raise InputTransformError("the input transform modified its input in place; build a new tensor")
             if not torch.allclose(out, x, rtol=1e-5, atol=1e-6):
                 worst = (out - x).abs().max().item()
@@ -190,6 +190,8 @@ class InfernoCallback(Callback):
         if not self._checked_output:
             self._check_output(probs)
         w = torch.ones(len(probs), dtype=probs.dtype, device=probs.device) if fp.w is None else fp.w.reshape(-1)
+        if len(w) != len(probs):
+            raise TargetShapeError(f"{len(probs)} events but {len(w)} weights; weights must be one value per event")
         is_sig, is_bkg = self._is_sig, ~self._is_sig
         sig_shape = self._soft_template(probs[is_sig], w[is_sig], "signal")
         bkg_shape = self._soft_template(probs[is_bkg], w[is_bkg], "background")

@@ -164,7 +164,7 @@ def write_paper_foldfiles(
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, n, folds, s in (("train", n_train_per_class, n_folds, seed), ("test", n_test_per_class, 1, seed + 20)):
-        df = standardise(sample_paper(n, n, seed=s))
+        df = standardise(sample_paper(n, n, seed=s)).sample(frac=1.0, random_state=s).reset_index(drop=True)
         target = outdir / f"{name}.hdf5"
         _quiet_df2foldfile(
             df2foldfile,
@@ -196,7 +196,7 @@ def _quiet_df2foldfile(fn, **kwargs) -> None:
         from lumin.data_processing.file_proc import add_meta_data, fold2foldfile
         import h5py
 
-        df = kwargs["df"].sample(frac=1.0, random_state=0)
+        df = kwargs["df"]
         with h5py.File(target, "w") as out_file:
             fold2foldfile(
                 df,

@@ -1,0 +1,54 @@
+"""Command line: ``lumin-inferno paper-study`` (also ``python -m lumin_inferno paper-study``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lumin-inferno", description="INFERNO for LUMIN")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("paper-study", help="cross-entropy vs INFERNO on the INFERNO paper's benchmarks")
+    s.add_argument("--outdir", default="outputs/paper_study", help="where fold files, weights and results go")
+    s.add_argument("--benchmarks", type=int, nargs="+", default=None, help="benchmarks 0-4 (default: 2)")
+    s.add_argument("--full", action="store_true", help="paper-scale settings (long; see docs/paper_study.md)")
+    s.add_argument("--n-models", type=int, default=None)
+    s.add_argument("--inferno-epochs", type=int, default=None)
+    s.add_argument("--ce-epochs", type=int, default=None)
+    s.add_argument("--n-train", type=int, default=None, help="training events per class")
+    s.add_argument("--n-test", type=int, default=None, help="test events per class")
+    s.add_argument("--n-folds", type=int, default=None)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "paper-study":
+        from .studies.paper import StudySettings, run_paper_study
+
+        overrides = {
+            k: v
+            for k, v in dict(
+                outdir=args.outdir,
+                benchmarks=args.benchmarks,
+                n_models=args.n_models,
+                inferno_epochs=args.inferno_epochs,
+                ce_epochs=args.ce_epochs,
+                n_train_per_class=args.n_train,
+                n_test_per_class=args.n_test,
+                n_folds=args.n_folds,
+                seed=args.seed,
+            ).items()
+            if v is not None
+        }
+        settings = StudySettings.full(**overrides) if args.full else StudySettings(**overrides)
+        run_paper_study(settings, verbose=not args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""InfernoCallback inside LUMIN's real fit loop, on fold files written to disk."""
+
+import contextlib
+import io
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lumin.nn.data.fold_yielder import FoldYielder
+from lumin.nn.ensemble.ensemble import Ensemble
+from lumin.nn.models.abs_model import FitParams
+from lumin.nn.models.model import Model
+from lumin.nn.training.train import train_models
+
+from lumin_inferno import (
+    ConfigurationError,
+    EmptyProcessError,
+    HardBinPredHandler,
+    InfernoCallback,
+    InputTransformError,
+    InvalidModelSpec,
+    Parameter,
+    TargetShapeError,
+    paper_benchmark,
+)
+from lumin_inferno.data.paper import PaperTransform
+
+
+def _train(fy, builder, savepath, cb_partials, n_models=2, n_epochs=2, bs=500):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return train_models(
+            fy, n_models=n_models, bs=bs, model_builder=builder, n_epochs=n_epochs, cb_partials=cb_partials,
+            savepath=Path(savepath), live_fdbk=False,
+        )
+
+
+def test_train_models_two_models_lowers_loss_and_gets_fresh_state(paper_foldfiles, inferno_builder, tmp_path):
+    torch.manual_seed(0)
+    fy = FoldYielder(paper_foldfiles[0])
+    instances = []
+
+    def make_cb():
+        cb = InfernoCallback(**paper_benchmark(2).callback_kwargs())
+        instances.append(cb)
+        return cb
+
+    results, histories, _ = _train(fy, inferno_builder(fy.cont_feats), tmp_path / "w", [make_cb], n_epochs=3)
+    assert len(results) == 2 and len(instances) == 2 and instances[0] is not instances[1]
+    for cb, hist, res in zip(instances, histories, results):
+        train, valid = hist[0]["Training"], hist[0]["Validation"]
+        assert len(valid) == 3
+        # the logged losses are the callback's (variance of s, events^2), not a mean over events
+        assert np.isclose(valid[-1], cb.history["valid"][-1])
+        assert min(valid) == pytest.approx(res["loss"])
+        assert np.mean(cb.history["train"][-4:]) < np.mean(cb.history["train"][:4])
+        assert valid[-1] < valid[0]
+        # sigma(s) is bounded below by the background-free limit sqrt(s) and above by no separation sqrt(s+b)...
+        assert 50 < valid[-1] < 5 * 1050
+
+
+def test_ensemble_hard_bins(paper_foldfiles, inferno_builder, tmp_path):
+    fy = FoldYielder(paper_foldfiles[0])
+    builder = inferno_builder(fy.cont_feats, n_bins=5)
+    results, _, _ = _train(fy, builder, tmp_path / "w", [partial(InfernoCallback, **paper_benchmark(1).callback_kwargs())])
+    with contextlib.redirect_stdout(io.StringIO()):
+        ens = Ensemble.from_results(results, size=2, model_builder=builder, metric="loss")
+    x = FoldYielder(paper_foldfiles[1]).get_fold(0)["inputs"][:300]
+    soft = ens.predict(x, verbose=False)
+    votes = ens.predict(x, pred_cb=HardBinPredHandler(), verbose=False)
+    assert soft.shape == votes.shape == (300, 5)
+    assert np.allclose(soft.sum(1), 1, atol=1e-5)
+    assert np.allclose(votes.sum(1), 1, atol=1e-5)  # weighted votes of the members
+    # for a single model the handler gives the one-hot of the argmax
+    m = ens.models[0]
+    one_hot = m.predict(x, pred_cb=HardBinPredHandler())
+    assert set(np.unique(one_hot)) <= {0.0, 1.0}
+    assert np.array_equal(one_hot.argmax(1), m.predict(x).argmax(1))
+
+
+# ---------------------------------------------------------------------------------------------- one batch by hand
+def _batch(paper_foldfiles, n=400):
+    fold = FoldYielder(paper_foldfiles[0]).get_fold(0)
+    return (torch.tensor(fold["inputs"][:n]), torch.tensor(fold["targets"][:n], dtype=torch.float32),
+            torch.tensor(fold["weights"][:n]))
+
+
+def _loss_and_grads(model, cb, x, y, w):
+    """Drive the callback through LUMIN's hooks for one training batch, as Model._fit_batch does."""
+    model.fit_params = FitParams(cbs=[cb], state="train", x=x, y=y, w=w, loss_func=None)
+    cb.set_model(model)
+    cb.on_batch_begin()
+    model.fit_params.y_pred = model.model(model.fit_params.x)
+    cb.on_forwards_end()
+    loss = model.fit_params.loss_val
+    grads = torch.autograd.grad(loss, list(model.model.parameters()))
+    cb.on_batch_end()
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("benchmark", [2, 4])
+def test_forward_and_reverse_jacobians_agree(paper_foldfiles, inferno_builder, benchmark):
+    torch.manual_seed(1)
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(inferno_builder(fy.cont_feats))
+    x, y, w = _batch(paper_foldfiles)
+    w = w * torch.linspace(0.5, 1.5, len(w))[:, None]  # non-trivial weights
+    kw = paper_benchmark(benchmark).callback_kwargs()
+    lf, gf = _loss_and_grads(model, InfernoCallback(jacobian="forward", **kw), x, y, w)
+    lr, gr = _loss_and_grads(model, InfernoCallback(jacobian="reverse", **kw), x, y, w)
+    assert torch.allclose(lf, lr, rtol=1e-5)
+    flat_f, flat_r = torch.cat([g.flatten() for g in gf]), torch.cat([g.flatten() for g in gr])
+    assert float((flat_f - flat_r).norm() / flat_f.norm()) < 1e-4  # float32 network: agree to rounding
+
+
+def test_loss_equals_inverse_hessian_of_exact_nll(paper_foldfiles, inferno_builder):
+    """The Fisher-information loss equals (H⁻¹)_ss with H the full Hessian of the Asimov NLL, where ν depends on the
+    nuisances non-linearly through the network (second derivatives included, Asimov data held fixed)."""
+    torch.manual_seed(2)
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(inferno_builder(fy.cont_feats))
+    x, y, w = _batch(paper_foldfiles)
+    bm = paper_benchmark(4)
+    kw = bm.callback_kwargs()
+    loss, _ = _loss_and_grads(model, InfernoCallback(**kw), x, y, w)
+
+    transform, net = kw["transform"], model.model
+    sig, bkg = y.view(-1) == 1, y.view(-1) == 0
+    with torch.no_grad():
+        sig_shape = net(x[sig]).double().mean(0) + 1e-7
+
+    def expected(theta):  # theta = (s, b, r, lambda)
+        xb = transform(x[bkg], {"r": theta[2], "lambda": theta[3]}, torch.ones(int(bkg.sum()), dtype=torch.bool))
+        bkg_shape = net(xb.float()).double().mean(0) + 1e-7
+        return theta[0] * sig_shape + theta[1] * bkg_shape
+
+    theta0 = torch.tensor([50.0, 1000.0, 0.0, 3.0], dtype=torch.float64)
+    asimov = expected(theta0).detach()
+
+    def nll(theta):
+        nu = expected(theta)
+        constraint = 0.5 * ((theta[1] - 1000.0) / 100.0) ** 2 + 0.5 * (theta[2] / 0.4) ** 2
+        constraint = constraint + 0.5 * ((theta[3] - 3.0) / 1.0) ** 2
+        return (nu - asimov * torch.log(nu)).sum() + constraint
+
+    with torch.no_grad():
+        h = torch.func.hessian(nll)(theta0)
+    assert float(torch.linalg.inv(h)[0, 0]) == pytest.approx(float(loss), rel=1e-4)
+
+
+def test_callback_is_inert_at_prediction(paper_foldfiles, inferno_builder):
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(inferno_builder(fy.cont_feats))
+    x = fy.get_fold(0)["inputs"][:50]
+    cb = InfernoCallback(**paper_benchmark(2).callback_kwargs())
+    assert np.allclose(model.predict(x, cbs=[cb]), model.predict(x))
+
+
+# ---------------------------------------------------------------------------------------------- named errors
+def _one_batch_error(paper_foldfiles, inferno_builder, cb, x=None, y=None, w=None, builder=None):
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(builder or inferno_builder(fy.cont_feats))
+    bx, by, bw = _batch(paper_foldfiles, 200)
+    _loss_and_grads(model, cb, bx if x is None else x, by if y is None else y, bw if w is None else w)
+
+
+def test_batch_without_signal_or_background(paper_foldfiles, inferno_builder):
+    cb = InfernoCallback(**paper_benchmark(2).callback_kwargs())
+    x, y, w = _batch(paper_foldfiles, 200)
+    with pytest.raises(EmptyProcessError, match="no signal events"):
+        _one_batch_error(paper_foldfiles, inferno_builder, cb, y=torch.zeros_like(y))
+    with pytest.raises(EmptyProcessError, match="no background events"):
+        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(2).callback_kwargs()),
+                         y=torch.ones_like(y))
+    with pytest.raises(EmptyProcessError, match="zero total weight"):
+        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(0).callback_kwargs()),
+                         w=torch.where(y.view(-1) == 1, 0.0, 1.0).unsqueeze(1))
+
+
+def test_wrong_target_shape(paper_foldfiles, inferno_builder):
+    x, y, w = _batch(paper_foldfiles, 200)
+    with pytest.raises(TargetShapeError, match="one column"):
+        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(2).callback_kwargs()),
+                         y=torch.cat([y, 1 - y], 1))
+    with pytest.raises(TargetShapeError, match="integer process labels"):
+        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(2).callback_kwargs()),
+                         y=y * 0.5 + 0.25)
+
+
+def test_transform_errors(paper_foldfiles, inferno_builder):
+    kw = paper_benchmark(2).callback_kwargs()
+    drops_column = lambda x, nuis, mask: x[:, :2]  # noqa: E731
+    with pytest.raises(InputTransformError, match="input shape"):
+        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**{**kw, "transform": drops_column}))
+    not_identity = PaperTransform(r0=0.3)  # believes the sample was generated at r = 0.3
+    with pytest.raises(InputTransformError, match="unchanged at the nominal"):
+        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**{**kw, "transform": not_identity}))
+
+    def in_place(x, nuis, mask):
+        x[:, 0] += 0.0 * nuis["r"]
+        return x
+
+    with pytest.raises(InputTransformError, match="in place"):
+        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**{**kw, "transform": in_place}))
+
+
+def test_spec_mismatches():
+    with pytest.raises(InvalidModelSpec, match="need an input transform"):
+        InfernoCallback(poi=Parameter("s", 50.0), background=1000.0, shape_nuisances=[Parameter("r", 0.0)])
+    with pytest.raises(InvalidModelSpec, match="unique"):
+        InfernoCallback(poi=Parameter("s", 50.0), background=Parameter("s", 1000.0))
+    with pytest.raises(InvalidModelSpec, match="jacobian"):
+        InfernoCallback(poi=Parameter("s", 50.0), background=1000.0, jacobian="central")
+    with pytest.raises(InvalidModelSpec, match="background yield"):
+        InfernoCallback(poi=Parameter("s", 50.0), background=0.0)
+
+
+def test_model_without_softmax_output(paper_foldfiles, tmp_path):
+    from lumin.nn.models.helpers import CatEmbedder
+    from lumin.nn.models.model_builder import ModelBuilder
+
+    fy = FoldYielder(paper_foldfiles[0])
+    with contextlib.redirect_stdout(io.StringIO()):
+        sigmoid = ModelBuilder(objective="classification", n_out=1, cont_feats=fy.cont_feats,
+                               cat_embedder=CatEmbedder([], []), model_args={"body": {"width": 8, "depth": 1}})
+        logsoftmax = ModelBuilder(objective="multiclass", n_out=4, cont_feats=fy.cont_feats,
+                                  cat_embedder=CatEmbedder([], []), model_args={"body": {"width": 8, "depth": 1}})
+    for builder, match in ((sigmoid, ">= 2 bins"), (logsoftmax, "not probabilities")):
+        with pytest.raises(ConfigurationError, match=match):
+            _one_batch_error(paper_foldfiles, None, InfernoCallback(**paper_benchmark(0).callback_kwargs()),
+                             builder=builder)
+
+
+def test_batch_size_larger_than_fold(paper_foldfiles, inferno_builder, tmp_path):
+    fy = FoldYielder(paper_foldfiles[0])
+    with pytest.raises(ConfigurationError, match="larger than training fold"):
+        _train(fy, inferno_builder(fy.cont_feats), tmp_path / "w",
+               [partial(InfernoCallback, **paper_benchmark(0).callback_kwargs())], n_models=1, bs=100_000)
