@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n-train", type=int, default=None, help="training events per class")
     s.add_argument("--n-test", type=int, default=None, help="test events per class")
     s.add_argument("--n-folds", type=int, default=None)
+    s.add_argument("--inferno-bs", type=int, default=None, help="INFERNO batch size (events)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--quiet", action="store_true")
     return p
@@ -41,6 +42,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 n_train_per_class=args.n_train,
                 n_test_per_class=args.n_test,
                 n_folds=args.n_folds,
+                inferno_bs=args.inferno_bs,
                 seed=args.seed,
             ).items()
             if v is not None

@@ -39,6 +39,8 @@ class ProfileInterval:
     minimum, √(H⁻¹)_poi,poi, for comparison.
 
     ``sigma`` is the half-width (upper − lower)/2, the expected uncertainty on the POI in its own units.
+    ``method`` says how the crossings were found: ``"minos"``, or ``"scan"`` where MINOS reported an invalid edge
+    and the crossing was root-found on the profiled ΔNLL instead.
     """
 
     poi: str
@@ -46,6 +48,7 @@ class ProfileInterval:
     lower: float
     upper: float
     sigma_hesse: float
+    method: str = "minos"
 
     @property
     def sigma(self) -> float:
@@ -126,36 +129,56 @@ def profile_interval(model: TemplateModel, observed: Optional[Tensor] = None) ->
     m.migrad()
     if not m.valid:
         raise FailedMinimization(f"MIGRAD did not converge: {m.fmin}")
-    m.minos(model.poi)
-    me = m.merrors[model.poi]
-    if not me.is_valid:
-        raise FailedMinimization(f"MINOS failed for {model.poi!r}: {me}")
     best = float(m.values[model.poi])
     theta_hat = torch.as_tensor(np.asarray(m.values), dtype=torch.float64)
     sigma_hesse = float(poi_variance(nll_hessian(model, observed, theta_hat), model.poi_index).sqrt())
-    return ProfileInterval(model.poi, best, best + me.lower, best + me.upper, sigma_hesse)
+    m.minos(model.poi)
+    me = m.merrors[model.poi]
+    if me.is_valid:
+        return ProfileInterval(model.poi, best, best + me.lower, best + me.upper, sigma_hesse)
+    # MINOS can stop at an edge (e.g. a nuisance running into a limit); fall back to root-finding the crossing on
+    # the profiled ΔNLL, each point a full MIGRAD fit of the nuisances.
+    dnll = _profiled_dnll(model, observed, m)
+    lower, upper = (_crossing(dnll, best, sign * sigma_hesse) for sign in (-1.0, 1.0))
+    return ProfileInterval(model.poi, best, lower, upper, sigma_hesse, method="scan")
+
+
+def _profiled_dnll(model: TemplateModel, observed: Tensor, best: Minuit):
+    nll_min, poi = best.fval, model.poi
+    if len(model.parameters) == 1:
+        nll, _ = _objective(model, observed)
+        return lambda v: nll(np.asarray([v])) - nll_min
+    m = _minuit(model, observed, fixed={poi: float(best.values[poi])})
+
+    def dnll(v: float) -> float:
+        m.values = best.values
+        m.values[poi] = float(v)
+        m.migrad()
+        if not m.valid:
+            raise FailedMinimization(f"profile fit at {poi} = {v} did not converge: {m.fmin}")
+        return m.fval - nll_min
+
+    return dnll
+
+
+def _crossing(dnll, best: float, step: float) -> float:
+    from scipy.optimize import brentq
+
+    for k in (1.0, 1.5, 2.0, 3.0, 5.0, 10.0):
+        edge = best + k * step
+        if dnll(edge) > 0.5:
+            return float(brentq(lambda v: dnll(v) - 0.5, best, edge, xtol=1e-5 * abs(step)))
+    raise FailedMinimization(f"the profile likelihood does not reach ΔNLL = 1/2 within 10 Hessian widths of {best}")
 
 
 def profile_scan(model: TemplateModel, poi_values: Sequence[float], observed: Optional[Tensor] = None) -> np.ndarray:
-    """ΔNLL of the profile likelihood at each POI value (nuisances re-minimised at each point, warm-started from
-    the previous one); ``ΔNLL = ½`` crossings give the 68 % interval."""
+    """ΔNLL of the profile likelihood at each POI value (nuisances re-minimised by MIGRAD at each point, started
+    from the global best fit); the ΔNLL = ½ crossings give the 68 % interval."""
     model = _detached(model)
     observed = model.asimov() if observed is None else observed.detach().to(torch.float64)
     best = _minuit(model, observed)
     best.migrad()
     if not best.valid:
         raise FailedMinimization(f"MIGRAD did not converge: {best.fmin}")
-    nll_min = best.fval
-    if len(model.parameters) == 1:  # nothing to profile
-        nll, _ = _objective(model, observed)
-        return np.asarray([nll(np.asarray([float(v)])) - nll_min for v in poi_values])
-    m = _minuit(model, observed, fixed={model.poi: float(poi_values[0])})
-    m.values = best.values
-    out = []
-    for v in poi_values:
-        m.values[model.poi] = float(v)
-        m.migrad()
-        if not m.valid:
-            raise FailedMinimization(f"profile fit at {model.poi} = {v} did not converge: {m.fmin}")
-        out.append(m.fval - nll_min)
-    return np.asarray(out)
+    dnll = _profiled_dnll(model, observed, best)
+    return np.asarray([dnll(float(v)) for v in poi_values])

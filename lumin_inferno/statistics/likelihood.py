@@ -88,7 +88,10 @@ def poisson_nll(expected: Tensor, observed: Tensor) -> Tensor:
     """Poisson negative log-likelihood relative to the saturated model, summed over bins (unitless).
 
     :math:`\\sum_i \\nu_i - n_i + n_i \\log(n_i/\\nu_i)`; zero when ν = n, so fits work with numbers near zero.
+    Expected counts are floored at 1e-12 so that a fit stepping into an unphysical region (templates extrapolated
+    to negative counts) sees a very large NLL instead of NaN.
     """
+    expected = expected.clamp_min(1e-12)
     return (expected - observed + torch.xlogy(observed, observed) - torch.xlogy(observed, expected)).sum(-1)
 
 

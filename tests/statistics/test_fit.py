@@ -74,3 +74,17 @@ def test_fit_recovers_injected_signal():
     res = fit(m, data)
     assert res.valid
     assert res.values["mu_s"] == pytest.approx(70.0, rel=1e-3)
+
+
+def test_scan_fallback_finds_the_minos_crossings():
+    """The root-finding fallback used when MINOS reports an invalid edge gives MINOS's answer."""
+    from lumin_inferno.statistics.fit import _crossing, _minuit, _profiled_dnll
+
+    m = rich_model()
+    iv = profile_interval(m)
+    observed = m.asimov()
+    best = _minuit(m, observed)
+    best.migrad()
+    dnll = _profiled_dnll(m, observed, best)
+    assert _crossing(dnll, iv.best_fit, -iv.sigma_hesse) == pytest.approx(iv.lower, rel=1e-3)
+    assert _crossing(dnll, iv.best_fit, iv.sigma_hesse) == pytest.approx(iv.upper, rel=1e-3)

@@ -2,25 +2,25 @@ import torch
 
 from lumin_inferno.statistics import code4, code4p
 
-torch.set_default_dtype(torch.float64)
+D = torch.float64
 
 
 def _templates():
-    nom = torch.tensor([10.0, 20.0, 30.0])
-    up = torch.tensor([12.0, 19.0, 33.0])
-    down = torch.tensor([9.0, 22.0, 26.0])
+    nom = torch.tensor([10.0, 20.0, 30.0], dtype=D)
+    up = torch.tensor([12.0, 19.0, 33.0], dtype=D)
+    down = torch.tensor([9.0, 22.0, 26.0], dtype=D)
     return nom, up, down
 
 
 def test_code4p_hits_templates_at_0_and_pm1():
     nom, up, down = _templates()
     for a, target in ((0.0, nom), (1.0, up), (-1.0, down)):
-        assert torch.allclose(nom + code4p(torch.tensor(a), nom, up, down), target)
+        assert torch.allclose(nom + code4p(torch.tensor(a, dtype=D), nom, up, down), target)
 
 
 def test_code4p_slope_at_zero_is_central_difference():
     nom, up, down = _templates()
-    slope = torch.func.jacfwd(lambda a: code4p(a, nom, up, down))(torch.tensor(0.0))
+    slope = torch.func.jacfwd(lambda a: code4p(a, nom, up, down))(torch.tensor(0.0, dtype=D))
     assert torch.allclose(slope, 0.5 * (up - down))
 
 
@@ -29,32 +29,32 @@ def test_code4p_c1_at_pm1():
     d = torch.func.jacfwd(lambda a: code4p(a, nom, up, down))
     eps = 1e-7
     for edge in (1.0, -1.0):
-        inside = d(torch.tensor(edge - eps * (1 if edge > 0 else -1)))
-        outside = d(torch.tensor(edge + eps * (1 if edge > 0 else -1)))
+        inside = d(torch.tensor(edge - eps * (1 if edge > 0 else -1), dtype=D))
+        outside = d(torch.tensor(edge + eps * (1 if edge > 0 else -1), dtype=D))
         assert torch.allclose(inside, outside, atol=1e-5)
         # and continuous in value
-        vi = code4p(torch.tensor(edge - 1e-9 * edge), nom, up, down)
-        vo = code4p(torch.tensor(edge + 1e-9 * edge), nom, up, down)
+        vi = code4p(torch.tensor(edge - 1e-9 * edge, dtype=D), nom, up, down)
+        vo = code4p(torch.tensor(edge + 1e-9 * edge, dtype=D), nom, up, down)
         assert torch.allclose(vi, vo, atol=1e-6)
 
 
 def test_code4p_linear_for_symmetric_shifts():
-    nom = torch.tensor([5.0, 5.0])
-    delta = torch.tensor([1.0, -0.5])
+    nom = torch.tensor([5.0, 5.0], dtype=D)
+    delta = torch.tensor([1.0, -0.5], dtype=D)
     for a in (-2.5, -0.3, 0.7, 3.0):
-        assert torch.allclose(code4p(torch.tensor(a), nom, nom + delta, nom - delta), a * delta)
+        assert torch.allclose(code4p(torch.tensor(a, dtype=D), nom, nom + delta, nom - delta), a * delta)
 
 
 def test_code4_values_and_smoothness():
-    up, down = torch.tensor(1.2), torch.tensor(0.85)
-    assert torch.allclose(code4(torch.tensor(0.0), up, down), torch.tensor(1.0))
-    assert torch.allclose(code4(torch.tensor(1.0), up, down), up)
-    assert torch.allclose(code4(torch.tensor(-1.0), up, down), down)
-    assert torch.allclose(code4(torch.tensor(2.0), up, down), up**2)
-    assert torch.allclose(code4(torch.tensor(-2.0), up, down), down**2)
+    up, down = torch.tensor(1.2, dtype=D), torch.tensor(0.85, dtype=D)
+    assert torch.allclose(code4(torch.tensor(0.0, dtype=D), up, down), torch.tensor(1.0, dtype=D))
+    assert torch.allclose(code4(torch.tensor(1.0, dtype=D), up, down), up)
+    assert torch.allclose(code4(torch.tensor(-1.0, dtype=D), up, down), down)
+    assert torch.allclose(code4(torch.tensor(2.0, dtype=D), up, down), up**2)
+    assert torch.allclose(code4(torch.tensor(-2.0, dtype=D), up, down), down**2)
     d = torch.func.grad(lambda a: code4(a, up, down))
     for edge in (1.0, -1.0):
         s = 1 if edge > 0 else -1
-        assert abs(float(d(torch.tensor(edge - s * 1e-7))) - float(d(torch.tensor(edge + s * 1e-7)))) < 1e-5
+        assert abs(float(d(torch.tensor(edge - s * 1e-7, dtype=D))) - float(d(torch.tensor(edge + s * 1e-7, dtype=D)))) < 1e-5
     # always positive, even far out
-    assert (code4(torch.linspace(-6, 6, 121), up, down) > 0).all()
+    assert (code4(torch.linspace(-6, 6, 121, dtype=D), up, down) > 0).all()

@@ -1,0 +1,56 @@
+"""Hard-assigned templates and expected uncertainties against closed forms."""
+
+import numpy as np
+import pytest
+import torch
+
+from lumin_inferno import EmptyProcessError, Parameter, paper_benchmark
+from lumin_inferno.data.paper import TEMPLATE_SHIFTS, FEATURES, PaperTransform, sample_paper, standardise
+from lumin_inferno.evaluation import argmax_bins, asimov_template_model, expected_uncertainty, hard_templates, uniform_bins
+
+
+def test_binning_helpers():
+    assert list(uniform_bins(np.array([0.0, 0.05, 0.1, 0.999, 1.0]), 10)) == [0, 0, 1, 9, 9]
+    assert list(argmax_bins(np.array([[0.1, 0.9], [0.8, 0.2]]))) == [1, 0]
+    sig, bkg = hard_templates(np.array([0, 1, 1, 2]), np.array([1, 1, 0, 0]), np.array([1.0, 3.0, 1.0, 1.0]), 3)
+    assert np.allclose(sig, [0.25, 0.75, 0]) and np.allclose(bkg, [0, 0.5, 0.5])
+    with pytest.raises(EmptyProcessError, match="no signal"):
+        hard_templates(np.array([0, 1]), np.array([0, 0]), None, 2)
+
+
+def _sample(n=4000):
+    df = standardise(sample_paper(n, n, seed=4))
+    return df[FEATURES].values.astype(np.float32), df.gen_target.values, df.gen_weight.values
+
+
+def test_one_bin_gives_sqrt_s_plus_b():
+    x, y, w = _sample()
+    bm = paper_benchmark(0)
+    tm = asimov_template_model(lambda a: np.zeros(len(a), dtype=int), x, y, w, 1, bm.poi, bm.background)
+    assert expected_uncertainty(tm, "hessian") == pytest.approx(np.sqrt(1050), rel=1e-5)
+    assert expected_uncertainty(tm, "profile") == pytest.approx(np.sqrt(1050), rel=3e-3)
+
+
+def test_perfect_separation_gives_sqrt_s():
+    x, y, w = _sample()
+    bm = paper_benchmark(0)
+    truth = dict(zip(map(bytes, x), y))  # an oracle binning by label
+    tm = asimov_template_model(lambda a: np.array([truth[bytes(r)] for r in a]), x, y, w, 2, bm.poi, bm.background)
+    assert expected_uncertainty(tm, "hessian") == pytest.approx(np.sqrt(50), rel=1e-4)
+
+
+def test_shape_nuisance_inflates_uncertainty_and_needs_steps():
+    x, y, w = _sample(20_000)
+    bins = lambda a: uniform_bins(1 / (1 + np.exp(-(-a[:, 0] * 2.2 - 2.0 + 0.5 * a[:, 2]))), 10)  # noqa: E731
+    b0, b1 = paper_benchmark(0), paper_benchmark(1)
+    t = PaperTransform()
+    s0 = expected_uncertainty(asimov_template_model(bins, x, y, w, 10, b0.poi, b0.background), "hessian")
+    s1 = expected_uncertainty(
+        asimov_template_model(bins, x, y, w, 10, b1.poi, b1.background, b1.shape_nuisances, t, TEMPLATE_SHIFTS),
+        "hessian",
+    )
+    assert s1 > s0 * 1.05
+    from lumin_inferno import InvalidModelSpec
+
+    with pytest.raises(InvalidModelSpec, match="no template step"):
+        asimov_template_model(bins, x, y, w, 10, b1.poi, b1.background, b1.shape_nuisances, t, {})
