@@ -1,0 +1,80 @@
+"""A plain LUMIN training script, turned into an INFERNO training by the lines marked `# INFERNO`.
+
+    .venv/bin/python examples/train_inferno_paper.py            # ~1 minute on 2 CPU cores
+    .venv/bin/python examples/train_inferno_paper.py --tiny     # seconds (what the test suite runs)
+"""
+
+import argparse
+import contextlib
+import io
+from functools import partial
+from pathlib import Path
+
+import torch
+from lumin.nn.data.fold_yielder import FoldYielder
+from lumin.nn.ensemble.ensemble import Ensemble
+from lumin.nn.models.helpers import CatEmbedder
+from lumin.nn.models.model_builder import ModelBuilder
+from lumin.nn.training.train import train_models
+
+from lumin_inferno import HardBinPredHandler, InfernoCallback, SoftmaxTemperatureTail, paper_benchmark  # INFERNO
+from lumin_inferno.data import TEMPLATE_SHIFTS, write_paper_foldfiles
+from lumin_inferno.evaluation import argmax_bins, asimov_template_model, expected_uncertainty
+
+
+def main(outdir: str = "outputs/example", tiny: bool = False) -> float:
+    torch.manual_seed(0)
+    out = Path(outdir).resolve()
+    n_train, n_test, epochs, bs = (3000, 4000, 2, 500) if tiny else (20_000, 100_000, 15, 2000)
+    train_file, test_file = write_paper_foldfiles(out / "data", n_train, n_test, n_folds=3 if tiny else 5)
+    fy = FoldYielder(train_file)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder = ModelBuilder(
+            objective="classification",
+            n_out=10,  # INFERNO: 10 bins instead of 1 output
+            cont_feats=fy.cont_feats,
+            cat_embedder=CatEmbedder([], []),
+            model_args={"body": {"width": 100, "depth": 2}, "tail": {"temperature": 0.1}},  # INFERNO
+            tail=SoftmaxTemperatureTail,  # INFERNO
+            opt_args={"opt": "adam", "lr": 1e-3},
+        )
+    benchmark = paper_benchmark(2)  # INFERNO: r and λ float freely
+    results, _, _ = train_models(
+        fy,
+        n_models=2,
+        bs=bs,
+        model_builder=builder,
+        n_epochs=epochs,
+        cb_partials=[partial(InfernoCallback, **benchmark.callback_kwargs())],  # INFERNO
+        savepath=out / "weights",
+        live_fdbk=False,
+    )
+    ensemble = Ensemble.from_results(results, size=2, model_builder=builder, metric="loss")
+
+    test = FoldYielder(test_file).get_fold(0)
+    hard = ensemble.predict(test["inputs"][:5], pred_cb=HardBinPredHandler(), verbose=False)
+    print("hard bins of 5 test events:", hard.argmax(1))
+    template_model = asimov_template_model(
+        lambda x: argmax_bins(ensemble.predict(x, verbose=False)),
+        test["inputs"],
+        test["targets"],
+        test["weights"],
+        10,
+        benchmark.poi,
+        benchmark.background,
+        benchmark.shape_nuisances,
+        benchmark.callback_kwargs()["transform"],
+        TEMPLATE_SHIFTS,
+    )
+    sigma = expected_uncertainty(template_model, "profile")
+    print(f"expected uncertainty on s (ensemble, profile likelihood, benchmark 2): {sigma:.2f} events")
+    return sigma
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--outdir", default="outputs/example")
+    p.add_argument("--tiny", action="store_true")
+    a = p.parse_args()
+    main(a.outdir, a.tiny)
