@@ -50,7 +50,7 @@ class StudySettings:
     temperature: float = 0.1
     width: int = 100
     depth: int = 2
-    inferno_epochs: int = 15
+    inferno_epochs: int = 30
     inferno_bs: int = 2000
     inferno_lr: float = 1e-3
     ce_epochs: int = 10

@@ -1,0 +1,116 @@
+"""Time (and, on CUDA, peak memory) of one LUMIN training step: INFERNO vs cross-entropy, same network and batch.
+
+Both steps go through LUMIN's own ``Model._fit_batch`` (forward, loss, backward, optimiser step); the INFERNO step
+uses ``InfernoCallback`` for the paper's benchmark 4 (shape nuisances r and λ, constrained background b: 1 POI + 3
+nuisances). Timings are medians over repeats, interleaved so that machine noise hits both alike; the figure to quote
+is the ratio.
+
+    .venv/bin/python benchmarks/bench_training_step.py [--device cuda] [--batches 500 2000 8000] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+
+import numpy as np
+import torch
+from lumin.nn.models.abs_model import FitParams
+from lumin.nn.models.helpers import CatEmbedder
+from lumin.nn.models.model import Model
+from lumin.nn.models.model_builder import ModelBuilder
+
+from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail, paper_benchmark
+from lumin_inferno.data.paper import FEATURES, sample_paper, standardise
+
+
+def _models(device: str):
+    with contextlib.redirect_stdout(io.StringIO()):
+        common = dict(cont_feats=FEATURES, cat_embedder=CatEmbedder([], []), opt_args={"opt": "adam", "lr": 1e-3})
+        ce = ModelBuilder(objective="classification", n_out=1, model_args={"body": {"width": 100, "depth": 2}}, **common)
+        inf = ModelBuilder(
+            objective="classification",
+            n_out=10,
+            tail=SoftmaxTemperatureTail,
+            model_args={"body": {"width": 100, "depth": 2}, "tail": {"temperature": 0.1}},
+            **common,
+        )
+        return Model(ce), Model(inf)
+
+
+def _step_fn(model: Model, cbs, loss_func, x, y, w):
+    model.fit_params = FitParams(cbs=cbs, state="train", loss_func=loss_func, opt=model.opt)
+    for c in cbs:
+        c.set_model(model)
+    model.model.train()
+
+    def step():
+        model._fit_batch(x, y, w)
+
+    return step
+
+
+def _time(step, device: str, repeats: int) -> list:
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _peak_memory(step, device: str) -> float:
+    if device != "cuda":
+        return float("nan")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def run(device: str, batches, repeats: int, jacobian: str) -> list:
+    df = standardise(sample_paper(max(batches), max(batches), seed=1)).sample(frac=1.0, random_state=1)
+    rows = []
+    for bs in batches:
+        ce, inf = _models(device)
+        x = torch.tensor(df[FEATURES].values[:bs], device=device)
+        y = torch.tensor(df.gen_target.values[:bs], dtype=torch.float32, device=device)[:, None]
+        w = torch.ones(bs, 1, device=device)
+        bce = torch.nn.BCELoss()
+        cb = InfernoCallback(jacobian=jacobian, **paper_benchmark(4).callback_kwargs())
+        steps = {"ce": _step_fn(ce, [], bce, x, y, w), "inferno": _step_fn(inf, [cb], None, x, y, w)}
+        for s in steps.values():  # warm-up
+            _time(s, device, 3)
+        times = {k: [] for k in steps}
+        for _ in range(repeats):  # interleave
+            for k, s in steps.items():
+                times[k] += _time(s, device, 1)
+        mem = {k: _peak_memory(s, device) for k, s in steps.items()}
+        t_ce, t_inf = np.median(times["ce"]) * 1e3, np.median(times["inferno"]) * 1e3
+        rows.append((bs, t_ce, t_inf, t_inf / t_ce, mem["ce"], mem["inferno"]))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batches", type=int, nargs="+", default=[500, 2000, 8000])
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--jacobian", default="forward", choices=["forward", "reverse"])
+    a = p.parse_args()
+    print(f"device={a.device} torch={torch.__version__} threads={torch.get_num_threads()} jacobian={a.jacobian}")
+    print("| batch | CE step (ms) | INFERNO step (ms) | INFERNO / CE | CE peak MiB | INFERNO peak MiB |")
+    print("|---|---|---|---|---|---|")
+    for bs, t_ce, t_inf, ratio, m_ce, m_inf in run(a.device, a.batches, a.repeats, a.jacobian):
+        print(f"| {bs} | {t_ce:.2f} | {t_inf:.2f} | {ratio:.2f} | {m_ce:.1f} | {m_inf:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
