@@ -10,6 +10,7 @@ import io
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from lumin.nn.data.fold_yielder import FoldYielder
 from lumin.nn.ensemble.ensemble import Ensemble
@@ -24,6 +25,7 @@ from lumin_inferno.evaluation import argmax_bins, asimov_template_model, expecte
 
 def main(outdir: str = "outputs/example", tiny: bool = False) -> float:
     torch.manual_seed(0)
+    np.random.seed(0)  # LUMIN shuffles with numpy's global generator
     out = Path(outdir).resolve()
     n_train, n_test, epochs, bs = (3000, 4000, 2, 500) if tiny else (20_000, 100_000, 15, 2000)
     train_file, test_file = write_paper_foldfiles(out / "data", n_train, n_test, n_folds=3 if tiny else 5)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["code4p", "code4"]
+__all__ = ["code4p", "code4", "code4p_slope", "code4_slope"]
 
 
 def code4p(alpha: Tensor, nominal: Tensor, shift_up: Tensor, shift_down: Tensor) -> Tensor:
@@ -68,6 +68,42 @@ def code4(alpha: Tensor, factor_up: Tensor, factor_down: Tensor) -> Tensor:
     powers = torch.stack([safe ** (i + 1) for i in range(6)], dim=-1)
     inner = 1.0 + (powers * coefficients).sum(-1)
     outer = torch.where(alpha > 0, factor_up**alpha, factor_down ** (-alpha))
+    return torch.where(alpha.abs() <= 1.0, inner, outer)
+
+
+def code4p_slope(alpha: Tensor, nominal: Tensor, shift_up: Tensor, shift_down: Tensor) -> Tensor:
+    """d(:func:`code4p`)/dα, analytically (used for the Jacobian of the expected counts without autograd)."""
+    delta_up = shift_up - nominal
+    delta_down = nominal - shift_down
+    s = 0.5 * (delta_up + delta_down)
+    a = 0.0625 * (delta_up - delta_down)
+    a2 = alpha * alpha
+    inner = s + a * alpha * (30.0 + a2 * (-40.0 + a2 * 18.0))
+    outer = torch.where(alpha > 0, delta_up, delta_down)
+    return torch.where(alpha.abs() <= 1.0, inner, outer)
+
+
+def code4_slope(alpha: Tensor, factor_up: Tensor, factor_down: Tensor) -> Tensor:
+    """d(:func:`code4`)/dα, analytically."""
+    factor_up = torch.as_tensor(factor_up, dtype=alpha.dtype, device=alpha.device)
+    factor_down = torch.as_tensor(factor_down, dtype=alpha.dtype, device=alpha.device)
+    log_up, log_down = torch.log(factor_up), torch.log(factor_down)
+    b = torch.stack(
+        [
+            factor_up - 1.0,
+            factor_down - 1.0,
+            log_up * factor_up,
+            -log_down * factor_down,
+            log_up * log_up * factor_up,
+            log_down * log_down * factor_down,
+        ],
+        dim=-1,
+    )
+    coefficients = b @ _code4_inverse(alpha.dtype, alpha.device).T
+    safe = alpha.clamp(-1.0, 1.0)
+    powers = torch.stack([(i + 1) * safe**i for i in range(6)], dim=-1)
+    inner = (powers * coefficients).sum(-1)
+    outer = torch.where(alpha > 0, log_up * factor_up**alpha, -log_down * factor_down ** (-alpha))
     return torch.where(alpha.abs() <= 1.0, inner, outer)
 
 

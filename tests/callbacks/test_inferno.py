@@ -38,6 +38,7 @@ def _train(fy, builder, savepath, cb_partials, n_models=2, n_epochs=2, bs=500):
 
 def test_train_models_two_models_lowers_loss_and_gets_fresh_state(paper_foldfiles, inferno_builder, tmp_path):
     torch.manual_seed(0)
+    np.random.seed(0)  # LUMIN shuffles folds and batches with numpy's global generator
     fy = FoldYielder(paper_foldfiles[0])
     instances = []
 
@@ -54,8 +55,8 @@ def test_train_models_two_models_lowers_loss_and_gets_fresh_state(paper_foldfile
         # the logged losses are the callback's (variance of s, events^2), not a mean over events
         assert np.isclose(valid[-1], cb.history["valid"][-1])
         assert min(valid) == pytest.approx(res["loss"])
-        assert np.mean(cb.history["train"][-4:]) < np.mean(cb.history["train"][:4])
-        assert valid[-1] < valid[0]
+        assert np.mean(cb.history["train"][-4:]) < 0.9 * np.mean(cb.history["train"][:4])
+        assert min(valid) < 0.9 * cb.history["train"][0]  # better than the untrained network
         # sigma(s) is bounded below by the background-free limit sqrt(s) and above by no separation sqrt(s+b)...
         assert 50 < valid[-1] < 5 * 1050
 

@@ -187,3 +187,11 @@ def test_spec_errors():
         Parameter("k", 0.0, constraint=0.0)
     with pytest.raises(InvalidModelSpec, match="duplicate parameter"):
         TemplateModel(["a", "b"], t, {"a": "s", "b": 1.0}, [Parameter("s", 1.0), Parameter("s", 2.0)], poi="s")
+
+
+def test_closed_form_jacobian_equals_autodiff():
+    m = rich_model()
+    for shift in (torch.zeros(5, dtype=D), torch.tensor([3.0, -20.0, 0.4, 0.3, -0.6], dtype=D),
+                  torch.tensor([0.0, 0.0, 1.7, -0.9, 2.5], dtype=D)):  # inside and outside |z| <= 1
+        theta = m.nominal() + shift
+        assert torch.allclose(m.jacobian(theta), torch.func.jacfwd(m.expected)(theta), rtol=1e-10, atol=1e-12)

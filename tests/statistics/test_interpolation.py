@@ -58,3 +58,15 @@ def test_code4_values_and_smoothness():
         assert abs(float(d(torch.tensor(edge - s * 1e-7, dtype=D))) - float(d(torch.tensor(edge + s * 1e-7, dtype=D)))) < 1e-5
     # always positive, even far out
     assert (code4(torch.linspace(-6, 6, 121, dtype=D), up, down) > 0).all()
+
+
+def test_analytic_slopes_equal_autodiff():
+    from lumin_inferno.statistics.interpolation import code4_slope, code4p_slope
+
+    nom, up, down = _templates()
+    for a in (-2.0, -1.0, -0.4, 0.0, 0.3, 1.0, 1.5):
+        alpha = torch.tensor(a, dtype=D)
+        auto = torch.func.jacfwd(lambda x: code4p(x, nom, up, down))(alpha)
+        assert torch.allclose(code4p_slope(alpha, nom, up, down), auto)
+        ku, kd = torch.tensor(1.2, dtype=D), torch.tensor(0.85, dtype=D)
+        assert torch.allclose(code4_slope(alpha, ku, kd), torch.func.grad(lambda x: code4(x, ku, kd))(alpha))
