@@ -106,14 +106,20 @@ def _minuit(model: TemplateModel, observed: Tensor, fixed: Optional[Dict[str, fl
     return m
 
 
-def fit(model: TemplateModel, observed: Optional[Tensor] = None, fixed: Optional[Dict[str, float]] = None) -> FitResult:
-    """Minimise the NLL with MIGRAD (default data: Asimov); ``fixed`` holds parameters at given values."""
+def _migrad(model: TemplateModel, observed: Optional[Tensor], fixed: Optional[Dict[str, float]] = None):
+    """(float64 graph-free model, data (default Asimov), Minuit after a valid MIGRAD) or FailedMinimization."""
     model = _detached(model)
     observed = model.asimov() if observed is None else observed.detach().to(torch.float64)
     m = _minuit(model, observed, fixed)
     m.migrad()
     if not m.valid:
         raise FailedMinimization(f"MIGRAD did not converge: {m.fmin}")
+    return model, observed, m
+
+
+def fit(model: TemplateModel, observed: Optional[Tensor] = None, fixed: Optional[Dict[str, float]] = None) -> FitResult:
+    """Minimise the NLL with MIGRAD (default data: Asimov); ``fixed`` holds parameters at given values."""
+    model, observed, m = _migrad(model, observed, fixed)
     m.hesse()  # MINUIT's numerical HESSE: errors are approximate; use nll_hessian for exact curvature
     return FitResult(dict(zip(m.parameters, m.values)), dict(zip(m.parameters, m.errors)), float(m.fval), m.valid)
 
@@ -123,12 +129,7 @@ def profile_interval(model: TemplateModel, observed: Optional[Tensor] = None) ->
 
     Default data: Asimov at the nominal point, so the interval is the *expected* uncertainty.
     """
-    model = _detached(model)
-    observed = model.asimov() if observed is None else observed.detach().to(torch.float64)
-    m = _minuit(model, observed)
-    m.migrad()
-    if not m.valid:
-        raise FailedMinimization(f"MIGRAD did not converge: {m.fmin}")
+    model, observed, m = _migrad(model, observed)
     best = float(m.values[model.poi])
     theta_hat = torch.as_tensor(np.asarray(m.values), dtype=torch.float64)
     sigma_hesse = float(poi_variance(nll_hessian(model, observed, theta_hat), model.poi_index).sqrt())
@@ -174,11 +175,6 @@ def _crossing(dnll, best: float, step: float) -> float:
 def profile_scan(model: TemplateModel, poi_values: Sequence[float], observed: Optional[Tensor] = None) -> np.ndarray:
     """ΔNLL of the profile likelihood at each POI value (nuisances re-minimised by MIGRAD at each point, started
     from the global best fit); the ΔNLL = ½ crossings give the 68 % interval."""
-    model = _detached(model)
-    observed = model.asimov() if observed is None else observed.detach().to(torch.float64)
-    best = _minuit(model, observed)
-    best.migrad()
-    if not best.valid:
-        raise FailedMinimization(f"MIGRAD did not converge: {best.fmin}")
+    model, observed, best = _migrad(model, observed)
     dnll = _profiled_dnll(model, observed, best)
     return np.asarray([dnll(float(v)) for v in poi_values])
