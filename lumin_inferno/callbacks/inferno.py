@@ -17,7 +17,13 @@ from torch import Tensor
 
 from ..exceptions import ConfigurationError, EmptyProcessError, InputTransformError, InvalidModelSpec, TargetShapeError
 from ..statistics.hessian import fisher_information, poi_variance
-from ..statistics.likelihood import TEMPLATE_FLOOR, Parameter, ShapeSystematic, TemplateModel
+from ..statistics.likelihood import (
+    TEMPLATE_FLOOR,
+    Parameter,
+    ShapeSystematic,
+    TemplateModel,
+    signal_background_model,
+)
 
 __all__ = ["InfernoCallback", "InputTransform"]
 
@@ -255,22 +261,10 @@ class InfernoCallback(Callback):
         order, which is all the Fisher information at the nominal point needs)."""
         sig = sig_shape + TEMPLATE_FLOOR
         bkg = bkg_shape + TEMPLATE_FLOOR
-        params = [self.poi]
-        if isinstance(self.background, Parameter):
-            params.append(self.background)
-            bkg_yield: Union[str, float] = self.background.name
-        else:
-            bkg_yield = float(self.background)
-        params += self.shape_nuisances
         systs = [
             ShapeSystematic(p.name, "background", shift_up=bkg + jac[:, i], shift_down=bkg - jac[:, i], step=1.0)
             for i, p in enumerate(self.shape_nuisances)
         ]
-        return TemplateModel(
-            processes=["signal", "background"],
-            templates=torch.stack([sig, bkg]),
-            yields={"signal": self.poi.name, "background": bkg_yield},
-            parameters=params,
-            poi=self.poi.name,
-            shape_systematics=systs,
+        return signal_background_model(
+            torch.stack([sig, bkg]), self.poi, self.background, self.shape_nuisances, systs
         )

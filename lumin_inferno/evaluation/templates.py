@@ -16,7 +16,13 @@ import torch
 from ..exceptions import EmptyProcessError, InvalidModelSpec, TargetShapeError
 from ..statistics.fit import profile_interval
 from ..statistics.hessian import expected_poi_uncertainty
-from ..statistics.likelihood import TEMPLATE_FLOOR, Parameter, ShapeSystematic, TemplateModel
+from ..statistics.likelihood import (
+    TEMPLATE_FLOOR,
+    Parameter,
+    ShapeSystematic,
+    TemplateModel,
+    signal_background_model,
+)
 
 __all__ = [
     "argmax_bins",
@@ -110,20 +116,12 @@ def asimov_template_model(
                     step=float(steps[p.name]),
                 )
             )
-    params = [poi]
-    if isinstance(background, Parameter):
-        params.append(background)
-        bkg_yield: Union[str, float] = background.name
-    else:
-        bkg_yield = float(background)
-    params += list(shape_nuisances)
-    return TemplateModel(
-        processes=["signal", "background"],
-        templates=torch.as_tensor(np.stack([sig, bkg]) + TEMPLATE_FLOOR, dtype=torch.float64),
-        yields={"signal": poi.name, "background": bkg_yield},
-        parameters=params,
-        poi=poi.name,
-        shape_systematics=systs,
+    return signal_background_model(
+        torch.as_tensor(np.stack([sig, bkg]) + TEMPLATE_FLOOR, dtype=torch.float64),
+        poi,
+        background,
+        shape_nuisances,
+        systs,
     )
 
 

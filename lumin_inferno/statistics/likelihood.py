@@ -27,7 +27,15 @@ from torch import Tensor
 from ..exceptions import InvalidModelSpec
 from .interpolation import code4, code4_slope, code4p, code4p_slope
 
-__all__ = ["Parameter", "ShapeSystematic", "NormSystematic", "TemplateModel", "poisson_nll", "TEMPLATE_FLOOR"]
+__all__ = [
+    "Parameter",
+    "ShapeSystematic",
+    "NormSystematic",
+    "TemplateModel",
+    "signal_background_model",
+    "poisson_nll",
+    "TEMPLATE_FLOOR",
+]
 
 #: Fraction of a process's yield added to every bin of every template (nominal, shift_up and shift_down alike),
 #: in training and in evaluation, so that an empty bin never yields 1/ν = ∞. Small enough to be invisible
@@ -278,3 +286,28 @@ class TemplateModel:
     def constraint_precision(self) -> Tensor:
         """Diagonal of the constraint terms' Hessian, 1/σ² for constrained parameters and 0 otherwise."""
         return torch.where(self._constrained, 1.0 / (self._sigma * self._sigma), torch.zeros_like(self._sigma))
+
+
+def signal_background_model(
+    templates: Tensor,
+    poi: Parameter,
+    background: Union[float, Parameter],
+    shape_nuisances: Sequence[Parameter] = (),
+    shape_systematics: Sequence[ShapeSystematic] = (),
+) -> TemplateModel:
+    """The two-process model of INFERNO: ``templates`` rows (signal, background); the signal yield is the POI, the
+    background yield a fixed number or a (free / constrained) parameter; shape nuisances act on the background."""
+    params = [poi]
+    if isinstance(background, Parameter):
+        params.append(background)
+        bkg_yield: Union[str, float] = background.name
+    else:
+        bkg_yield = float(background)
+    return TemplateModel(
+        processes=["signal", "background"],
+        templates=templates,
+        yields={"signal": poi.name, "background": bkg_yield},
+        parameters=params + list(shape_nuisances),
+        poi=poi.name,
+        shape_systematics=list(shape_systematics),
+    )
