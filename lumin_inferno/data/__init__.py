@@ -9,7 +9,9 @@ from .paper import (
     TEMPLATE_SHIFTS,
     PaperBenchmark,
     PaperTransform,
+    analytic_limit,
     paper_benchmark,
+    paper_intensity,
     sample_paper,
     write_paper_foldfiles,
 )
@@ -23,7 +25,9 @@ __all__ = [
     "TEMPLATE_SHIFTS",
     "PaperBenchmark",
     "PaperTransform",
+    "analytic_limit",
     "paper_benchmark",
+    "paper_intensity",
     "sample_paper",
     "write_paper_foldfiles",
 ]

@@ -3,6 +3,7 @@
 from .fit import FitResult, ProfileInterval, fit, profile_interval, profile_scan
 from .hessian import covariance, expected_poi_uncertainty, fisher_information, nll_hessian, poi_variance
 from .interpolation import code4, code4p
+from .unbinned import extended_fisher_information, unbinned_poi_uncertainty
 from .likelihood import TEMPLATE_FLOOR, NormSystematic, Parameter, ShapeSystematic, TemplateModel, poisson_nll
 
 __all__ = [
@@ -24,4 +25,6 @@ __all__ = [
     "fit",
     "profile_interval",
     "profile_scan",
+    "extended_fisher_information",
+    "unbinned_poi_uncertainty",
 ]

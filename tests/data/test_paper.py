@@ -67,3 +67,12 @@ def test_foldfiles_are_lumin_fold_files(paper_foldfiles):
         assert list(f.keys()) == ["fold_0", "meta_data"]
         assert f["fold_0/inputs"].shape == (8000, 3)
     assert FoldYielder(test).get_fold(0)["targets"][:100].std() > 0  # shuffled, not sorted by class
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 4])
+def test_analytic_limit_reproduces_paper_table(k):
+    from lumin_inferno.data.paper import analytic_limit
+    from lumin_inferno.studies.paper import PAPER_RESULTS
+
+    # 300k events per class: MC precision ~0.2 %; the paper's row came from its 200k validation sample.
+    assert analytic_limit(k, n_per_class=300_000, seed=3) == pytest.approx(PAPER_RESULTS[k]["analytic"], rel=0.005)
