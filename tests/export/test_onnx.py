@@ -1,0 +1,98 @@
+"""ONNX export: onnxruntime's output equals torch's (``Model.predict`` / ``Ensemble.predict``)."""
+
+import numpy as np
+import pytest
+
+from lumin_inferno import ConfigurationError
+from lumin_inferno.export.onnx import export_onnx
+
+ort = pytest.importorskip("onnxruntime")
+
+FEATS = ["x0", "x1", "x2", "x3"]
+BATCH_SIZES = (1, 3, 64, 1001)  # the exporter traces with a batch of 2: all of these differ from it
+
+
+def _model(builder, seed):
+    import torch
+    from lumin.nn.models.model import Model
+
+    torch.manual_seed(seed)
+    return Model(builder(FEATS, n_bins=6, width=16))
+
+
+def _run(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert inp.shape[0] == out.shape[0] and isinstance(inp.shape[0], str)  # a symbolic (dynamic) batch dimension
+    return session.run(None, {inp.name: x})[0]
+
+
+def _inputs(n, seed=1):
+    return np.random.default_rng(seed + n).normal(size=(n, len(FEATS))).astype(np.float32)
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
+def test_single_model_matches_predict(inferno_builder, tmp_path, dynamo):
+    model = _model(inferno_builder, 0)
+    model.model.train()
+    probs_path = export_onnx(model, tmp_path / "p.onnx", dynamo=dynamo)
+    assert model.model.training  # the export restores the train/eval flag it found
+    bins_path = export_onnx(model, tmp_path / "b.onnx", output="bin_index", dynamo=dynamo)
+    for n in BATCH_SIZES:
+        x = _inputs(n)
+        expected = model.predict(x)
+        got = _run(probs_path, x)
+        assert got.shape == (n, 6) and got.dtype == np.float32
+        assert np.abs(got - expected).max() < 1e-6
+        bins = _run(bins_path, x)
+        assert bins.shape == (n,) and bins.dtype == np.int64
+        assert (bins == expected.argmax(1)).all()
+
+
+def test_ensemble_of_two_matches_ensemble_predict(inferno_builder, tmp_path):
+    from lumin.nn.ensemble.ensemble import Ensemble
+
+    ensemble = Ensemble.from_models([_model(inferno_builder, 1), _model(inferno_builder, 2)], weights=[0.3, 0.9])
+    probs_path = export_onnx(ensemble, tmp_path / "ens.onnx")
+    bins_path = export_onnx(ensemble, tmp_path / "ens_bins.onnx", output="bin_index")
+    for n in BATCH_SIZES:
+        x = _inputs(n, seed=7)
+        expected = ensemble.predict(x)
+        got = _run(probs_path, x)
+        assert np.abs(got - expected).max() < 1e-6
+        assert np.allclose(got.sum(1), 1.0, atol=1e-5)
+        assert (_run(bins_path, x) == expected.argmax(1)).all()
+    # a plain list of models is a uniform-weight ensemble
+    members = list(ensemble.models)
+    export_onnx(members, tmp_path / "list.onnx")
+    x = _inputs(10)
+    assert np.abs(_run(tmp_path / "list.onnx", x) - 0.5 * (members[0].predict(x) + members[1].predict(x))).max() < 1e-6
+
+
+def test_bad_requests_raise_and_write_nothing(inferno_builder, tmp_path, monkeypatch):
+    model = _model(inferno_builder, 3)
+    with pytest.raises(ConfigurationError, match="output must be one of"):
+        export_onnx(model, tmp_path / "m.onnx", output="logits")
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        export_onnx(model, tmp_path / "missing" / "m.onnx")
+    with pytest.raises(ConfigurationError, match="expected a LUMIN Model"):
+        export_onnx(object(), tmp_path / "m.onnx")
+    with pytest.raises(ConfigurationError, match="weights"):
+        export_onnx([model, model], tmp_path / "m.onnx", weights=[1.0])
+
+    # an exporter failure midway leaves no file behind, and does not touch an existing file at the target
+    import torch
+
+    def broken_export(module, args, f, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"half an onnx file")
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
+    with pytest.raises(ConfigurationError, match="exporter crashed"):
+        export_onnx(model, tmp_path / "m.onnx")
+    (tmp_path / "old.onnx").write_bytes(b"previous export")
+    with pytest.raises(ConfigurationError):
+        export_onnx(model, tmp_path / "old.onnx")
+    assert (tmp_path / "old.onnx").read_bytes() == b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx"]
