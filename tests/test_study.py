@@ -1,5 +1,6 @@
 """The paper study end to end in a tiny configuration (seconds)."""
 
+import csv
 import json
 import math
 
@@ -8,17 +9,37 @@ from lumin_inferno.cli import main
 
 def test_paper_study_tiny(tmp_path):
     out = tmp_path / "study"
-    rc = main(["paper-study", "--outdir", str(out), "--benchmarks", "2", "--n-models", "1", "--inferno-epochs", "2",
-               "--ce-epochs", "1", "--n-train", "1500", "--n-test", "3000", "--n-folds", "3", "--inferno-bs", "500", "--quiet"])
+    rc = main(["paper-study", "--outdir", str(out), "--benchmarks", "1", "2", "--n-models", "2", "--inferno-epochs",
+               "2", "--ce-epochs", "1", "--n-train", "1500", "--n-test", "3000", "--n-folds", "3", "--inferno-bs", "500",
+               "--quiet"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["seed"] == 27 and settings["benchmarks"] == [2]
-    row = results["benchmarks"]["2"]
-    for key in ("ce", "inferno"):
-        assert len(row[key]["per_model"]) == 1
-        for stat in ("median", "q16", "q84"):
-            assert math.isfinite(row[key][stat]) and row[key][stat] > 0
-    assert row["paper_inferno"] == 16.95 and row["analytic"] == 15.65
+    assert settings["seed"] == 27 and settings["benchmarks"] == [1, 2] and settings["n_models"] == 2
+    for k, paper_limit in (("1", 15.52), ("2", 15.65)):
+        row = results["benchmarks"][k]
+        for key in ("ce", "inferno"):
+            assert len(row[key]["per_model"]) == 2
+            for stat in ("median", "q16", "q84"):
+                assert math.isfinite(row[key][stat]) and row[key][stat] > 0
+            assert row[key]["q16"] <= row[key]["median"] <= row[key]["q84"]
+        assert math.isfinite(row["inferno"]["ensemble"]) and row["inferno"]["ensemble"] > 0
+        # the analytic limit is computed, and agrees with the paper's row; nothing binned beats it
+        assert abs(row["limit"] / paper_limit - 1) < 0.01 and row["analytic"] == paper_limit
+        assert row["inferno"]["q16"] > row["limit"] and row["ce"]["q16"] > row["limit"]
+        assert math.isclose(row["inferno_to_limit_pct"], 100 * (row["inferno"]["median"] / row["limit"] - 1))
+    # cross-benchmark matrix: every trained statistic on every benchmark; floating more nuisances never helps
+    cross = results["cross_benchmark"]
+    assert set(cross) == {"cross-entropy", "INFERNO 1", "INFERNO 2"}
+    for name, row in cross.items():
+        assert set(row) == {"1", "2"}
+        assert row["2"]["median"] >= row["1"]["median"] * (1 - 1e-6)
     md = (out / "results.md").read_text()
-    assert md.startswith("| benchmark |") and "\n| 2 |" in md
+    assert md.startswith("| benchmark |") and "\n| 2 |" in md and "| INFERNO 1 |" in md
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["benchmark"] for r in rows] == ["1", "2"] and float(rows[1]["limit"]) > 0
+    assert len(list(csv.DictReader((out / "cross_benchmark.csv").open()))) == 3
+    for name in ("training_curves_inferno", "training_curves_ce", "templates_inferno_2", "templates_ce_2",
+                 "profile_1", "profile_2", "sigma_summary"):
+        png = out / "plots" / f"{name}.png"
+        assert png.stat().st_size > 5_000 and png.read_bytes()[:4] == b"\x89PNG"

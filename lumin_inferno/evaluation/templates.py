@@ -27,6 +27,8 @@ from ..statistics.likelihood import (
 __all__ = [
     "argmax_bins",
     "uniform_bins",
+    "align_bins",
+    "aligned_mean_probs",
     "hard_templates",
     "asimov_template_model",
     "expected_uncertainty",
@@ -44,6 +46,37 @@ def uniform_bins(scores: np.ndarray, n_bins: int = 10) -> np.ndarray:
     """Bin of a classifier score in [0, 1] with ``n_bins`` uniform bins (the paper's cross-entropy baseline)."""
     s = np.asarray(scores).reshape(len(scores), -1)[:, -1]
     return np.clip((s * n_bins).astype(np.int64), 0, n_bins - 1)
+
+
+def align_bins(reference: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Permutation ``perm`` of ``probs``' output columns so that ``probs[:, perm]`` bins events like ``reference``.
+
+    INFERNO outputs are unordered classes: two models trained from different initialisations learn similar bins
+    under different labels, so their softmax outputs cannot be averaged column by column. The permutation maximises
+    the number of events both models put in the same bin (linear assignment on the argmax co-occurrence matrix,
+    ``scipy.optimize.linear_sum_assignment``).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    reference, probs = np.asarray(reference), np.asarray(probs)
+    if reference.shape != probs.shape or reference.ndim != 2:
+        raise TargetShapeError(f"need two [n_events, n_bins] outputs of equal shape, got {reference.shape} and {probs.shape}")
+    n_bins = reference.shape[1]
+    co = np.zeros((n_bins, n_bins))
+    np.add.at(co, (reference.argmax(1), probs.argmax(1)), 1.0)
+    rows, cols = linear_sum_assignment(co, maximize=True)
+    perm = np.empty(n_bins, dtype=np.int64)
+    perm[rows] = cols
+    return perm
+
+
+def aligned_mean_probs(probs: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean softmax output of an ensemble of INFERNO models after aligning each model's bins to the first one
+    (:func:`align_bins`); its argmax is the ensemble's hard bin."""
+    probs = [np.asarray(p) for p in probs]
+    if not probs:
+        raise InvalidModelSpec("need at least one model's output")
+    return np.mean([probs[0]] + [p[:, align_bins(probs[0], p)] for p in probs[1:]], axis=0)
 
 
 def hard_templates(

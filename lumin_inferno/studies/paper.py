@@ -8,8 +8,10 @@ per benchmark via :class:`~lumin_inferno.callbacks.InfernoCallback`), and evalua
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -20,11 +22,13 @@ import numpy as np
 import torch
 
 from ..callbacks.inferno import InfernoCallback
-from ..data.paper import TEMPLATE_SHIFTS, paper_benchmark, write_paper_foldfiles
-from ..evaluation.templates import argmax_bins, asimov_template_model, expected_uncertainty, uniform_bins
+from ..data.paper import TEMPLATE_SHIFTS, analytic_limit, paper_benchmark, write_paper_foldfiles
+from ..evaluation.plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
+from ..evaluation.templates import align_bins, argmax_bins, asimov_template_model, expected_uncertainty, uniform_bins
+from ..statistics.fit import profile_scan
 from ..models.tails import SoftmaxTemperatureTail
 
-__all__ = ["StudySettings", "run_paper_study", "PAPER_RESULTS"]
+__all__ = ["StudySettings", "run_paper_study", "PAPER_RESULTS", "format_table", "format_cross_table"]
 
 #: Table 2 of the paper (median over 100 initialisations): expected σ(s).
 PAPER_RESULTS: Dict[int, Dict[str, float]] = {
@@ -41,7 +45,7 @@ class StudySettings:
     """Settings of one study run (recorded next to its outputs)."""
 
     outdir: str = "outputs/paper_study"
-    benchmarks: List[int] = field(default_factory=lambda: [2])
+    benchmarks: List[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     n_train_per_class: int = 20_000
     n_test_per_class: int = 100_000
     n_folds: int = 5
@@ -58,6 +62,7 @@ class StudySettings:
     ce_lr: float = 1e-3
     seed: int = 27
     eval_method: str = "profile"
+    analytic_events: int = 1_000_000
 
     @classmethod
     def full(cls, **overrides) -> "StudySettings":
@@ -132,11 +137,56 @@ def _summary(values: List[float]) -> Dict[str, float]:
     return {"median": float(np.median(v)), "q16": float(np.quantile(v, 0.16)), "q84": float(np.quantile(v, 0.84))}
 
 
-def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
-    """Run the study and write ``results.json``, ``results.md`` and ``settings.json`` into ``settings.outdir``.
+def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
+    """The hard-binned Asimov TemplateModel of one summary statistic on the test sample, for one benchmark."""
+    bm = paper_benchmark(benchmark)
+    return asimov_template_model(
+        bin_fn,
+        test["inputs"],
+        test["targets"],
+        test["weights"],
+        settings.n_bins,
+        bm.poi,
+        bm.background,
+        bm.shape_nuisances,
+        bm.callback_kwargs()["transform"],
+        TEMPLATE_SHIFTS,
+    )
 
-    Returns a dict: per benchmark, σ(s) per model for cross-entropy and INFERNO with median/16 %/84 % summaries and
-    the paper's values.
+
+def _bin_functions(models: list, inferno: bool, n_bins: int) -> list:
+    """One bin function per model (INFERNO: argmax; cross-entropy: uniform bins of the score); for INFERNO a last
+    one for the ensemble (argmax of the models' mean softmax)."""
+    if not inferno:
+        return [partial(lambda x, m: uniform_bins(_predict(m, x), n_bins), m=m) for m in models]
+    fns = [partial(lambda x, m: argmax_bins(_predict(m, x)), m=m) for m in models]
+    if len(models) > 1:
+        # bins are unordered classes: align each model's bins to the first model's before averaging; the
+        # alignment is fixed once, on the nominal test inputs, and then applies to the shifted inputs too
+        fns.append(_EnsembleBins(models))
+    return fns
+
+
+class _EnsembleBins:
+    """Argmax of the mean softmax of several INFERNO models, bins aligned to the first model on first use."""
+
+    def __init__(self, models: list):
+        self.models, self.perms = models, None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        probs = [_predict(m, x) for m in self.models]
+        if self.perms is None:
+            self.perms = [np.arange(probs[0].shape[1])] + [align_bins(probs[0], p) for p in probs[1:]]
+        return argmax_bins(np.mean([p[:, perm] for p, perm in zip(probs, self.perms)], axis=0))
+
+
+def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
+    """Run the study; write results (``results.json``/``.md``/``.csv``, ``cross_benchmark.csv``), plots and
+    ``settings.json`` into ``settings.outdir``.
+
+    For each benchmark k: cross-entropy and INFERNO-k σ(s) per model with median/16 %/84 % summaries, the σ(s) of the
+    INFERNO-k ensemble (mean softmax), the analytic limit (unbinned extended likelihood), the paper's values and
+    INFERNO's distance to the limit; and the cross-benchmark matrix (INFERNO trained for k, evaluated on j).
     """
     from fastprogress.fastprogress import progress_bar
     from lumin.nn.data.fold_yielder import FoldYielder
@@ -144,11 +194,12 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
     t0 = time.time()
     out = Path(settings.outdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2))
+    _atomic_write(out / "settings.json", json.dumps(asdict(settings), indent=2))
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
-    log = open(out / "train.log", "w")
+    random.seed(settings.seed)  # LUMIN shuffles folds with Python's random
     say = print if verbose else (lambda *a, **k: None)
+    bar = (lambda it: progress_bar(list(it), display=True)) if verbose else (lambda it: it)
 
     say(f"[paper-study] writing fold files to {out / 'data'}")
     train_path, test_path = write_paper_foldfiles(
@@ -156,80 +207,144 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
     )
     fy = FoldYielder(train_path)
     test = FoldYielder(test_path).get_fold(0)
-    x_test, y_test, w_test = test["inputs"], test["targets"], test["weights"]
 
     jobs = [("cross-entropy", None)] + [(f"INFERNO {k}", k) for k in settings.benchmarks]
-    trained = {}
-    for name, k in progress_bar(jobs, display=verbose) if verbose else jobs:
-        inferno = k is not None
-        builder = _model_builder(settings, fy, inferno)
-        cbs = [partial(InfernoCallback, **paper_benchmark(k).callback_kwargs())] if inferno else None
-        results, histories = _train(
-            fy,
-            settings,
-            builder,
-            settings.inferno_bs if inferno else settings.ce_bs,
-            settings.inferno_epochs if inferno else settings.ce_epochs,
-            out / "weights" / (f"inferno_{k}" if inferno else "ce"),
-            log,
-            cbs,
-        )
-        trained[name] = (k, _load_models(results, builder), histories)
-        say(f"[paper-study] trained {name}: {settings.n_models} models ({time.time() - t0:.0f}s)")
+    trained: Dict[str, tuple] = {}
+    with open(out / "train.log", "w") as log:
+        for name, k in bar(jobs):
+            inferno = k is not None
+            builder = _model_builder(settings, fy, inferno)
+            cbs = [partial(InfernoCallback, **paper_benchmark(k).callback_kwargs())] if inferno else None
+            results, histories = _train(
+                fy,
+                settings,
+                builder,
+                settings.inferno_bs if inferno else settings.ce_bs,
+                settings.inferno_epochs if inferno else settings.ce_epochs,
+                out / "weights" / (f"inferno_{k}" if inferno else "ce"),
+                log,
+                cbs,
+            )
+            trained[name] = (k, _load_models(results, builder), histories)
+            say(f"[paper-study] trained {name}: {settings.n_models} models ({time.time() - t0:.0f}s)")
 
-    table = {}
+    # σ(s) of every trained summary statistic on every benchmark (the diagonal is the paper's main table).
+    say("[paper-study] evaluating on the test sample (profile likelihood, nuisances profiled)")
+    cross: Dict[str, Dict[int, dict]] = {}
+    templates: Dict[str, Dict[int, object]] = {}
+    evals = [(name, j) for name in trained for j in settings.benchmarks]
+    for name, j in bar(evals):
+        k, models, _ = trained[name]
+        fns = _bin_functions(models, k is not None, settings.n_bins)
+        tms = [_evaluate(fn, test, settings, j) for fn in fns]
+        sigmas = [expected_uncertainty(tm, settings.eval_method) for tm in tms]
+        entry = {"per_model": sigmas[: len(models)], **_summary(sigmas[: len(models)])}
+        if len(sigmas) > len(models):
+            entry["ensemble"] = sigmas[-1]
+        cross.setdefault(name, {})[j] = entry
+        templates.setdefault(name, {})[j] = tms[0]
+
+    table: Dict[int, dict] = {}
     for k in settings.benchmarks:
-        bm = paper_benchmark(k)
-        row: Dict[str, object] = {"benchmark": k}
-        for name, (trained_k, models, _) in trained.items():
-            if trained_k not in (None, k):
-                continue
-            if trained_k is None:
-                bin_fn = lambda x, m=None: uniform_bins(_predict(m, x), settings.n_bins)  # noqa: E731
-            else:
-                bin_fn = lambda x, m=None: argmax_bins(_predict(m, x))  # noqa: E731
-            sigmas = []
-            for m in models:
-                tm = asimov_template_model(
-                    partial(bin_fn, m=m),
-                    x_test,
-                    y_test,
-                    w_test,
-                    settings.n_bins,
-                    bm.poi,
-                    bm.background,
-                    bm.shape_nuisances,
-                    bm.callback_kwargs()["transform"],
-                    TEMPLATE_SHIFTS,
-                )
-                sigmas.append(expected_uncertainty(tm, settings.eval_method))
-            key = "ce" if trained_k is None else "inferno"
-            row[key] = {"per_model": sigmas, **_summary(sigmas)}
+        limit = analytic_limit(k, settings.analytic_events, seed=settings.seed + 99)
+        row: Dict[str, object] = {"benchmark": k, "ce": cross["cross-entropy"][k], "inferno": cross[f"INFERNO {k}"][k]}
         row.update(PAPER_RESULTS[k])
+        row["limit"] = limit
+        row["inferno_to_limit_pct"] = 100.0 * (row["inferno"]["median"] / limit - 1.0)
         table[k] = row
 
-    results = {"settings": asdict(settings), "benchmarks": table, "runtime_s": time.time() - t0}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    md = format_table(table)
-    (out / "results.md").write_text(md + "\n")
+    results = {
+        "settings": asdict(settings),
+        "benchmarks": table,
+        "cross_benchmark": {name: {j: e for j, e in row.items()} for name, row in cross.items()},
+        "runtime_s": time.time() - t0,
+    }
+    _atomic_write(out / "results.json", json.dumps(results, indent=2))
+    md = format_table(table) + "\n\n" + format_cross_table(cross, settings.benchmarks)
+    _atomic_write(out / "results.md", md + "\n")
+    _atomic_write(out / "results.csv", _csv(table))
+    _atomic_write(out / "cross_benchmark.csv", _cross_csv(cross, settings.benchmarks))
+    _plots(out / "plots", trained, templates, table, settings)
     say(md)
-    say(f"[paper-study] done in {time.time() - t0:.0f}s; outputs in {out}")
-    log.close()
+    say(f"[paper-study] done in {time.time() - t0:.0f}s; outputs in {out} (plots in {out / 'plots'})")
     return results
 
 
+def _plots(plot_dir: Path, trained: dict, templates: dict, table: dict, settings: StudySettings) -> None:
+    """Training curves, learned templates, profile curves (CE vs INFERNO) and σ(s) per benchmark vs the limit."""
+    plot_training_curves({name: h for name, (k, _, h) in trained.items() if k is not None},
+                         plot_dir / "training_curves_inferno.png")
+    plot_training_curves({"cross-entropy": trained["cross-entropy"][2]}, plot_dir / "training_curves_ce.png",
+                         sqrt=False)
+    for k in settings.benchmarks:
+        plot_templates(templates[f"INFERNO {k}"][k], plot_dir / f"templates_inferno_{k}.png",
+                       title=f"INFERNO {k} (model 0), benchmark {k} templates")
+        plot_templates(templates["cross-entropy"][k], plot_dir / f"templates_ce_{k}.png",
+                       title=f"cross-entropy (model 0), benchmark {k} templates")
+        curves = {}
+        width = 2.5 * table[k]["ce"]["median"]
+        grid = np.linspace(max(50.0 - width, 1.0), 50.0 + width, 25)  # s ≥ 0 is the POI's physical bound
+        for label, tm in (("cross-entropy", templates["cross-entropy"][k]), (f"INFERNO {k}", templates[f"INFERNO {k}"][k])):
+            curves[label] = (grid, profile_scan(tm, grid))
+        plot_profile_curves(curves, plot_dir / f"profile_{k}.png")
+    plot_sigma_summary(table, plot_dir / "sigma_summary.png")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _fmt(entry: Optional[dict]) -> str:
+    return f"{entry['median']:.2f} [{entry['q16']:.2f}, {entry['q84']:.2f}]" if entry else "–"
+
+
 def format_table(table: dict) -> str:
-    """Markdown table of σ(s): ours (median [16 %, 84 %] over models) next to the paper's values."""
+    """Markdown table of σ(s) per benchmark: ours (median [16 %, 84 %] over models; the ensemble of INFERNO models),
+    the paper's values, the analytic limit (computed here; the paper's in brackets) and INFERNO's distance to it."""
     lines = [
-        "| benchmark | cross-entropy σ(s) | INFERNO σ(s) | paper CE | paper INFERNO | analytic limit |",
-        "|---|---|---|---|---|---|",
+        "| benchmark | cross-entropy σ(s) | INFERNO σ(s) | INFERNO ensemble | paper CE | paper INFERNO "
+        "| analytic limit (paper) | INFERNO − limit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k, row in sorted(table.items()):
-        def fmt(entry):
-            return f"{entry['median']:.2f} [{entry['q16']:.2f}, {entry['q84']:.2f}]" if entry else "–"
-
+        ens = row["inferno"].get("ensemble")
         lines.append(
-            f"| {k} | {fmt(row.get('ce'))} | {fmt(row.get('inferno'))} | {row['paper_ce']:.2f} | "
-            f"{row['paper_inferno']:.2f} | {row['analytic']:.2f} |"
+            f"| {k} | {_fmt(row['ce'])} | {_fmt(row['inferno'])} | {'–' if ens is None else f'{ens:.2f}'} "
+            f"| {row['paper_ce']:.2f} | {row['paper_inferno']:.2f} | {row['limit']:.2f} ({row['analytic']:.2f}) "
+            f"| {row['inferno_to_limit_pct']:+.1f} % |"
         )
     return "\n".join(lines)
+
+
+def format_cross_table(cross: dict, benchmarks: List[int]) -> str:
+    """Markdown matrix: rows = summary statistic (cross-entropy, INFERNO trained for k), columns = benchmark j on
+    which σ(s) is evaluated (median over models)."""
+    lines = ["| trained for \\ evaluated on | " + " | ".join(str(j) for j in benchmarks) + " |",
+             "|---|" + "---|" * len(benchmarks)]
+    for name, row in cross.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[j]['median']:.2f}" for j in benchmarks) + " |")
+    return "\n".join(lines)
+
+
+def _csv(table: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["benchmark", "ce_median", "ce_q16", "ce_q84", "inferno_median", "inferno_q16", "inferno_q84",
+                "inferno_ensemble", "paper_ce", "paper_inferno", "limit", "paper_limit", "inferno_to_limit_pct"])
+    for k, row in sorted(table.items()):
+        ce, inf = row["ce"], row["inferno"]
+        w.writerow([k, ce["median"], ce["q16"], ce["q84"], inf["median"], inf["q16"], inf["q84"],
+                    inf.get("ensemble", ""), row["paper_ce"], row["paper_inferno"], row["limit"], row["analytic"],
+                    row["inferno_to_limit_pct"]])
+    return buf.getvalue()
+
+
+def _cross_csv(cross: dict, benchmarks: List[int]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["trained_for"] + [f"eval_benchmark_{j}" for j in benchmarks])
+    for name, row in cross.items():
+        w.writerow([name] + [row[j]["median"] for j in benchmarks])
+    return buf.getvalue()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lumin_inferno import EmptyProcessError, Parameter, paper_benchmark
+from lumin_inferno import EmptyProcessError, Parameter, TargetShapeError, paper_benchmark
 from lumin_inferno.data.paper import TEMPLATE_SHIFTS, FEATURES, PaperTransform, sample_paper, standardise
 from lumin_inferno.evaluation import argmax_bins, asimov_template_model, expected_uncertainty, hard_templates, uniform_bins
 
@@ -54,3 +54,21 @@ def test_shape_nuisance_inflates_uncertainty_and_needs_steps():
 
     with pytest.raises(InvalidModelSpec, match="no template step"):
         asimov_template_model(bins, x, y, w, 10, b1.poi, b1.background, b1.shape_nuisances, t, {})
+
+
+def test_align_bins_recovers_a_permutation_and_ensembles_average_aligned_bins():
+    from lumin_inferno.evaluation import align_bins, aligned_mean_probs
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2000, 6))
+    ref = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    perm = rng.permutation(6)
+    other = ref[:, np.argsort(perm)]  # the same model with its bins relabelled
+    found = align_bins(ref, other)
+    assert np.array_equal(other[:, found], ref)
+    # averaging aligned outputs keeps the bins; averaging unaligned ones would scramble them
+    mean = aligned_mean_probs([ref, other])
+    assert np.allclose(mean, ref)
+    assert (np.mean([ref, other], axis=0).argmax(1) == ref.argmax(1)).mean() < 0.9
+    with pytest.raises(TargetShapeError):
+        align_bins(ref, ref[:, :5])

@@ -1,0 +1,145 @@
+"""Plots people would rather see than read, saved to files (matplotlib, HEP style from ``mplhep``).
+
+Every function takes plain numbers or a :class:`~lumin_inferno.statistics.TemplateModel`, writes one figure to
+``path`` (format from the suffix: .png, .pdf, ...), closes it and returns the path. Nothing is shown on screen, so
+they run headless (CI, batch jobs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..statistics.likelihood import TemplateModel
+
+__all__ = ["plot_training_curves", "plot_templates", "plot_profile_curves", "plot_sigma_summary"]
+
+PathLike = Union[str, Path]
+
+
+@contextlib.contextmanager
+def _figure(path: PathLike, figsize=(8, 6), ncols: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    try:
+        import mplhep
+
+        style = mplhep.style.ROOT
+    except ImportError:  # pragma: no cover - mplhep is a requirement, but plots should not die without it
+        style = "default"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with plt.style.context(style):
+        fig, axes = plt.subplots(1, ncols, figsize=figsize, squeeze=False)
+        try:
+            yield fig, axes[0]
+            fig.tight_layout()
+            tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+            fig.savefig(tmp, dpi=110)
+            tmp.replace(path)  # never leave a half-written figure under the final name
+        finally:
+            plt.close(fig)
+
+
+def plot_training_curves(histories: Mapping[str, Sequence], path: PathLike, sqrt: bool = True) -> Path:
+    """Validation loss per epoch for each labelled set of LUMIN histories (as returned by ``train_models``).
+
+    With ``sqrt=True`` the INFERNO loss, a variance of the POI, is shown as the expected σ(POI) in POI units.
+    Each model is one thin line; the label's median over models is thick.
+    """
+    with _figure(path) as (fig, (ax,)):
+        for i, (label, hists) in enumerate(histories.items()):
+            colour = f"C{i}"
+            curves = [np.asarray(h[0]["Validation"], dtype=float) for h in hists]
+            n = min(len(c) for c in curves)
+            stack = np.stack([c[:n] for c in curves])
+            if sqrt:
+                stack = np.sqrt(np.clip(stack, 0, None))
+            epochs = np.arange(1, n + 1)
+            for c in stack:
+                ax.plot(epochs, c, color=colour, alpha=0.3, lw=1)
+            ax.plot(epochs, np.median(stack, axis=0), color=colour, lw=2.5, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation √loss = σ(POI) (soft)" if sqrt else "validation loss")
+        ax.legend(fontsize="small")
+    return Path(path)
+
+
+def plot_templates(model: TemplateModel, path: PathLike, title: str = "") -> Path:
+    """Expected events per bin at the nominal point: signal and background stacked, with each shape
+    systematic's shift_up/shift_down background drawn as lines (the nuisance moved by ± one template step)."""
+    with torch.no_grad():
+        theta = model.nominal()
+        yields = model.process_yields(theta).numpy()
+        nominal = model.templates.numpy() * yields[:, None]
+    bins = np.arange(model.n_bins + 1)
+    with _figure(path, figsize=(9, 6)) as (fig, (ax,)):
+        order = np.argsort(nominal[0] / np.maximum(nominal.sum(0), 1e-12))  # bins by purity, easier to read
+        stacked = np.zeros(model.n_bins)
+        for i, proc in reversed(list(enumerate(model.processes))):
+            ax.bar(bins[:-1], nominal[i][order], bottom=stacked, width=1.0, align="edge", alpha=0.6, label=proc)
+            stacked = stacked + nominal[i][order]
+        for k, syst in enumerate(model.shape_systematics):
+            p = model.processes.index(syst.process)
+            for sign, tmpl, ls in (("+", syst.shift_up, "-"), ("−", syst.shift_down, "--")):
+                counts = tmpl.detach().numpy() * yields[p]
+                ax.step(bins, np.append(counts[order], counts[order][-1]), where="post", color=f"C{k + 2}", ls=ls,
+                        label=f"{syst.process}, {syst.parameter} {sign}{syst.step:g}")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=0.05)  # empty bins hold only the template floor (~1e-4 events): keep them off-scale
+        ax.set_xlabel("bin (ordered by signal purity)")
+        ax.set_ylabel("expected events")
+        ax.set_title(title, fontsize="medium")
+        ax.legend(fontsize="x-small")
+    return Path(path)
+
+
+def plot_profile_curves(
+    curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], path: PathLike, poi: str = "s"
+) -> Path:
+    """Profile-likelihood curves ΔNLL(POI) (nuisances profiled), one per label; the ΔNLL = ½ line marks the 68 % CL
+    interval, whose half-width is the expected uncertainty."""
+    with _figure(path) as (fig, (ax,)):
+        for label, (x, y) in curves.items():
+            ax.plot(np.asarray(x), np.asarray(y), lw=2, label=label)
+        ax.axhline(0.5, color="grey", ls=":", lw=1)
+        ax.set_xlabel(poi)
+        ax.set_ylabel("ΔNLL (profiled)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize="small")
+    return Path(path)
+
+
+def plot_sigma_summary(
+    rows: Mapping[int, Mapping[str, Union[float, Mapping[str, float], None]]], path: PathLike
+) -> Path:
+    """σ(POI) per benchmark: ours (median with 16–84 % band over models) for each method, the paper's values and the
+    analytic limit. ``rows[k]`` has optional ``ce``/``inferno`` summaries ({median, q16, q84}) and numbers
+    ``paper_ce``, ``paper_inferno``, ``limit``."""
+    ks = sorted(rows)
+    x = np.arange(len(ks))
+    with _figure(path) as (fig, (ax,)):
+        for off, key, label, colour in ((-0.12, "ce", "cross-entropy (ours)", "C0"), (0.12, "inferno", "INFERNO (ours)", "C1")):
+            pts = [(i, rows[k][key]) for i, k in enumerate(ks) if rows[k].get(key)]
+            if pts:
+                xi = np.array([i for i, _ in pts]) + off
+                med = np.array([e["median"] for _, e in pts])
+                err = np.array([[e["median"] - e["q16"] for _, e in pts], [e["q84"] - e["median"] for _, e in pts]])
+                ax.errorbar(xi, med, yerr=err, fmt="o", color=colour, label=label, capsize=3)
+        for key, label, colour, marker in (("paper_ce", "cross-entropy (paper)", "C0", "x"),
+                                           ("paper_inferno", "INFERNO (paper)", "C1", "x")):
+            ax.plot(x, [rows[k].get(key, np.nan) for k in ks], ls="none", marker=marker, color=colour, label=label)
+        ax.plot(x, [rows[k].get("limit", np.nan) for k in ks], ls="--", marker="_", ms=20, color="k",
+                label="analytic limit (unbinned)")
+        ax.set_xticks(x, [str(k) for k in ks])
+        ax.set_xlabel("benchmark")
+        ax.set_ylabel("expected σ(s) [events]")
+        ax.legend(fontsize="x-small")
+    return Path(path)
