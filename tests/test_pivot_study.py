@@ -1,0 +1,42 @@
+"""The pivot toy study and its example script, in their tiny configurations."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from lumin_inferno.studies.pivot import PivotStudySettings, main, run_pivot_study
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pivot_toy.py"
+
+
+def test_study_tiny(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    rows = run_pivot_study(PivotStudySettings.tiny(outdir=str(tmp_path / "study")))
+    assert torch.get_num_threads() == threads  # restored
+    assert [r["lam"] for r in rows] == [0.0, 50.0]
+    plain, pivot = rows
+    assert pivot["dcor"] < plain["dcor"] and pivot["js_+1"] < plain["js_+1"] and pivot["js_-1"] < plain["js_-1"]
+    assert 0.6 < pivot["auc"] < plain["auc"] < 0.95
+    out = capsys.readouterr().out
+    assert "| λ | ROC AUC |" in out and "| 50 |" in out
+    assert (tmp_path / "study" / "pivot_outputs.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert saved["settings"]["lambdas"] == [0.0, 50.0] and len(saved["rows"]) == 2
+    assert (tmp_path / "study" / "results.md").read_text().startswith("| λ |")
+
+
+def test_cli_and_example(tmp_path, capsys):
+    assert main(["--tiny", "--quiet", "--outdir", str(tmp_path / "cli"), "--lambdas", "0", "--n-epochs", "1"]) == 0
+    assert len(json.loads((tmp_path / "cli" / "results.json").read_text())["rows"]) == 1
+    spec = importlib.util.spec_from_file_location("pivot_toy", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        res = module.main(str(tmp_path / "example"), tiny=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(res) == {0.0, 50.0} and res[50.0]["dcor"] < res[0.0]["dcor"]
+    assert "plot:" in capsys.readouterr().out
