@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -195,9 +196,7 @@ def _torch_export(
     kwargs: dict = {"input_names": [input_name], "output_names": [output_name]}
     if opset_version is not None:
         kwargs["opset_version"] = opset_version
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter announces its deprecation
-        warnings.simplefilter("ignore", FutureWarning)  # torch.export's own internals (pytree) in torch 2.13
+    with torch.no_grad(), _quiet_exporter():
         if dynamo:
             batch = torch.export.Dim("batch")
             torch.onnx.export(
@@ -219,6 +218,22 @@ def _torch_export(
                 dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
                 **kwargs,
             )
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's progress prints, its deprecation/pytree warnings and its logger's notices (e.g.
+    "torchvision is not installed"), restoring everything afterwards."""
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter announces its deprecation
+            warnings.simplefilter("ignore", FutureWarning)  # torch.export's own internals (pytree) in torch 2.13
+            yield
+    finally:
+        exporter_log.setLevel(level)
 
 
 def _verify(module: SummaryStatisticModule, target: Path, n_features: int, input_name: str, output: str) -> None:

@@ -143,7 +143,7 @@ def pyhf_workspace(
         for name in _parameters_of(model.norm_systematics, process):
             entry = plan[name]
             hi, lo = (
-                float(_shifted(tm, name, sign * entry["scale"]).process_yields[p] / yields0[p]) for sign in (1.0, -1.0)
+                float(_shifted(tm, name, sign * entry["scale"])[1][p] / yields0[p]) for sign in (1.0, -1.0)
             )
             modifiers.append({"name": entry["pyhf_name"], "type": "normsys", "data": {"hi": hi, "lo": lo}})
         nominal = y0 * templates0[p]
@@ -223,32 +223,24 @@ def _histosys_templates(
     only by the (α⁴, α⁶) terms; hi/lo are then T + S' + 8A' and T − S' + 8A'.
     """
     if shape_matching == "templates":
-        return _shifted(model, name, width).process_templates[p], _shifted(model, name, -width).process_templates[p]
+        return _shifted(model, name, width)[0][p], _shifted(model, name, -width)[0][p]
     steps = [s.step for s in model.shape_systematics if s.parameter == name and s.process == model.processes[p]]
     if len(set(steps)) != 1:
         raise ConfigurationError(f"shape systematics of {name!r} on {model.processes[p]!r} use different steps {steps}")
     step = steps[0]
-    up = _shifted(model, name, step).process_templates[p]
-    down = _shifted(model, name, -step).process_templates[p]
-    nominal = _shifted(model, name, 0.0).process_templates[p]
+    up, down, nominal = (_shifted(model, name, delta)[0][p] for delta in (step, -step, 0.0))
     c = width / step
     symmetric, asymmetric = c * 0.5 * (up - down), c * c * (up + down - 2.0 * nominal) / 16.0
     return nominal + symmetric + 8.0 * asymmetric, nominal - symmetric + 8.0 * asymmetric
 
 
-class _Shifted:
-    """Templates and yields of every process with one parameter moved by ``delta`` from nominal (float64 numpy)."""
-
-    def __init__(self, model: TemplateModel, name: str, delta: float):
-        theta = model.nominal()
-        theta[model.index(name)] += delta
-        with torch.no_grad():
-            self.process_templates = model.process_templates(theta).numpy()
-            self.process_yields = model.process_yields(theta).numpy()
-
-
-def _shifted(model: TemplateModel, name: str, delta: float) -> _Shifted:
-    return _Shifted(model, name, delta)
+def _shifted(model: TemplateModel, name: str, delta: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(templates ``[n_processes, n_bins]``, yields ``[n_processes]``) with parameter ``name`` moved by ``delta``
+    from nominal and every other parameter at nominal (float64 numpy)."""
+    theta = model.nominal()
+    theta[model.index(name)] += delta
+    with torch.no_grad():
+        return model.process_templates(theta).numpy(), model.process_yields(theta).numpy()
 
 
 def _expected_widths(model: TemplateModel) -> Dict[str, float]:
@@ -261,6 +253,7 @@ def _expected_widths(model: TemplateModel) -> Dict[str, float]:
 
 
 def _float64(model: TemplateModel) -> TemplateModel:
+    """A float64 copy of ``model`` without autograd graph (the same helper the fits use)."""
     from ..statistics.fit import _detached
 
     return _detached(model)
@@ -274,6 +267,8 @@ def _plan(
     syst_pars = {s.parameter for s in list(model.shape_systematics) + list(model.norm_systematics)}
     if model.poi not in yield_pars:
         raise ConfigurationError(f"the POI {model.poi!r} must be a process yield to become a pyhf normfactor")
+    if model.parameters[model.index(model.poi)].constraint is not None:
+        raise ConfigurationError(f"the POI {model.poi!r} has a constraint; a pyhf normfactor POI cannot carry one")
     both = yield_pars & syst_pars
     if both:
         raise ConfigurationError(f"parameter(s) {sorted(both)} are both yields and systematics; pyhf cannot share them")
@@ -285,7 +280,7 @@ def _plan(
     for par in model.parameters:
         if par.name in yield_pars:
             y0 = _yield_nominal(model, par.name)
-            constrained = par.constraint is not None and par.name != model.poi
+            constrained = par.constraint is not None
             lo, hi = _bounds_in(par, y0, 0.0, default=(0.0, 10.0))
             config: Dict[str, Any] = {"inits": [1.0], "bounds": [[lo, hi]]}
             if constrained:
@@ -298,8 +293,8 @@ def _plan(
                 "config": config,
             }
             continue
-        step = min(s.step for s in list(model.shape_systematics) + list(model.norm_systematics)
-                   if s.parameter == par.name)
+        systematics = list(model.shape_systematics) + list(model.norm_systematics)
+        step = min(s.step for s in systematics if s.parameter == par.name)
         if par.constraint is not None:
             width = float(par.constraint)
         else:

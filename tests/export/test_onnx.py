@@ -43,7 +43,7 @@ def test_single_model_matches_predict(inferno_builder, tmp_path, dynamo):
         expected = model.predict(x)
         got = _run(probs_path, x)
         assert got.shape == (n, 6) and got.dtype == np.float32
-        assert np.abs(got - expected).max() < 1e-6
+        assert np.abs(got - expected).max() < 5e-6
         bins = _run(bins_path, x)
         assert bins.shape == (n,) and bins.dtype == np.int64
         assert (bins == expected.argmax(1)).all()
@@ -59,14 +59,14 @@ def test_ensemble_of_two_matches_ensemble_predict(inferno_builder, tmp_path):
         x = _inputs(n, seed=7)
         expected = ensemble.predict(x)
         got = _run(probs_path, x)
-        assert np.abs(got - expected).max() < 1e-6
+        assert np.abs(got - expected).max() < 5e-6
         assert np.allclose(got.sum(1), 1.0, atol=1e-5)
         assert (_run(bins_path, x) == expected.argmax(1)).all()
     # a plain list of models is a uniform-weight ensemble
     members = list(ensemble.models)
     export_onnx(members, tmp_path / "list.onnx")
     x = _inputs(10)
-    assert np.abs(_run(tmp_path / "list.onnx", x) - 0.5 * (members[0].predict(x) + members[1].predict(x))).max() < 1e-6
+    assert np.abs(_run(tmp_path / "list.onnx", x) - 0.5 * (members[0].predict(x) + members[1].predict(x))).max() < 5e-6
 
 
 def test_bad_requests_raise_and_write_nothing(inferno_builder, tmp_path, monkeypatch):
