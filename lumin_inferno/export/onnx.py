@@ -48,10 +48,10 @@ class SummaryStatisticModule(nn.Module):
         if output not in OUTPUT_MODES:
             raise ConfigurationError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
         if len(networks) == 0 or len(networks) != len(weights):
-            raise ConfigurationError(f"need one weight per network, got {len(networks)} networks, {len(weights)} weights")
+            raise ConfigurationError(f"need one weight per network, got {len(networks)} networks and {len(weights)}")
         w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not float(w.sum()) > 0:
-            raise ConfigurationError(f"ensemble weights must be finite, non-negative and not all zero, got {list(weights)}")
+            raise ConfigurationError(f"ensemble weights must be finite, ≥ 0 and not all zero, got {list(weights)}")
         self.networks = nn.ModuleList(networks)
         self.register_buffer("weights", (w / w.sum()).to(torch.float32))
         self.output = output
@@ -94,8 +94,9 @@ def _members(model_or_ensemble: Any, weights: Optional[Sequence[float]]) -> Tupl
     return models, weights
 
 
-def _n_features(models: Sequence[Any]) -> int:
-    """Width of the input array, checked to be the same for every member (continuous + categorical columns)."""
+def _n_features(models: Sequence[Any]) -> Tuple[int, List[int]]:
+    """Width of the input array, checked to be the same for every member (continuous columns, then categorical
+    codes as LUMIN's head reads them), and the cardinality of each categorical column (for the random check)."""
     widths = set()
     for m in models:
         head = m.head
@@ -109,7 +110,9 @@ def _n_features(models: Sequence[Any]) -> int:
         widths.add(int(head.n_cont_in) + int(getattr(head, "n_cat_in", 0) or 0))
     if len(widths) != 1:
         raise ConfigurationError(f"ensemble members take different numbers of inputs: {sorted(widths)}")
-    return widths.pop()
+    embedder = getattr(models[0].head, "cat_embedder", None)
+    cardinalities = [int(c) for c in getattr(embedder, "cat_szs", None) or []]
+    return widths.pop(), cardinalities
 
 
 def export_onnx(
@@ -155,7 +158,7 @@ def export_onnx(
     if not path.parent.is_dir():
         raise ConfigurationError(f"output directory {path.parent} does not exist")
     models, weights = _members(model_or_ensemble, weights)
-    n_features = _n_features(models)
+    n_features, cardinalities = _n_features(models)
     output_name = output_name or output
     module = SummaryStatisticModule([m.model for m in models], weights, output)
     modes = [m.model.training for m in models]
@@ -170,7 +173,7 @@ def export_onnx(
 
         onnx.checker.check_model(str(tmp), full_check=True)
         if verify:
-            _verify(module, tmp, n_features, input_name, output)
+            _verify(module, tmp, n_features, cardinalities, input_name, output)
         os.replace(tmp, path)
     except ConfigurationError:
         raise
@@ -236,11 +239,22 @@ def _quiet_exporter():
         exporter_log.setLevel(level)
 
 
-def _verify(module: SummaryStatisticModule, target: Path, n_features: int, input_name: str, output: str) -> None:
-    """onnxruntime vs torch on a random batch of 5 (a size the exporter never saw)."""
+def _verify(
+    module: SummaryStatisticModule,
+    target: Path,
+    n_features: int,
+    cardinalities: Sequence[int],
+    input_name: str,
+    output: str,
+) -> None:
+    """onnxruntime vs torch on a random batch of 5 (a size the exporter never saw); categorical columns (the last
+    ``len(cardinalities)``) get valid integer codes."""
     import onnxruntime as ort
 
-    x = np.random.default_rng(0).normal(size=(5, n_features)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, n_features)).astype(np.float32)
+    for j, size in enumerate(cardinalities):
+        x[:, n_features - len(cardinalities) + j] = rng.integers(0, size, len(x))
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     got = session.run(None, {input_name: x})[0]
     with torch.no_grad():

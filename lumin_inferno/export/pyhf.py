@@ -67,7 +67,10 @@ __all__ = [
 SHAPE_MATCHING: Tuple[str, ...] = ("curvature", "templates")
 
 #: Interpolation codes of our core (also pyhf's defaults): ``ws.model(modifier_settings=MODIFIER_SETTINGS)``.
-MODIFIER_SETTINGS: Dict[str, Dict[str, str]] = {"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}}
+MODIFIER_SETTINGS: Dict[str, Dict[str, str]] = {
+    "normsys": {"interpcode": "code4"},
+    "histosys": {"interpcode": "code4p"},
+}
 
 #: Shape / norm nuisances are kept within this many template steps of nominal in pyhf (the range where our own
 #: interpolation is validated; pyhf's histosys default is ±5 in its α).
@@ -308,8 +311,8 @@ def _plan(
                         widths = _expected_widths(model)
                     except SingularHessianError as err:
                         raise ConfigurationError(
-                            "cannot choose a wide constraint for the unconstrained nuisances: the Fisher information is "
-                            f"singular ({err}); pass unconstrained_width"
+                            "cannot choose a wide constraint for the unconstrained nuisances: the Fisher "
+                            f"information is singular ({err}); pass unconstrained_width"
                         ) from err
                 width = 100.0 * widths[par.name]
         if not width > 0 or not math.isfinite(width):

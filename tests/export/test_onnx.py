@@ -96,3 +96,33 @@ def test_bad_requests_raise_and_write_nothing(inferno_builder, tmp_path, monkeyp
         export_onnx(model, tmp_path / "old.onnx")
     assert (tmp_path / "old.onnx").read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx"]
+
+
+def test_categorical_features(tmp_path):
+    """Categorical codes are columns of the float input (after the continuous ones), as for ``Model.predict``."""
+    import contextlib
+    import io
+
+    import torch
+    from lumin.nn.models.helpers import CatEmbedder
+    from lumin.nn.models.model import Model
+    from lumin.nn.models.model_builder import ModelBuilder
+
+    from lumin_inferno import SoftmaxTemperatureTail
+
+    torch.manual_seed(4)
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder = ModelBuilder(
+            objective="classification",
+            n_out=5,
+            cont_feats=["a", "b"],
+            cat_embedder=CatEmbedder(["c"], [4]),
+            model_args={"body": {"width": 16, "depth": 2}, "tail": {"temperature": 0.1}},
+            tail=SoftmaxTemperatureTail,
+            opt_args={"opt": "adam", "lr": 1e-3},
+        )
+    model = Model(builder)
+    path = export_onnx(model, tmp_path / "cat.onnx")
+    x = np.random.default_rng(0).normal(size=(33, 3)).astype(np.float32)
+    x[:, 2] = np.arange(33) % 4
+    assert np.abs(_run(path, x) - model.predict(x)).max() < 5e-6
