@@ -1,4 +1,4 @@
-"""Data: benchmark generators writing LUMIN fold files."""
+"""Data: benchmark generators writing LUMIN fold files; shifted systematics stored next to the nominal inputs."""
 
 from .paper import (
     BACKGROUND_YIELD,
@@ -15,6 +15,15 @@ from .paper import (
     sample_paper,
     write_paper_foldfiles,
 )
+from .systematics import (
+    FoldSystematics,
+    SystematicsInfo,
+    add_systematics_to_foldfile,
+    read_fold_systematics,
+    systematics_info,
+    validate_systematics_foldfile,
+    write_systematics_foldfile,
+)
 
 __all__ = [
     "BACKGROUND_YIELD",
@@ -30,4 +39,11 @@ __all__ = [
     "paper_intensity",
     "sample_paper",
     "write_paper_foldfiles",
+    "FoldSystematics",
+    "SystematicsInfo",
+    "add_systematics_to_foldfile",
+    "read_fold_systematics",
+    "systematics_info",
+    "validate_systematics_foldfile",
+    "write_systematics_foldfile",
 ]
