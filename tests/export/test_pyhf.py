@@ -49,7 +49,7 @@ def _pyhf_model(spec):
     return ws, ws.model(), np.asarray(ws.data(ws.model()))
 
 
-@pytest.mark.parametrize("benchmark", [2, 3, 4])
+@pytest.mark.parametrize("benchmark", [0, 1, 2, 3, 4])
 def test_pyhf_sigma_equals_ours(test_sample, tmp_path, benchmark):
     model = _paper_model(test_sample, benchmark)
     path = write_pyhf_workspace(model, tmp_path / "workspace.json")
