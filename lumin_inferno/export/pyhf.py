@@ -29,8 +29,9 @@ Mapping (pyhf parameters are dimensionless; ours carry physical units):
   hi/lo the factors of our model at θ⁰ ± σ (exact when σ = step). Unconstrained ones use the same wide width.
 
 Accuracy on the paper problem (``tests/export/test_pyhf.py``; see ``docs/export.md``): σ(s) from pyhf's profile
-likelihood equals ours within 0.10 % / 0.11 % / 0.05 % / 0.83 % for benchmarks 1 / 2 / 3 / 4 with the paper's template steps
-(r ± 0.2, λ ± 0.5 against constraints 0.4 and 1), within 1e-5 with templates at ±1σ; the Hessian σ agrees to 1e-4.
+likelihood equals ours within 0.10 % / 0.11 % / 0.05 % / 0.83 % for benchmarks 1 / 2 / 3 / 4 with the paper's
+template steps (r ± 0.2, λ ± 0.5 against constraints 0.4 and 1), within 1e-5 with templates at ±1σ; the Hessian σ
+agrees to 1e-4.
 
 Parameter bounds are translated to α (or κ) units; the measurement lists every parameter's init and bounds, the
 auxdata and sigma of constrained yields, and ``poi_name`` as POI.
