@@ -155,7 +155,7 @@ def pyhf_workspace(
             raise ConfigurationError(f"process {process!r} has negative template entries; pyhf needs counts ≥ 0")
         samples.append({"name": process, "data": nominal.tolist(), "modifiers": modifiers})
 
-    data = model.asimov() if observations is None else observations
+    data = tm.asimov() if observations is None else observations
     data = np.asarray(torch.as_tensor(data).detach().cpu().to(torch.float64).numpy(), dtype=float).reshape(-1)
     if data.shape != (model.n_bins,):
         raise ConfigurationError(f"observations must have {model.n_bins} bins, got shape {data.shape}")
@@ -170,8 +170,15 @@ def pyhf_workspace(
     if validate:
         import pyhf
 
-        workspace = pyhf.Workspace(spec)
-        workspace.model(modifier_settings=MODIFIER_SETTINGS)
+        try:
+            pyhf.Workspace(spec).model(modifier_settings=MODIFIER_SETTINGS)
+        except (
+            pyhf.exceptions.InvalidSpecification,
+            pyhf.exceptions.InvalidModel,
+            pyhf.exceptions.InvalidNameReuse,
+            pyhf.exceptions.InvalidModifier,
+        ) as err:
+            raise ConfigurationError(f"pyhf rejects the exported workspace: {type(err).__name__}: {err}") from err
     return spec
 
 

@@ -120,6 +120,19 @@ def test_workspace_structure_benchmark_4(test_sample):
     assert config["lambda"]["bounds"] == [[pytest.approx(-2.5), pytest.approx(5.0)]]  # λ ≥ 0.5, in units of σ_λ = 1
 
 
+def test_templates_matching_exports_our_one_sigma_templates(test_sample):
+    """``shape_matching="templates"``: hi/lo are our own templates at θ⁰ ± σ (here σ = 2 steps: linear extrapolation)."""
+    model = _paper_model(test_sample, 3)
+    spec = pyhf_workspace(model, shape_matching="templates")
+    modifiers = {m["name"]: m["data"] for m in spec["channels"][0]["samples"][1]["modifiers"]}
+    for name, sigma in (("r", 0.4), ("lambda", 1.0)):
+        for sign, key in ((1.0, "hi_data"), (-1.0, "lo_data")):
+            theta = model.nominal().double()
+            theta[model.index(name)] += sign * sigma
+            expected = 1000.0 * model.process_templates(theta)[1].detach().numpy()
+            assert np.allclose(modifiers[name][key], expected, rtol=1e-10)
+
+
 def test_norm_systematics_and_unconstrained_yields():
     """A toy with a normalisation systematic (exported as normsys, exact when step = σ) and a free background."""
     templates = torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.3, 0.5]], dtype=torch.float64)
