@@ -15,15 +15,15 @@ def test_study_tiny(tmp_path, capsys):
     threads = torch.get_num_threads()
     rows = run_pivot_study(PivotStudySettings.tiny(outdir=str(tmp_path / "study")))
     assert torch.get_num_threads() == threads  # restored
-    assert [r["lam"] for r in rows] == [0.0, 50.0]
+    assert [r["lam"] for r in rows] == [0.0, 10.0]
     plain, pivot = rows
     assert pivot["dcor"] < plain["dcor"] and pivot["js_+1"] < plain["js_+1"] and pivot["js_-1"] < plain["js_-1"]
     assert 0.6 < pivot["auc"] < plain["auc"] < 0.95
     out = capsys.readouterr().out
-    assert "| λ | ROC AUC |" in out and "| 50 |" in out
+    assert "| λ | ROC AUC |" in out and "| 10 |" in out
     assert (tmp_path / "study" / "pivot_outputs.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "study" / "results.json").read_text())
-    assert saved["settings"]["lambdas"] == [0.0, 50.0] and len(saved["rows"]) == 2
+    assert saved["settings"]["lambdas"] == [0.0, 10.0] and len(saved["rows"]) == 2
     assert (tmp_path / "study" / "results.md").read_text().startswith("| λ |")
 
 
@@ -38,5 +38,5 @@ def test_cli_and_example(tmp_path, capsys):
         res = module.main(str(tmp_path / "example"), tiny=True)
     finally:
         torch.set_num_threads(threads)
-    assert set(res) == {0.0, 50.0} and res[50.0]["dcor"] < res[0.0]["dcor"]
+    assert set(res) == {0.0, 10.0} and res[10.0]["dcor"] < res[0.0]["dcor"]
     assert "plot:" in capsys.readouterr().out

@@ -24,9 +24,11 @@ The maths lives in :mod:`lumin_inferno.models.adversary`.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import random
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -79,6 +81,9 @@ class PivotCallback(Callback):
         background_class: main-target value of background events.
         n_pretrain_main: epochs of plain main-loss training over the training folds before joint training.
         n_pretrain_adv: epochs of adversary-only training on the (frozen, eval-mode) main output, after that.
+        n_adv_refresh: epochs of the same adversary-only training at the end of every training epoch, before LUMIN's
+            validation. The adversary chases a moving main model; without this catch-up it can lag behind and report
+            (almost) no dependence for a model that still has some, and SaveBest would pick that model. 0 disables.
         adv_update_freq: the adversary takes ``adv_steps`` optimiser steps every ``adv_update_freq`` training batches,
             on the detached output of the current batch (before the main model's step on that batch).
         adv_steps: optimiser steps per adversary update.
@@ -105,6 +110,7 @@ class PivotCallback(Callback):
         background_class: int = 0,
         n_pretrain_main: int = 0,
         n_pretrain_adv: int = 0,
+        n_adv_refresh: int = 1,
         adv_update_freq: int = 1,
         adv_steps: int = 1,
         n_components: int = 5,
@@ -132,7 +138,8 @@ class PivotCallback(Callback):
         for name, value in (("adv_update_freq", adv_update_freq), ("adv_steps", adv_steps)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ConfigurationError(f"{name} must be an integer >= 1 (batches / steps), got {value!r}")
-        for name, value in (("n_pretrain_main", n_pretrain_main), ("n_pretrain_adv", n_pretrain_adv)):
+        for name, value in (("n_pretrain_main", n_pretrain_main), ("n_pretrain_adv", n_pretrain_adv),
+                            ("n_adv_refresh", n_adv_refresh)):
             if not isinstance(value, (int, np.integer)) or value < 0:
                 raise ConfigurationError(f"{name} must be an integer >= 0 (epochs), got {value!r}")
         if not callable(lam) and not float(lam) >= 0:
@@ -140,6 +147,7 @@ class PivotCallback(Callback):
         self.lam, self.adversary_kind, self.apply_to = lam, adversary, apply_to
         self.background_class = background_class
         self.n_pretrain_main, self.n_pretrain_adv = int(n_pretrain_main), int(n_pretrain_adv)
+        self.n_adv_refresh = int(n_adv_refresh)
         self.adv_update_freq, self.adv_steps = int(adv_update_freq), int(adv_steps)
         self.n_components, self.n_classes = n_components, n_classes
         self.adv_width, self.adv_depth, self.adv_lr = adv_width, adv_depth, adv_lr
@@ -153,8 +161,10 @@ class PivotCallback(Callback):
         self.reference_nll: Optional[float] = None
         self.history: Dict[str, List[float]] = {
             k: [] for k in ("train_main", "train_adv", "valid_main", "valid_adv", "valid_logged", "lam",
-                            "pretrain_main", "pretrain_adv")
+                            "pretrain_main", "pretrain_adv", "refresh_adv")
         }
+        self._seed = 0
+        self._n_own_loops = 0
         self.visited_folds: List[int] = []
         self._n_batches = 0
         self._saved_inputs = None
@@ -238,7 +248,7 @@ class PivotCallback(Callback):
             self.adversary.requires_grad_(False)
         return float(loss.detach())
 
-    def _select(self, y: Tensor, w: Optional[Tensor], n: int) -> Optional[Tensor]:
+    def _select(self, y: Optional[Tensor]) -> Optional[Tensor]:
         """Mask of the events the adversary sees (None = all)."""
         if self.apply_to == "all":
             return None
@@ -264,10 +274,13 @@ class PivotCallback(Callback):
         for idx in folds:  # every column, every fold, before the first step
             self._fold_columns(idx)
         self._set_reference(trn_idxs)
+        # Seed of the callback's own batch shuffling, read from (not drawn from) torch's generator: different for
+        # each model of an ensemble, reproducible under a global seed, and LUMIN's random streams stay untouched.
+        self._seed = int(hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:8], 16)
         if self.n_pretrain_main > 0:
             self._pretrain_main(trn_idxs)
         if self.n_pretrain_adv > 0:
-            self._pretrain_adversary(trn_idxs)
+            self._train_adversary(trn_idxs, self.n_pretrain_adv, "pretrain_adv")
 
     def _set_reference(self, trn_idxs: List[int]) -> None:
         """H: NLL of the best input-independent adversary on the training folds' selected events; for a classifier
@@ -306,6 +319,20 @@ class PivotCallback(Callback):
             sub = np.random.default_rng(0).permutation(len(z))[:20_000]  # EM on a fixed subsample: cheap
             self.reference_nll = marginal_nll_gaussian_mixture(z[sub], self.n_components, w[sub])
 
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[random.Random]:
+        """Run one of the callback's own loops on its own random streams: numpy's global generator (which LUMIN's
+        BatchYielder shuffles with) is reseeded for the loop and restored afterwards; fold order comes from the
+        yielded ``random.Random``."""
+        self._n_own_loops += 1
+        seed = (self._seed + 7919 * self._n_own_loops) % 2**32
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            yield random.Random(seed)
+        finally:
+            np.random.set_state(state)
+
     def _batches(self, idx: int, drop_last: bool = True):
         """Shuffled batches (x, y, w, z) of training fold ``idx``, built like LUMIN's own training BatchYielder."""
         fp = self.model.fit_params
@@ -317,51 +344,55 @@ class PivotCallback(Callback):
 
     def _pretrain_main(self, trn_idxs: List[int]) -> None:
         """Plain main-loss training (LUMIN's loss and optimiser), ``n_pretrain_main`` epochs over the training folds."""
-        fp = self.model.fit_params
+        fp, net = self.model.fit_params, self.model.model
         if fp.loss_func is None:
             raise ConfigurationError("main-model pretraining needs LUMIN's loss (fit_params.loss_func is None)")
-        net, order = self.model.model, list(trn_idxs)  # a copy: LUMIN's own list is never shuffled here
+        order = list(trn_idxs)  # a copy: LUMIN's own list is never shuffled here
         net.train()
         for _ in progress_bar(range(self.n_pretrain_main), display=self.verbose, leave=False):
-            random.shuffle(order)
             losses = []
-            for idx in order:
-                for x, y, w, _ in self._batches(idx):
-                    if hasattr(fp.loss_func, "weights"):
-                        fp.loss_func.weights = w
-                    else:
-                        fp.loss_func.weight = w
-                    loss = fp.loss_func(net(x), y)
-                    fp.opt.zero_grad()
-                    loss.backward()
-                    fp.opt.step()
-                    losses.append(float(loss.detach()))
-            self.history["pretrain_main"].append(float(np.mean(losses)))
+            with self._own_rng() as rng:
+                rng.shuffle(order)
+                for idx in order:
+                    for x, y, w, _ in self._batches(idx):
+                        if hasattr(fp.loss_func, "weights"):  # as Model._fit_batch attaches the weights
+                            fp.loss_func.weights = w
+                        else:
+                            fp.loss_func.weight = w
+                        loss = fp.loss_func(net(x), y)
+                        fp.opt.zero_grad()
+                        loss.backward()
+                        fp.opt.step()
+                        losses.append(float(loss.detach()))
+            self.history["pretrain_main"].append(float(np.mean(losses)) if losses else float("nan"))
 
-    def _pretrain_adversary(self, trn_idxs: List[int]) -> None:
-        """Adversary-only training on the frozen main model's eval-mode output, ``n_pretrain_adv`` epochs."""
+    def _train_adversary(self, trn_idxs: List[int], n_epochs: int, key: str) -> None:
+        """Adversary-only training on the frozen main model's eval-mode output, ``n_epochs`` over the training folds
+        (a copy of the fold list), one Adam step per batch; mean loss per epoch into ``history[key]``."""
         net, order = self.model.model, list(trn_idxs)
+        was_training = net.training
         net.eval()
         try:
-            for _ in progress_bar(range(self.n_pretrain_adv), display=self.verbose, leave=False):
-                random.shuffle(order)
+            for _ in progress_bar(range(n_epochs), display=self.verbose, leave=False):
                 losses = []
-                for idx in order:
-                    for x, y, w, z in self._batches(idx):
-                        with torch.no_grad():
-                            s = self._adv_input(net(x))
-                        mask = self._select(y, w, len(s))
-                        if mask is not None:
-                            if not bool(mask.any()):
-                                continue
-                            s, z, w = s[mask], z[mask], None if w is None else w[mask]
-                        if self.adversary is None:
-                            self._build_adversary(s.shape[1])
-                        losses.append(self._adversary_steps(s, z, w, 1))
+                with self._own_rng() as rng:
+                    rng.shuffle(order)
+                    for idx in order:
+                        for x, y, w, z in self._batches(idx):
+                            with torch.no_grad():
+                                s = self._adv_input(net(x))
+                            mask = self._select(y)
+                            if mask is not None:
+                                if not bool(mask.any()):
+                                    continue
+                                s, z, w = s[mask], z[mask], None if w is None else w[mask]
+                            if self.adversary is None:
+                                self._build_adversary(s.shape[1])
+                            losses.append(self._adversary_steps(s, z, w, 1))
                 if losses:
-                    self.history["pretrain_adv"].append(float(np.mean(losses)))
+                    self.history[key].append(float(np.mean(losses)))
         finally:
-            net.train()
+            net.train(was_training)
 
     def _append_columns(self, by, idx: int) -> np.ndarray:
         """Append fold ``idx``'s adversary targets to ``by.inputs`` (row-aligned, before any shuffling); returns the
@@ -400,6 +431,11 @@ class PivotCallback(Callback):
         if fp.state == "train":
             self.history["lam"].append(self.lam_at(fp.epoch))
 
+    def on_epoch_end(self) -> None:
+        fp = self.model.fit_params
+        if fp.state == "train" and self.n_adv_refresh > 0:  # the adversary catches up before validation
+            self._train_adversary(list(fp.trn_idxs), self.n_adv_refresh, "refresh_adv")
+
     def on_batch_begin(self) -> None:
         fp = self.model.fit_params
         if fp.state == "test":
@@ -411,7 +447,7 @@ class PivotCallback(Callback):
         if fp.state == "test":
             return
         s, z, w = self._adv_input(fp.y_pred), self._z, fp.w
-        mask = self._select(fp.y, w, len(s))
+        mask = self._select(fp.y)
         if mask is not None:
             s, z, w = s[mask], z[mask], None if w is None else w[mask]
         if self.adversary is None:

@@ -73,7 +73,11 @@ def write_pivot_toy_foldfile(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.touch()  # df2foldfile shells out to `rm` first; give it something to remove, so it prints nothing
     df = sample_pivot_toy(n_per_class, n_per_class, z_sigma=z_sigma, seed=seed)
-    with contextlib.redirect_stdout(io.StringIO()):
+    # df2foldfile's StratifiedKFold(shuffle=True) draws from numpy's global generator: seed it for reproducible
+    # folds, and give the caller's stream back afterwards
+    state = np.random.get_state()
+    np.random.seed(seed)
+    with contextlib.redirect_stdout(io.StringIO()), _restore_numpy_state(state):
         df2foldfile(
             df=df,
             n_folds=n_folds,
@@ -87,3 +91,11 @@ def write_pivot_toy_foldfile(
             strat_key="gen_target",
         )
     return target
+
+
+@contextlib.contextmanager
+def _restore_numpy_state(state):
+    try:
+        yield
+    finally:
+        np.random.set_state(state)

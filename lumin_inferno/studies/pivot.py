@@ -37,7 +37,7 @@ class PivotStudySettings:
     """Settings of one toy study (recorded next to its outputs). λ is dimensionless (adversary NLL in nats)."""
 
     outdir: str = "outputs/pivot_study"
-    lambdas: List[float] = field(default_factory=lambda: [0.0, 50.0])
+    lambdas: List[float] = field(default_factory=lambda: [0.0, 10.0])
     n_train_per_class: int = 10_000
     n_test_per_class: int = 20_000
     n_folds: int = 4

@@ -79,22 +79,24 @@ class Recorder(Callback):
 # ---------------------------------------------------------------------------------------------- λ = 0 and λ > 0
 @pytest.fixture(scope="module")
 def trained(toy_fy, tmp_path_factory):
-    """Plain LUMIN training, the callback at λ = 0, and the callback at λ = 50 (same seeds, 8 epochs)."""
+    """Plain LUMIN training, the callback at λ = 0, and the callback at λ = 10 after 2 + 2 pretraining epochs (same
+    seeds, 12 epochs)."""
     out = tmp_path_factory.mktemp("trained")
     builder = toy_model_builder(toy_fy.cont_feats)
     runs = {}
-    for name, cbs in (("plain", []), ("lam0", [0.0]), ("lam50", [50.0])):
+    for name, cbs in (("plain", []), ("lam0", [0.0]), ("lam10", [10.0])):
         made = []
 
         def make(lam):
+            n_pre = 2 if lam > 0 else 0
             c = PivotCallback(adv_targets=[NUISANCE], lam=lam, apply_to="background", adv_steps=5, adv_lr=5e-3,
-                              n_pretrain_adv=1 if lam > 0 else 0)
+                              n_pretrain_main=n_pre, n_pretrain_adv=n_pre)
             made.append(c)
             return c
 
         _seed(1)
         results, histories, _ = _train(toy_fy, builder, out / name, [partial(make, lam) for lam in cbs],
-                                       n_epochs=8, bs=256)
+                                       n_epochs=12, bs=256)
         model = Model(builder)
         model.load(out / name / "model_id_0" / "train_0.h5")
         runs[name] = dict(model=model, history=histories[0][0], cb=made[0] if made else None, results=results)
@@ -116,23 +118,26 @@ def test_positive_lambda_removes_the_dependence(trained):
     test = sample_pivot_toy(3000, 3000, seed=50)
     fixed = {z: sample_pivot_toy(3000, 3000, z=z, seed=51 + i) for i, z in enumerate((-1.0, 0.0, 1.0))}
     m0 = evaluate_pivot(lambda x: trained["plain"]["model"].predict(x), test, fixed)
-    m50 = evaluate_pivot(lambda x: trained["lam50"]["model"].predict(x), test, fixed)
-    assert m50["dcor"] < 0.5 * m0["dcor"]
+    m10 = evaluate_pivot(lambda x: trained["lam10"]["model"].predict(x), test, fixed)
+    # measured: dCor 0.19 vs 0.47, JS(∓σ‖0) 0.002/0.003 vs 0.025/0.023, KS 0.03/0.05 vs 0.13/0.13, AUC 0.81 vs 0.86
+    assert m10["dcor"] < 0.6 * m0["dcor"]
     for z in ("-1", "+1"):
-        assert m50[f"js_{z}"] < 0.4 * m0[f"js_{z}"] and m50[f"ks_{z}"] < 0.6 * m0[f"ks_{z}"]
-    assert m50["auc"] > 0.7  # still a classifier (the paper's pivot trades some power for independence)
-    assert m0["auc"] > m50["auc"]
+        assert m10[f"js_{z}"] < 0.5 * m0[f"js_{z}"] and m10[f"ks_{z}"] < 0.7 * m0[f"ks_{z}"]
+    assert m10["auc"] > 0.7  # still a classifier (the paper's pivot trades some power for independence)
+    assert m0["auc"] > m10["auc"]
 
 
 def test_logged_loss_is_main_plus_lambda_dependence(trained):
-    run = trained["lam50"]
+    run = trained["lam10"]
     cb, valid = run["cb"], run["history"]["Validation"]
     assert np.allclose(valid, cb.history["valid_logged"])  # what LUMIN logs, SaveBest and the ensemble use
     main, adv = np.array(cb.history["valid_main"]), np.array(cb.history["valid_adv"])
-    assert np.allclose(valid, main + 50.0 * np.maximum(cb.reference_nll - adv, 0.0), rtol=1e-5)
+    assert np.allclose(valid, main + 10.0 * np.maximum(cb.reference_nll - adv, 0.0), rtol=1e-5)
     assert (np.array(valid) >= main - 1e-7).all() and (np.array(valid) > 0).all()
     assert run["results"][0]["loss"] == pytest.approx(min(valid))
-    assert len(cb.history["pretrain_adv"]) == 1 and cb.history["lam"] == [50.0] * 8
+    assert len(cb.history["pretrain_main"]) == len(cb.history["pretrain_adv"]) == 2
+    assert cb.history["lam"] == [10.0] * 12
+    assert len(cb.history["refresh_adv"]) == 12
 
 
 # ---------------------------------------------------------------------------------------------- folds and alignment
@@ -197,8 +202,9 @@ def test_adversary_targets_follow_lumin_shuffling(tmp_path, objective):
     _seed(3)
     _train(fy, builder, tmp_path / "w", [partial(AlignmentCheck, adv_targets=["z"], lam=1.0, n_pretrain_main=1,
                                                  n_pretrain_adv=1)], n_epochs=2, bs=100)
-    # 400 events a fold, bs 100: pretraining 2 x (2 folds x 4 batches); 2 epochs x (2 folds x 4 batches + 1 validation)
-    assert AlignmentCheck.checked == 2 * 8 + 2 * (2 * 4 + 1)
+    # 400 events a fold, bs 100: pretraining 2 x (2 folds x 4 batches); 2 epochs x (2 folds x 4 batches, twice with
+    # the adversary's catch-up epoch, + 1 validation batch)
+    assert AlignmentCheck.checked == 2 * 8 + 2 * (2 * 2 * 4 + 1)
 
 
 # ---------------------------------------------------------------------------------------------- discrete, inert
