@@ -40,11 +40,14 @@ from ..exceptions import ConfigurationError, FoldFileError, TargetShapeError
 from ..models.adversary import (
     ClassifierAdversary,
     MixtureDensityNetwork,
+    fit_marginal_mixture,
+    marginal_discrete_nll,
     marginal_nll_discrete,
-    marginal_nll_gaussian_mixture,
 )
 
 __all__ = ["PivotCallback", "LambdaRamp"]
+
+_PROB_EPS = 1e-6
 
 #: λ as a function of the (1-based) LUMIN epoch of joint training.
 LambdaSchedule = Callable[[int], float]
@@ -67,7 +70,7 @@ class PivotCallback(Callback):
 
     Use through ``train_models(..., cb_partials=[partial(PivotCallback, adv_targets=["z"], lam=10.0)])``; every model
     of an ensemble gets a fresh callback and adversary. Works for any LUMIN objective; the adversary's input is the
-    model output (probabilities for multiclass models, whose log-softmax output is exponentiated).
+    model output through ``adv_input`` (by default the logit of a sigmoid output).
 
     Args:
         adv_targets: fold-file columns holding the nuisance per event (a list, e.g. ``["z"]``; written with
@@ -91,11 +94,16 @@ class PivotCallback(Callback):
             from the training folds).
         adv_width, adv_depth: hidden width and number of hidden layers of the adversary's MLP.
         adv_lr: Adam learning rate of the adversary.
+        adv_input: what the adversary sees of the model output ``s``: ``"auto"`` (logit of a sigmoid output for
+            'classification' objectives; the log-probabilities of 'multiclass' ones as LUMIN outputs them; ``s``
+            otherwise), ``"logit"``, ``"log"`` (of softmax probabilities), ``"identity"``, or a callable ``s -> input``.
+            Use a one-to-one map: the mutual information with z is then the output's own.
         verbose: show fastprogress bars during pretraining.
 
     Attributes (after training):
         adversary: the trained adversary (``nn.Module``).
-        reference_nll: H, the NLL of the best input-independent adversary on the training folds (nats per event).
+        reference_nll: H, the NLL of the best input-independent adversary on the training folds (nats per event);
+            ``reference_nll_valid`` the same marginal's NLL on the validation fold.
         history: per-batch lists ``train_main``, ``train_adv``, ``valid_main``, ``valid_adv``, ``valid_logged``, and
             ``lam`` per epoch; ``pretrain_main`` / ``pretrain_adv`` per pretraining epoch (mean losses).
         visited_folds: training folds in the order LUMIN's joint training visited them.
@@ -118,6 +126,7 @@ class PivotCallback(Callback):
         adv_width: int = 20,
         adv_depth: int = 2,
         adv_lr: float = 1e-3,
+        adv_input: Union[str, Callable[[Tensor], Tensor]] = "auto",
         verbose: bool = False,
     ):
         super().__init__()
@@ -151,6 +160,9 @@ class PivotCallback(Callback):
         self.adv_update_freq, self.adv_steps = int(adv_update_freq), int(adv_steps)
         self.n_components, self.n_classes = n_components, n_classes
         self.adv_width, self.adv_depth, self.adv_lr = adv_width, adv_depth, adv_lr
+        if not callable(adv_input) and adv_input not in ("auto", "logit", "log", "identity"):
+            raise ConfigurationError(f"adv_input must be 'auto', 'logit', 'log', 'identity' or a callable, got {adv_input!r}")
+        self.adv_input = adv_input
         self.verbose = verbose
         self._reset()
 
@@ -159,6 +171,7 @@ class PivotCallback(Callback):
         self.adversary: Optional[nn.Module] = None
         self.adv_opt: Optional[torch.optim.Optimizer] = None
         self.reference_nll: Optional[float] = None
+        self.reference_nll_valid: Optional[float] = None
         self.history: Dict[str, List[float]] = {
             k: [] for k in ("train_main", "train_adv", "valid_main", "valid_adv", "valid_logged", "lam",
                             "pretrain_main", "pretrain_adv", "refresh_adv")
@@ -205,8 +218,33 @@ class PivotCallback(Callback):
         return y.reshape(len(y), -1)[:, 0] == self.background_class
 
     def _adv_input(self, y_pred: Tensor) -> Tensor:
+        """What the adversary sees: a one-to-one function of the model output (so the mutual information with z is
+        the output's), chosen to open up saturated outputs. An adversary fed a sigmoid output cannot resolve the
+        differences of 1e-4 near 0 and 1 in which a model under adversarial pressure learns to hide its dependence on
+        z (observed on the toy: dCor back to the plain classifier's while the adversary's loss stayed at H)."""
         s = y_pred.reshape(len(y_pred), -1)
-        return s.exp() if "multiclass" in str(getattr(self.model, "objective", "")) else s
+        mode = self.adv_input
+        if callable(mode):
+            return mode(s)
+        if mode == "auto":
+            objective = str(getattr(self.model, "objective", ""))
+            mode = "identity" if "multiclass" in objective else "logit" if "class" in objective else "identity"
+        if mode == "logit":  # sigmoid outputs in (0, 1): log(p / (1 − p)), clamped at float32's resolution
+            p = s.clamp(_PROB_EPS, 1.0 - _PROB_EPS)
+            s = torch.log(p) - torch.log1p(-p)
+        elif mode == "log":  # probabilities (e.g. a softmax tail)
+            s = torch.log(s.clamp_min(_PROB_EPS))
+        return s
+
+    @staticmethod
+    def _standardise(s: Tensor) -> Tensor:
+        """Per-batch affine standardisation of the adversary's input (each column to mean 0, std 1 over the events
+        the adversary sees). Mutual information is invariant under it, and it keeps the adversary's units where
+        they respond: without it the main model learnt to move its outputs out of the adversary's working range."""
+        centred = s - s.mean(0, keepdim=True)
+        if len(s) < 2:
+            return centred
+        return centred / (centred.std(0, keepdim=True) + 1e-6)
 
     # ---------------------------------------------------------------------------------------------- adversary
     def _build_adversary(self, n_in: int) -> None:
@@ -273,7 +311,7 @@ class PivotCallback(Callback):
         folds = list(trn_idxs) + ([fp.val_idx] if fp.val_idx is not None else [])
         for idx in folds:  # every column, every fold, before the first step
             self._fold_columns(idx)
-        self._set_reference(trn_idxs)
+        self._set_reference(trn_idxs, fp.val_idx)
         # Seed of the callback's own batch shuffling, read from (not drawn from) torch's generator: different for
         # each model of an ensemble, reproducible under a global seed, and LUMIN's random streams stay untouched.
         self._seed = int(hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:8], 16)
@@ -282,12 +320,10 @@ class PivotCallback(Callback):
         if self.n_pretrain_adv > 0:
             self._train_adversary(trn_idxs, self.n_pretrain_adv, "pretrain_adv")
 
-    def _set_reference(self, trn_idxs: List[int]) -> None:
-        """H: NLL of the best input-independent adversary on the training folds' selected events; for a classifier
-        adversary also the number of classes."""
-        fy = self.model.fit_params.fy
-        zs, ws = [], []
-        for idx in trn_idxs:
+    def _selected_columns(self, idxs: List[int]):
+        """Adversary targets and weights of the events the adversary sees in folds ``idxs``: (z [n, d], w [n])."""
+        fy, zs, ws = self.model.fit_params.fy, [], []
+        for idx in idxs:
             z = self._fold_columns(idx)
             fold = fy.get_fold(idx)
             w = fold["weights"] if fold.get("weights") is not None and self.model.fit_params.train_on_weights else None
@@ -299,11 +335,20 @@ class PivotCallback(Callback):
                 z, w = z[sel], w[sel]
             zs.append(z)
             ws.append(w)
-        z, w = np.concatenate(zs), np.concatenate(ws)
+        return np.concatenate(zs), np.concatenate(ws)
+
+    def _set_reference(self, trn_idxs: List[int], val_idx: Optional[int]) -> None:
+        """H: NLL of the best input-independent adversary, the marginal p(z) fitted on the training folds' selected
+        events (a Gaussian mixture with the MDN's number of components by EM, or the label frequencies), evaluated on
+        the training folds (``reference_nll``) and on the validation fold (``reference_nll_valid``: the baseline of
+        the logged dependence, on the same events and with the same out-of-sample footing as the adversary's NLL).
+        For a classifier adversary also the number of classes."""
+        z, w = self._selected_columns(trn_idxs)
+        zv, wv = self._selected_columns([val_idx]) if val_idx is not None else (z, w)
         if len(z) < 2:
             raise TargetShapeError(f"only {len(z)} events for the adversary in the training folds ({self.apply_to})")
         if self.adversary_kind == "classifier":
-            labels = z[:, 0]
+            labels = np.concatenate([z[:, 0], zv[:, 0]])
             if not np.all(labels == np.round(labels)) or labels.min() < 0:
                 raise TargetShapeError(
                     f"a classifier adversary needs integer labels 0..K-1 in {self.adv_targets[0]!r}, got values "
@@ -314,10 +359,13 @@ class PivotCallback(Callback):
                 self.n_classes = max(2, n_seen)
             elif n_seen > self.n_classes:
                 raise TargetShapeError(f"labels up to {n_seen - 1} but n_classes={self.n_classes}")
-            self.reference_nll = marginal_nll_discrete(labels, w)
+            self.reference_nll = marginal_nll_discrete(z[:, 0], w)
+            self.reference_nll_valid = marginal_discrete_nll(z[:, 0], zv[:, 0], w, wv, self.n_classes)
         else:
             sub = np.random.default_rng(0).permutation(len(z))[:20_000]  # EM on a fixed subsample: cheap
-            self.reference_nll = marginal_nll_gaussian_mixture(z[sub], self.n_components, w[sub])
+            marginal = fit_marginal_mixture(z[sub], self.n_components, w[sub])
+            self.reference_nll = marginal.nll(z, w)
+            self.reference_nll_valid = marginal.nll(zv, wv)
 
     @contextlib.contextmanager
     def _own_rng(self) -> Iterator[random.Random]:
@@ -386,6 +434,7 @@ class PivotCallback(Callback):
                                 if not bool(mask.any()):
                                     continue
                                 s, z, w = s[mask], z[mask], None if w is None else w[mask]
+                            s = self._standardise(s)
                             if self.adversary is None:
                                 self._build_adversary(s.shape[1])
                             losses.append(self._adversary_steps(s, z, w, 1))
@@ -450,6 +499,7 @@ class PivotCallback(Callback):
         mask = self._select(fp.y)
         if mask is not None:
             s, z, w = s[mask], z[mask], None if w is None else w[mask]
+        s = self._standardise(s)
         if self.adversary is None:
             self._build_adversary(s.shape[1])
         main = fp.loss_val
@@ -482,7 +532,7 @@ class PivotCallback(Callback):
                 return
             self.history["valid_adv"].append(float(adv))
             # logged: L_f + λ·(estimated mutual information, clamped at 0) >= L_f
-            dependence = max(self.reference_nll - float(adv), 0.0)
+            dependence = max(self.reference_nll_valid - float(adv), 0.0)
             fp.loss_val = main.detach() + lam * dependence
             self.history["valid_logged"].append(float(fp.loss_val))
 

@@ -14,6 +14,7 @@ No LUMIN here: the callback in :mod:`lumin_inferno.callbacks.pivot` uses these p
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
@@ -28,6 +29,9 @@ __all__ = [
     "classifier_nll",
     "marginal_nll_gaussian_mixture",
     "marginal_nll_discrete",
+    "marginal_discrete_nll",
+    "MarginalMixture",
+    "fit_marginal_mixture",
     "MIN_SIGMA",
 ]
 
@@ -37,9 +41,11 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _mlp(n_in: int, n_out: int, width: int, depth: int) -> nn.Sequential:
+    """MLP with tanh hidden units: smooth and never 'dead' (a ReLU adversary whose units all switch off for the
+    main model's outputs has zero gradient and cannot recover)."""
     layers, n = [], n_in
     for _ in range(depth):
-        layers += [nn.Linear(n, width), nn.ReLU()]
+        layers += [nn.Linear(n, width), nn.Tanh()]
         n = width
     layers.append(nn.Linear(n, n_out))
     return nn.Sequential(*layers)
@@ -125,22 +131,37 @@ def marginal_nll_discrete(labels: np.ndarray, weights: Optional[np.ndarray] = No
     return float(-(p * np.log(p)).sum())
 
 
-def marginal_nll_gaussian_mixture(
-    z: np.ndarray,
-    n_components: int = 5,
-    weights: Optional[np.ndarray] = None,
-    n_iter: int = 200,
-) -> float:
-    r"""Mean NLL (nats per event) of a ``n_components`` Gaussian mixture with diagonal covariance fitted to ``z``
-    ([n] or [n, d]) by EM: the best an input-independent :class:`MixtureDensityNetwork` can do, i.e. the adversary's
-    loss when the classifier output carries no information on z. For Gaussian z it is ½·log(2πe·σ²) per dimension.
-    """
+@dataclass
+class MarginalMixture:
+    """A Gaussian mixture with diagonal covariance for p(z), fitted by :func:`fit_marginal_mixture`."""
+
+    log_pi: np.ndarray  # [k]
+    mu: np.ndarray  # [k, d]
+    var: np.ndarray  # [k, d]
+
+    def nll(self, z: np.ndarray, weights: Optional[np.ndarray] = None) -> float:
+        """(Weighted) mean −log p(z) in nats per event; ``z`` [n] or [n, d]."""
+        z = np.asarray(z, dtype=np.float64).reshape(len(z), -1)
+        w = np.ones(len(z)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+        return float(-(w * _mixture_log_density(z, self.log_pi, self.mu, self.var)).sum() / w.sum())
+
+
+def _mixture_log_density(z: np.ndarray, log_pi: np.ndarray, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
+    log_p = log_pi - 0.5 * (((z[:, None, :] - mu) ** 2) / var + np.log(var) + _LOG_2PI).sum(-1)  # [n, k]
+    return np.logaddexp.reduce(log_p, axis=1)
+
+
+def fit_marginal_mixture(
+    z: np.ndarray, n_components: int = 5, weights: Optional[np.ndarray] = None, n_iter: int = 200
+) -> MarginalMixture:
+    """Maximum-likelihood ``n_components`` Gaussian mixture (diagonal covariance) for ``z`` ([n] or [n, d]) by EM,
+    started from the means of quantile slices along the first dimension; variances floored at MIN_SIGMA²."""
     z = np.asarray(z, dtype=np.float64).reshape(len(z), -1)
-    n, d = z.shape
+    n = len(z)
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
     w = w / w.sum()
     k = max(1, min(n_components, n))
-    order = np.argsort(z[:, 0], kind="stable")  # start from the means of k quantile slices along the first dimension
+    order = np.argsort(z[:, 0], kind="stable")
     mu = np.stack([z[chunk].mean(0) for chunk in np.array_split(order, k)])  # [k, d]
     var_floor = max(MIN_SIGMA**2, 1e-6 * float(z.var(0).max()) + 1e-12)
     var = np.tile(np.maximum(z.var(0), var_floor), (k, 1))
@@ -158,5 +179,30 @@ def marginal_nll_gaussian_mixture(
         if abs(prev - nll) < 1e-9:
             break
         prev = nll
-    log_p = log_pi - 0.5 * (((z[:, None, :] - mu) ** 2) / var + np.log(var) + _LOG_2PI).sum(-1)
-    return float(-(w * np.logaddexp.reduce(log_p, axis=1)).sum())
+    return MarginalMixture(log_pi, mu, var)
+
+
+def marginal_nll_gaussian_mixture(
+    z: np.ndarray,
+    n_components: int = 5,
+    weights: Optional[np.ndarray] = None,
+    n_iter: int = 200,
+) -> float:
+    r"""Mean NLL (nats per event) of a ``n_components`` Gaussian mixture with diagonal covariance fitted to ``z``
+    ([n] or [n, d]) by EM: the best an input-independent :class:`MixtureDensityNetwork` can do, i.e. the adversary's
+    loss when the classifier output carries no information on z. For Gaussian z it is ½·log(2πe·σ²) per dimension.
+    """
+    return fit_marginal_mixture(z, n_components, weights, n_iter).nll(z, weights)
+
+
+def marginal_discrete_nll(labels_fit: np.ndarray, labels_eval: np.ndarray, weights_fit=None, weights_eval=None,
+                          n_classes: Optional[int] = None) -> float:
+    """Cross-entropy (nats per event) of ``labels_eval`` under the label frequencies of ``labels_fit`` (0…K−1)."""
+    labels_fit = np.asarray(labels_fit).reshape(-1).astype(int)
+    labels_eval = np.asarray(labels_eval).reshape(-1).astype(int)
+    k = max(int(labels_fit.max()), int(labels_eval.max())) + 1 if n_classes is None else n_classes
+    wf = np.ones(len(labels_fit)) if weights_fit is None else np.asarray(weights_fit, dtype=float).reshape(-1)
+    we = np.ones(len(labels_eval)) if weights_eval is None else np.asarray(weights_eval, dtype=float).reshape(-1)
+    p = np.bincount(labels_fit, weights=wf, minlength=k) / wf.sum()
+    log_p = np.log(np.maximum(p, 1e-12))
+    return float(-(we * log_p[labels_eval]).sum() / we.sum())

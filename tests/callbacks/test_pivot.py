@@ -111,7 +111,7 @@ def test_lambda_zero_is_plain_training(trained):
     assert plain["history"]["Validation"] == lam0["history"]["Validation"]
     cb = lam0["cb"]  # the adversary was trained alongside and learnt something about z (the model is not a pivot)
     assert len(cb.history["train_adv"]) == len(cb.history["train_main"]) > 0
-    assert np.mean(cb.history["valid_adv"][-2:]) < cb.reference_nll - 0.02
+    assert np.mean(cb.history["valid_adv"][-2:]) < cb.reference_nll_valid - 0.02
 
 
 def test_positive_lambda_removes_the_dependence(trained):
@@ -132,7 +132,7 @@ def test_logged_loss_is_main_plus_lambda_dependence(trained):
     cb, valid = run["cb"], run["history"]["Validation"]
     assert np.allclose(valid, cb.history["valid_logged"])  # what LUMIN logs, SaveBest and the ensemble use
     main, adv = np.array(cb.history["valid_main"]), np.array(cb.history["valid_adv"])
-    assert np.allclose(valid, main + 10.0 * np.maximum(cb.reference_nll - adv, 0.0), rtol=1e-5)
+    assert np.allclose(valid, main + 10.0 * np.maximum(cb.reference_nll_valid - adv, 0.0), rtol=1e-5)
     assert (np.array(valid) >= main - 1e-7).all() and (np.array(valid) > 0).all()
     assert run["results"][0]["loss"] == pytest.approx(min(valid))
     assert len(cb.history["pretrain_main"]) == len(cb.history["pretrain_adv"]) == 2
