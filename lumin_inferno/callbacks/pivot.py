@@ -6,9 +6,17 @@ adversary's loss L_r (mean NLL of z, nats per event) and the main loss L_f (LUMI
     E_λ = L_f − λ·(L_r − H)    with H the NLL of the best input-independent adversary (≈ the entropy H(Z)),
 
 while r minimises L_r. H is a constant, so the gradients are the paper's (L_f − λ·L_r); H − L_r estimates the mutual
-information I(f(X); Z) ≥ 0. In the validation state the callback sets LUMIN's loss to L_f + λ·max(H − L_r, 0): never
+information I(f(X); Z) ≥ 0. In the validation state the callback sets LUMIN's loss to L_f + λ·max(H − L_r, 0), with H
+and L_r both evaluated on the validation fold (the marginal p(z) and r both fitted on the training folds): never
 below L_f, positive whenever L_f is, equal to L_f for a perfect pivot; so SaveBest, EarlyStopping and the ensemble's
 1/loss weighting rank models by classification quality plus λ times the dependence the adversary can still find.
+Before each validation the adversary catches up on the current model (``n_adv_refresh`` epochs), so that this
+estimate does not come from an adversary lagging behind.
+
+The adversary sees a one-to-one map of the output (logit of a sigmoid output by default), standardised per batch,
+through tanh units: a model under adversarial pressure otherwise hides its dependence in saturated outputs or in a
+range where a ReLU adversary's units are all off (observed on the toy: the plain classifier's dependence came back
+while the adversary's loss stayed at H).
 
 The adversary's targets are fold-file columns (``misc_feats`` of ``df2foldfile``). They ride through LUMIN's shuffled
 batches appended to the fold's *inputs* array in ``on_fold_begin`` (BatchYielder converts its arrays only when

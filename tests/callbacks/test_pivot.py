@@ -119,10 +119,10 @@ def test_positive_lambda_removes_the_dependence(trained):
     fixed = {z: sample_pivot_toy(3000, 3000, z=z, seed=51 + i) for i, z in enumerate((-1.0, 0.0, 1.0))}
     m0 = evaluate_pivot(lambda x: trained["plain"]["model"].predict(x), test, fixed)
     m10 = evaluate_pivot(lambda x: trained["lam10"]["model"].predict(x), test, fixed)
-    # measured: dCor 0.19 vs 0.47, JS(∓σ‖0) 0.002/0.003 vs 0.025/0.023, KS 0.03/0.05 vs 0.13/0.13, AUC 0.81 vs 0.86
-    assert m10["dcor"] < 0.6 * m0["dcor"]
+    # measured: dCor 0.09 vs 0.47, JS(∓σ‖0) 0.0012/0.0019 vs 0.025/0.023, KS 0.019/0.024 vs 0.13/0.13, AUC 0.78 vs 0.86
+    assert m10["dcor"] < 0.4 * m0["dcor"]
     for z in ("-1", "+1"):
-        assert m10[f"js_{z}"] < 0.5 * m0[f"js_{z}"] and m10[f"ks_{z}"] < 0.7 * m0[f"ks_{z}"]
+        assert m10[f"js_{z}"] < 0.25 * m0[f"js_{z}"] and m10[f"ks_{z}"] < 0.4 * m0[f"ks_{z}"]
     assert m10["auc"] > 0.7  # still a classifier (the paper's pivot trades some power for independence)
     assert m0["auc"] > m10["auc"]
 
