@@ -115,6 +115,7 @@ class PivotCallback(Callback):
         history: per-batch lists ``train_main``, ``train_adv``, ``valid_main``, ``valid_adv``, ``valid_logged``, and
             ``lam`` per epoch; ``pretrain_main`` / ``pretrain_adv`` per pretraining epoch (mean losses).
         visited_folds: training folds in the order LUMIN's joint training visited them.
+        n_adv_updates: adversary updates during joint training (one per ``adv_update_freq`` training batches).
     """
 
     def __init__(
@@ -188,6 +189,7 @@ class PivotCallback(Callback):
         self._n_own_loops = 0
         self.visited_folds: List[int] = []
         self._n_batches = 0
+        self.n_adv_updates = 0  # adversary updates during joint training (each of adv_steps optimiser steps)
         self._saved_inputs = None
         self._z: Optional[Tensor] = None
         self._n_adv_in: Optional[int] = None
@@ -522,6 +524,7 @@ class PivotCallback(Callback):
             self._n_batches += 1
             if has_events and self._n_batches % self.adv_update_freq == 0:
                 self._adversary_steps(s, z, w, self.adv_steps)
+                self.n_adv_updates += 1
             self.history["train_main"].append(float(main.detach()))
             if not has_events:
                 return

@@ -165,6 +165,20 @@ def test_every_fold_once_per_epoch_across_models(toy_fy, tmp_path):
     assert instances[0].adversary is not instances[1].adversary
 
 
+def test_adversary_updates_every_k_batches(toy_fy, tmp_path):
+    made = []
+
+    def make():
+        made.append(PivotCallback(adv_targets=[NUISANCE], lam=1.0, adv_update_freq=5, adv_steps=2, n_adv_refresh=0))
+        return made[-1]
+
+    _seed(5)
+    _train(toy_fy, toy_model_builder(toy_fy.cont_feats), tmp_path, [make], n_epochs=2, bs=200)
+    n_batches = len(made[0].history["train_main"])
+    assert n_batches == 2 * 2 * (len(toy_fy.get_fold(0)["inputs"]) // 200)  # 2 epochs x 2 folds, drop_last
+    assert made[0].n_adv_updates == n_batches // 5
+
+
 class AlignmentCheck(PivotCallback):
     """In a fold file where the nuisance column is a copy of input x0, every batch's z must equal its x0 (LUMIN's
     batches and the callback's own pretraining batches)."""
