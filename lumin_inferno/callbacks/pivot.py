@@ -26,7 +26,7 @@ targets to ``long`` (which would truncate a continuous z). The original arrays a
 so LUMIN's validation BatchYielder (built once and reused every epoch) never grows. Put this callback first in
 ``cb_partials`` so that no other callback sees the extra columns.
 
-Training-fold order is never touched: pretraining iterates over a copy of ``fit_params.trn_idxs``.
+Training-fold order is never touched: pretraining and catch-up iterate over copies of ``fit_params.trn_idxs``.
 The maths lives in :mod:`lumin_inferno.models.adversary`.
 """
 
@@ -170,7 +170,9 @@ class PivotCallback(Callback):
         self.n_components, self.n_classes = n_components, n_classes
         self.adv_width, self.adv_depth, self.adv_lr = adv_width, adv_depth, adv_lr
         if not callable(adv_input) and adv_input not in ("auto", "logit", "log", "identity"):
-            raise ConfigurationError(f"adv_input must be 'auto', 'logit', 'log', 'identity' or a callable, got {adv_input!r}")
+            raise ConfigurationError(
+                f"adv_input must be 'auto', 'logit', 'log', 'identity' or a callable, got {adv_input!r}"
+            )
         self.adv_input = adv_input
         self.verbose = verbose
         self._reset()
