@@ -175,7 +175,7 @@ def main(outdir: str = "outputs/approx_inferno", tiny: bool = False, benchmarks:
             table[k].update({"ce": row["ce"], "exact": row["inferno"], "paper_inferno": row["paper_inferno"],
                              "analytic": row["analytic"]})
     lines = ["| benchmark | cross-entropy σ(s) | exact INFERNO σ(s) | approximate INFERNO σ(s) | approx / exact | "
-             "paper INFERNO | analytic limit |", "|---|---|---|---|---|---|---|"]
+             "paper INFERNO | analytic limit (paper) |", "|---|---|---|---|---|---|---|"]
     for k, row in table.items():
         ratio = f"{row['approx']['median'] / row['exact']['median']:.3f}" if "exact" in row else "–"
         lines.append(f"| {k} | {_fmt(row.get('ce'))} | {_fmt(row.get('exact'))} | {_fmt(row['approx'])} | {ratio} | "

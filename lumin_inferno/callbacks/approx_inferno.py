@@ -23,6 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from lumin.nn.callbacks.callback import Callback
+from lumin.utils.misc import to_device
 from torch import Tensor
 
 from ..data.systematics import read_fold_systematics, systematics_info
@@ -183,7 +184,8 @@ class ApproxInfernoCallback(Callback):
                     f"systematic {name!r}: fold {idx} shifted inputs have shape {up.shape} after feature selection "
                     f"but the batch inputs {by.inputs.shape}"
                 )
-            self._shift_inputs[name] = (torch.as_tensor(up), torch.as_tensor(down))
+            # on LUMIN's device once per fold, as BatchYielder(bulk_move=True) does with the nominal inputs
+            self._shift_inputs[name] = (to_device(torch.as_tensor(up)), to_device(torch.as_tensor(down)))
         if shifted.weights:
             nominal_w = fp.fy.get_column("weights", n_folds=1, fold_idx=idx)
             nominal_w = np.ones(n, dtype=np.float32) if nominal_w is None else nominal_w.reshape(-1)
@@ -197,7 +199,7 @@ class ApproxInfernoCallback(Callback):
                             f"weight but non-zero {direction} weight; their shift cannot be expressed per event"
                         )
                     ratio = np.divide(w_shift, nominal_w, out=np.zeros(n, dtype=np.float64), where=nominal_w != 0)
-                    ratios.append(torch.as_tensor(ratio, dtype=torch.float64))
+                    ratios.append(to_device(torch.as_tensor(ratio, dtype=torch.float64)))
                 self._weight_ratios[name] = (ratios[0], ratios[1])
         self._fold_inputs = by.inputs
         self._orig_targets = by.targets

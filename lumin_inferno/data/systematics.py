@@ -312,8 +312,10 @@ def write_systematics_foldfile(
             compression=compression,
         )
         with h5py.File(tmp, "r+") as h5:
-            if n_folds == 1 and EVENT_ID not in h5["fold_0"]:  # the single-fold writer ignores misc_feats
-                h5["fold_0"].create_dataset(EVENT_ID, data=np.arange(n, dtype=np.int64))
+            if n_folds == 1:  # the single-fold writer ignores misc_feats: write them (unshuffled, in row order)
+                for col in (EVENT_ID, *misc_feats):
+                    if col not in h5["fold_0"]:
+                        h5["fold_0"].create_dataset(col, data=df[col].to_numpy())
             info = SystematicsInfo(features, list(inputs), list(weights))
             _write_shifted(h5, info, inputs, weights, compression)
             validate_systematics_foldfile(h5)

@@ -71,6 +71,11 @@ def test_single_fold_test_file(tmp_path):
     path = _write(tmp_path, df, name="test", n_folds=1)
     s = read_fold_systematics(path, 0)
     assert np.allclose(s.inputs["jes"][0][:, 0] - df["a"].to_numpy(), np.where(df["label"] == 0, 0.5, 0), atol=1e-6)
+    df["run"] = np.arange(len(df)) % 7
+    path = write_systematics_foldfile(tmp_path / "test2", df, 1, FEATS, "label", misc_feats=["run"])
+    fy = FoldYielder(path)
+    assert np.array_equal(fy.get_column("run", fold_idx=0), df["run"].to_numpy())
+    assert systematics_info(fy).input_systematics == []
 
 
 @pytest.mark.parametrize(
