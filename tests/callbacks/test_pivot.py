@@ -289,3 +289,27 @@ def test_missing_column_and_bad_batch_size(toy_fy, tmp_path):
     sched = PivotCallback(adv_targets=[NUISANCE], lam=lambda epoch: -1.0)
     with pytest.raises(ConfigurationError, match="schedule"):
         _train(toy_fy, builder, tmp_path / "c", [lambda: sched], n_epochs=1)
+
+
+def test_adversary_loss_pieces_by_hand():
+    from lumin_inferno.models.adversary import MixtureDensityNetwork
+
+    cb = PivotCallback(adv_targets=[NUISANCE])
+    cb.adversary = MixtureDensityNetwork(n_in=1, n_components=2)
+    s, z = torch.randn(6, 1), torch.randn(6, 1)
+    w = torch.tensor([1.0, 2.0, 0.0, 1.0, 3.0, 1.0])
+    per_event = cb.adversary.nll(s, z)
+    assert torch.allclose(cb.adversary_nll(s, z, w), (w * per_event).sum() / w.sum())  # weighted mean
+    assert torch.allclose(cb.adversary_nll(s, z), per_event.mean())
+    st = PivotCallback._standardise(3.0 * s + 7.0)  # an affine map of the output changes nothing the adversary sees
+    assert torch.allclose(st, PivotCallback._standardise(s), atol=1e-5)
+    assert torch.allclose(st.mean(0), torch.zeros(1), atol=1e-6) and torch.allclose(st.std(0), torch.ones(1), atol=1e-4)
+
+    class Fake:  # the model's objective decides the default adversary input
+        objective = "classification"
+
+    cb.model = Fake()
+    p = torch.tensor([[0.1], [0.5], [0.9]])
+    assert torch.allclose(cb._adv_input(p), torch.log(p / (1 - p)), atol=1e-6)
+    Fake.objective = "regression"
+    assert torch.equal(cb._adv_input(p), p)
