@@ -1,9 +1,13 @@
-"""Time (and, on CUDA, peak memory) of one LUMIN training step: INFERNO vs cross-entropy, same network and batch.
+"""Time and peak memory of one LUMIN training step: INFERNO vs cross-entropy, same network and batch.
 
 Both steps go through LUMIN's own ``Model._fit_batch`` (forward, loss, backward, optimiser step); the INFERNO step
 uses ``InfernoCallback`` for the paper's benchmark 4 (shape nuisances r and λ, constrained background b: 1 POI + 3
 nuisances). Timings are medians over repeats, interleaved so that machine noise hits both alike; the figure to quote
 is the ratio.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` over one step; on the CPU (Linux), the growth of the
+process's peak resident set over the first step, in a fresh subprocess per kind of step (high-water mark reset
+through /proc/self/clear_refs; coarse, but real memory).
 
     .venv/bin/python benchmarks/bench_training_step.py [--device cuda] [--batches 500 2000 8000] [--repeats 30]
 """
@@ -13,6 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -65,6 +71,32 @@ def _time(step, device: str, repeats: int) -> list:
     return times
 
 
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _cpu_step_memory(kind: str, bs: int, jacobian: str) -> float:
+    """Peak-RSS growth (MiB) of the first ``kind`` step, measured in a fresh subprocess so that no memory cached by
+    earlier steps hides it: the kernel's high-water mark is reset by writing 5 to /proc/self/clear_refs (Linux ≥ 4.0)
+    after the model and batch are built, and read back as VmHWM."""
+    cmd = [sys.executable, __file__, "--_rss", kind, "--batches", str(bs), "--jacobian", jacobian]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _rss_child(kind: str, bs: int, jacobian: str) -> None:
+    step = _steps("cpu", bs, jacobian)[kind]
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_mib("VmRSS")
+    step()
+    print(_status_mib("VmHWM") - before)
+
+
 def _peak_memory(step, device: str) -> float:
     if device != "cuda":
         return float("nan")
@@ -75,24 +107,31 @@ def _peak_memory(step, device: str) -> float:
     return torch.cuda.max_memory_allocated() / 2**20
 
 
+def _steps(device: str, bs: int, jacobian: str) -> dict:
+    df = standardise(sample_paper(bs, bs, seed=1)).sample(n=bs, random_state=1)
+    ce, inf = _models(device)
+    x = torch.tensor(df[FEATURES].values, device=device)
+    y = torch.tensor(df.gen_target.values, dtype=torch.float32, device=device)[:, None]
+    w = torch.ones(bs, 1, device=device)
+    bce = torch.nn.BCELoss()
+    cb = InfernoCallback(jacobian=jacobian, **paper_benchmark(4).callback_kwargs())
+    return {"ce": _step_fn(ce, [], bce, x, y, w), "inferno": _step_fn(inf, [cb], None, x, y, w)}
+
+
 def run(device: str, batches, repeats: int, jacobian: str) -> list:
-    df = standardise(sample_paper(max(batches), max(batches), seed=1)).sample(frac=1.0, random_state=1)
     rows = []
     for bs in batches:
-        ce, inf = _models(device)
-        x = torch.tensor(df[FEATURES].values[:bs], device=device)
-        y = torch.tensor(df.gen_target.values[:bs], dtype=torch.float32, device=device)[:, None]
-        w = torch.ones(bs, 1, device=device)
-        bce = torch.nn.BCELoss()
-        cb = InfernoCallback(jacobian=jacobian, **paper_benchmark(4).callback_kwargs())
-        steps = {"ce": _step_fn(ce, [], bce, x, y, w), "inferno": _step_fn(inf, [cb], None, x, y, w)}
+        steps = _steps(device, bs, jacobian)
         for s in steps.values():  # warm-up
             _time(s, device, 3)
         times = {k: [] for k in steps}
         for _ in range(repeats):  # interleave
             for k, s in steps.items():
                 times[k] += _time(s, device, 1)
-        mem = {k: _peak_memory(s, device) for k, s in steps.items()}
+        if device == "cuda":
+            mem = {k: _peak_memory(s, device) for k, s in steps.items()}
+        else:
+            mem = {k: _cpu_step_memory(k, bs, jacobian) for k in steps}
         t_ce, t_inf = np.median(times["ce"]) * 1e3, np.median(times["inferno"]) * 1e3
         rows.append((bs, t_ce, t_inf, t_inf / t_ce, mem["ce"], mem["inferno"]))
     return rows
@@ -104,9 +143,14 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[500, 2000, 8000])
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--jacobian", default="forward", choices=["forward", "reverse"])
+    p.add_argument("--_rss", default=None, help=argparse.SUPPRESS)  # internal: one CPU memory measurement
     a = p.parse_args()
+    if a._rss:
+        _rss_child(a._rss, a.batches[0], a.jacobian)
+        return
     print(f"device={a.device} torch={torch.__version__} threads={torch.get_num_threads()} jacobian={a.jacobian}")
-    print("| batch | CE step (ms) | INFERNO step (ms) | INFERNO / CE | CE peak MiB | INFERNO peak MiB |")
+    mem = "peak MiB (CUDA max allocated)" if a.device == "cuda" else "peak-RSS growth MiB"
+    print(f"| batch | CE step (ms) | INFERNO step (ms) | INFERNO / CE | CE {mem} | INFERNO {mem} |")
     print("|---|---|---|---|---|---|")
     for bs, t_ce, t_inf, ratio, m_ce, m_inf in run(a.device, a.batches, a.repeats, a.jacobian):
         print(f"| {bs} | {t_ce:.2f} | {t_inf:.2f} | {ratio:.2f} | {m_ce:.1f} | {m_inf:.1f} |")

@@ -7,8 +7,45 @@ from ._compat import import_lumin as _import_lumin
 
 _import_lumin()
 
-from .callbacks import HardBinPredHandler, InfernoCallback, InputTransform  # noqa: E402
-from .data import PaperBenchmark, PaperTransform, paper_benchmark, sample_paper, write_paper_foldfiles  # noqa: E402
+from .callbacks import (  # noqa: E402
+    ApproxInfernoCallback,
+    HardBinPredHandler,
+    InfernoCallback,
+    InputTransform,
+    LambdaRamp,
+    PivotCallback,
+)
+from .data import (  # noqa: E402
+    PaperBenchmark,
+    PaperTransform,
+    add_systematics_to_foldfile,
+    analytic_limit,
+    paper_benchmark,
+    read_fold_systematics,
+    sample_paper,
+    sample_pivot_toy,
+    validate_systematics_foldfile,
+    write_paper_foldfiles,
+    write_pivot_toy_foldfile,
+    write_systematics_foldfile,
+)
+from .evaluation import (  # noqa: E402
+    align_bins,
+    asimov_template_model,
+    compare_at_nuisance,
+    distance_correlation,
+    expected_uncertainty,
+    js_divergence,
+    ks_statistic,
+)
+from .export import (  # noqa: E402
+    export_onnx,
+    pyhf_parameter_map,
+    pyhf_poi_scale,
+    pyhf_poi_uncertainty,
+    pyhf_workspace,
+    write_pyhf_workspace,
+)
 from .exceptions import (  # noqa: E402
     ConfigurationError,
     EmptyProcessError,
@@ -20,7 +57,7 @@ from .exceptions import (  # noqa: E402
     SingularHessianError,
     TargetShapeError,
 )
-from .models import SoftmaxTemperatureTail  # noqa: E402
+from .models import ClassifierAdversary, MixtureDensityNetwork, SoftmaxTemperatureTail, mdn_nll  # noqa: E402
 from .statistics import (  # noqa: E402
     NormSystematic,
     Parameter,
@@ -31,12 +68,46 @@ from .statistics import (  # noqa: E402
     fisher_information,
     nll_hessian,
     poi_variance,
+    ProcessSpec,
+    multi_process_model,
+    profile_interval,
+    unbinned_poi_uncertainty,
 )
 from .version import __version__  # noqa: E402
 
 __all__ = [
     "__version__",
     "InfernoCallback",
+    "ApproxInfernoCallback",
+    "PivotCallback",
+    "LambdaRamp",
+    "MixtureDensityNetwork",
+    "ClassifierAdversary",
+    "mdn_nll",
+    "ProcessSpec",
+    "multi_process_model",
+    "profile_interval",
+    "unbinned_poi_uncertainty",
+    "analytic_limit",
+    "write_systematics_foldfile",
+    "add_systematics_to_foldfile",
+    "read_fold_systematics",
+    "validate_systematics_foldfile",
+    "sample_pivot_toy",
+    "write_pivot_toy_foldfile",
+    "align_bins",
+    "asimov_template_model",
+    "expected_uncertainty",
+    "distance_correlation",
+    "js_divergence",
+    "ks_statistic",
+    "compare_at_nuisance",
+    "export_onnx",
+    "pyhf_workspace",
+    "write_pyhf_workspace",
+    "pyhf_poi_scale",
+    "pyhf_parameter_map",
+    "pyhf_poi_uncertainty",
     "InputTransform",
     "HardBinPredHandler",
     "SoftmaxTemperatureTail",

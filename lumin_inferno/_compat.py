@@ -2,11 +2,19 @@
 
 * pdpbox (imported by LUMIN, undeclared) runs ``warnings.filterwarnings("ignore")`` at import, silencing every warning
   in the process; we remove exactly that filter again after importing LUMIN.
+* torch ≥ 2.6 loads with ``weights_only=True``; LUMIN's ``Model.load`` then refuses the numpy scalars/arrays that
+  LUMIN itself saves (optimiser state after its ``OneCycle``/``CycleLR`` callbacks set a numpy learning rate, a numpy
+  ``input_mask`` from ``cont_subsample_rate``). We allow-list exactly those numpy types (plain data, no code) with
+  ``torch.serialization.add_safe_globals`` — the fix the host notes recommend — instead of disabling weights-only
+  loading.
 """
 
 from __future__ import annotations
 
 import warnings
+
+import numpy as np
+import torch
 
 
 def import_lumin() -> None:
@@ -18,3 +26,13 @@ def import_lumin() -> None:
     if blanket in warnings.filters and blanket not in before:
         warnings.filters.remove(blanket)
         warnings._filters_mutated()
+
+    _allow_numpy_in_weights_only_load()
+
+
+def _allow_numpy_in_weights_only_load() -> None:
+    multiarray = np.core.multiarray
+    torch.serialization.add_safe_globals(
+        [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype]
+        + [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    )

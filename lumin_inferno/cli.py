@@ -22,11 +22,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n-folds", type=int, default=None)
     s.add_argument("--inferno-bs", type=int, default=None, help="INFERNO batch size (events)")
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--lr-schedule", choices=["constant", "onecycle"], default=None, help="INFERNO learning-rate schedule")
     s.add_argument("--quiet", action="store_true")
+    sub.add_parser(
+        "pivot-study",
+        help="learning to pivot on the Louppe-Kagan-Cranmer toy (options: lumin-inferno pivot-study --help)",
+        add_help=False,
+    )
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pivot-study"]:
+        from .studies.pivot import main as pivot_main
+
+        return pivot_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "paper-study":
         from .studies.paper import StudySettings, run_paper_study
@@ -44,6 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 n_folds=args.n_folds,
                 inferno_bs=args.inferno_bs,
                 seed=args.seed,
+                inferno_lr_schedule=args.lr_schedule,
             ).items()
             if v is not None
         }

@@ -1,6 +1,8 @@
 """LUMIN callbacks: the host integration. Thin; the statistics live in :mod:`lumin_inferno.statistics`."""
 
+from .approx_inferno import ApproxInfernoCallback
 from .inferno import InfernoCallback, InputTransform
+from .pivot import LambdaRamp, PivotCallback
 from .pred_handlers import HardBinPredHandler
 
-__all__ = ["InfernoCallback", "InputTransform", "HardBinPredHandler"]
+__all__ = ["InfernoCallback", "InputTransform", "ApproxInfernoCallback", "PivotCallback", "LambdaRamp", "HardBinPredHandler"]

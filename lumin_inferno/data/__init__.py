@@ -15,6 +15,7 @@ from .paper import (
     sample_paper,
     write_paper_foldfiles,
 )
+from .pivot_toy import NUISANCE, TOY_FEATURES, sample_pivot_toy, write_pivot_toy_foldfile
 from .systematics import (
     FoldSystematics,
     SystematicsInfo,
@@ -26,6 +27,10 @@ from .systematics import (
 )
 
 __all__ = [
+    "NUISANCE",
+    "TOY_FEATURES",
+    "sample_pivot_toy",
+    "write_pivot_toy_foldfile",
     "BACKGROUND_YIELD",
     "FEATURES",
     "LAMBDA0",

@@ -3,6 +3,7 @@
 from .fit import FitResult, ProfileInterval, fit, profile_interval, profile_scan
 from .hessian import covariance, expected_poi_uncertainty, fisher_information, nll_hessian, poi_variance
 from .interpolation import code4, code4p
+from .builders import NormFactor, ProcessSpec, multi_process_model, norm_factors, nuisance_names
 from .unbinned import extended_fisher_information, unbinned_poi_uncertainty
 from .likelihood import TEMPLATE_FLOOR, NormSystematic, Parameter, ShapeSystematic, TemplateModel, poisson_nll
 
@@ -27,4 +28,9 @@ __all__ = [
     "profile_scan",
     "extended_fisher_information",
     "unbinned_poi_uncertainty",
+    "ProcessSpec",
+    "NormFactor",
+    "multi_process_model",
+    "norm_factors",
+    "nuisance_names",
 ]

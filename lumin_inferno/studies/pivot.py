@@ -174,7 +174,7 @@ def _run(s: PivotStudySettings, verbose: bool) -> List[Dict[str, float]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pivot-study", description="Learning to pivot: the paper's toy on LUMIN")
+    p = argparse.ArgumentParser(prog="lumin-inferno pivot-study", description="Learning to pivot: the paper's toy on LUMIN")
     p.add_argument("--outdir", default="outputs/pivot_study")
     p.add_argument("--tiny", action="store_true", help="seconds-long settings (as the tests)")
     p.add_argument("--lambdas", type=float, nargs="+", default=None, help="adversary weights (0 = plain classifier)")
