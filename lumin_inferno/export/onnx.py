@@ -34,16 +34,26 @@ OUTPUT_MODES: Tuple[str, ...] = ("probabilities", "bin_index")
 
 
 class SummaryStatisticModule(nn.Module):
-    """The network(s) of a trained summary statistic as one torch module: :math:`p(x) = \\sum_m w_m\\,f_m(x)` with
-    :math:`\\sum_m w_m = 1` (LUMIN's ensemble average), then optionally :math:`\\arg\\max_i p_i(x)` as int64.
+    """The network(s) of a trained summary statistic as one torch module: :math:`p_i(x) = \\sum_m w_m\\,f_{m,\\pi_m(i)}(x)`
+    with :math:`\\sum_m w_m = 1` (LUMIN's ensemble average) and :math:`\\pi_m` an optional permutation of member m's
+    output bins (INFERNO bins are unordered classes; see :func:`~lumin_inferno.evaluation.ensemble.align_ensemble`),
+    then optionally :math:`\\arg\\max_i p_i(x)` as int64.
 
     Args:
         networks: the ``torch.nn.Module`` of each member (``Model.model``: head, body, tail).
         weights: one weight per member (normalised here to unit sum, as LUMIN's ``Ensemble`` does).
         output: ``"probabilities"`` or ``"bin_index"``.
+        permutations: per member, the column order ``perm`` so that ``f_m(x)[:, perm]`` is aligned with the
+            reference member; ``None``: no reordering (column-by-column average, LUMIN's ``Ensemble.predict``).
     """
 
-    def __init__(self, networks: Sequence[nn.Module], weights: Sequence[float], output: str = "probabilities"):
+    def __init__(
+        self,
+        networks: Sequence[nn.Module],
+        weights: Sequence[float],
+        output: str = "probabilities",
+        permutations: Optional[Sequence[Sequence[int]]] = None,
+    ):
         super().__init__()
         if output not in OUTPUT_MODES:
             raise ConfigurationError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
@@ -55,11 +65,28 @@ class SummaryStatisticModule(nn.Module):
         self.networks = nn.ModuleList(networks)
         self.register_buffer("weights", (w / w.sum()).to(torch.float32))
         self.output = output
+        self.permuted = permutations is not None
+        if self.permuted:
+            perms = [np.asarray(p, dtype=np.int64).reshape(-1) for p in permutations]
+            if len(perms) != len(networks) or len({len(p) for p in perms}) != 1:
+                raise ConfigurationError(
+                    f"need one permutation of equal length per network, got {len(perms)} for {len(networks)} networks"
+                )
+            for i, p in enumerate(perms):
+                if not np.array_equal(np.sort(p), np.arange(len(p))):
+                    raise ConfigurationError(f"permutation {i} is not a permutation of range({len(p)}): {p.tolist()}")
+            self.register_buffer("permutations", torch.as_tensor(np.stack(perms)))
+
+    def _member(self, i: int, inputs: Tensor) -> Tensor:
+        out = self.networks[i](inputs)
+        if self.permuted:
+            out = out.index_select(-1, self.permutations[i])  # an ONNX Gather on the bin axis
+        return out * self.weights[i]
 
     def forward(self, inputs: Tensor) -> Tensor:
-        probabilities = self.networks[0](inputs) * self.weights[0]
+        probabilities = self._member(0, inputs)
         for i in range(1, len(self.networks)):
-            probabilities = probabilities + self.networks[i](inputs) * self.weights[i]
+            probabilities = probabilities + self._member(i, inputs)
         if self.output == "bin_index":
             return probabilities.argmax(dim=-1)
         return probabilities
@@ -70,7 +97,12 @@ def _members(model_or_ensemble: Any, weights: Optional[Sequence[float]]) -> Tupl
     from lumin.nn.ensemble.abs_ensemble import AbsEnsemble
     from lumin.nn.models.abs_model import AbsModel
 
-    if isinstance(model_or_ensemble, AbsEnsemble):
+    from ..evaluation.ensemble import AlignedEnsemble
+
+    if isinstance(model_or_ensemble, AlignedEnsemble):
+        models = list(model_or_ensemble.models)
+        weights = [float(w) for w in model_or_ensemble.weights] if weights is None else list(weights)
+    elif isinstance(model_or_ensemble, AbsEnsemble):
         models = list(model_or_ensemble.models)
         own = [float(w) for w in np.asarray(model_or_ensemble.weights).reshape(-1)]
         weights = own if weights is None else list(weights)
@@ -82,7 +114,7 @@ def _members(model_or_ensemble: Any, weights: Optional[Sequence[float]]) -> Tupl
         weights = [1.0] * len(models) if weights is None else list(weights)
     else:
         raise ConfigurationError(
-            f"expected a LUMIN Model, Ensemble or list of Models, got {type(model_or_ensemble).__name__}"
+            f"expected a LUMIN Model, Ensemble, AlignedEnsemble or list of Models, got {type(model_or_ensemble).__name__}"
         )
     if not models:
         raise ConfigurationError("nothing to export: the ensemble has no models")
@@ -125,6 +157,7 @@ def export_onnx(
     dynamo: bool = True,
     opset_version: Optional[int] = None,
     verify: bool = True,
+    permutations: Optional[Sequence[Sequence[int]]] = None,
 ) -> Path:
     """Write the summary statistic to ``path`` as an ONNX model with a dynamic batch dimension; returns the path.
 
@@ -146,6 +179,11 @@ def export_onnx(
         verify: run the written file with onnxruntime on a random batch of 5 and compare with torch (max abs
             difference ≤ 1e-5 on probabilities; identical bins except near-ties), raising ``ConfigurationError``
             on a mismatch.
+        permutations: for an ensemble of INFERNO models, per member the bin order ``perm`` such that
+            ``member.predict(x)[:, perm]`` is aligned with the reference member (``AlignedEnsemble.permutations``
+            from :func:`~lumin_inferno.evaluation.ensemble.align_ensemble`); the graph then returns
+            ``AlignedEnsemble.predict``. Default: the permutations of an ``AlignedEnsemble`` passed as
+            ``model_or_ensemble``, else none (LUMIN's column-by-column average).
 
     Raises:
         ConfigurationError: unknown ``output``, missing directory, unsupported model, or a failed/invalid export.
@@ -158,9 +196,15 @@ def export_onnx(
     if not path.parent.is_dir():
         raise ConfigurationError(f"output directory {path.parent} does not exist")
     models, weights = _members(model_or_ensemble, weights)
+    if permutations is None:
+        permutations = getattr(model_or_ensemble, "permutations", None)
+    if permutations is not None:
+        n_out = {int(m.get_out_size()) for m in models}
+        if any(len(p) not in n_out for p in permutations) or len(n_out) != 1:
+            raise ConfigurationError(f"permutations must have one entry per output bin ({sorted(n_out)} bins)")
     n_features, cardinalities = _n_features(models)
     output_name = output_name or output
-    module = SummaryStatisticModule([m.model for m in models], weights, output)
+    module = SummaryStatisticModule([m.model for m in models], weights, output, permutations)
     modes = [m.model.training for m in models]
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

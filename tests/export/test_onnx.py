@@ -126,3 +126,34 @@ def test_categorical_features(tmp_path):
     x = np.random.default_rng(0).normal(size=(33, 3)).astype(np.float32)
     x[:, 2] = np.arange(33) % 4
     assert np.abs(_run(path, x) - model.predict(x)).max() < 5e-6
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
+def test_aligned_ensemble_matches_aligned_torch_prediction(inferno_builder, tmp_path, dynamo):
+    """With bin permutations the graph averages aligned bins: onnxruntime == AlignedEnsemble.predict."""
+    from lumin.nn.ensemble.ensemble import Ensemble
+
+    from lumin_inferno.evaluation.ensemble import align_ensemble
+
+    ensemble = Ensemble.from_models([_model(inferno_builder, 5), _model(inferno_builder, 6)], weights=[0.3, 0.9])
+    aligned = align_ensemble(ensemble, 3 * _inputs(3000, seed=2))
+    perms = [p.tolist() for p in aligned.permutations]
+    assert perms[1] == list(range(6)) and perms[0] != list(range(6))  # member 1 is the reference, 0 is reordered
+    explicit = export_onnx(ensemble, tmp_path / "explicit.onnx", permutations=perms, dynamo=dynamo)
+    implicit = export_onnx(aligned, tmp_path / "implicit.onnx", dynamo=dynamo)  # takes the AlignedEnsemble's own
+    bins_path = export_onnx(aligned, tmp_path / "bins.onnx", output="bin_index", dynamo=dynamo)
+    for n in BATCH_SIZES:
+        x = 3 * _inputs(n, seed=11)
+        expected = aligned.predict(x)
+        for path in (explicit, implicit):
+            got = _run(path, x)
+            assert got.shape == (n, 6) and np.abs(got - expected).max() < 5e-6
+        top2 = np.sort(expected, axis=1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 1e-5
+        assert (_run(bins_path, x)[clear] == aligned.predict_bins(x)[clear]).all()
+    assert np.abs(_run(explicit, x) - ensemble.predict(x, verbose=False)).max() > 0.05  # not LUMIN's average
+    with pytest.raises(ConfigurationError, match="permutation"):
+        export_onnx(ensemble, tmp_path / "bad.onnx", permutations=[[0, 1, 2, 3, 4, 5], [0, 0, 1, 2, 3, 4]])
+    with pytest.raises(ConfigurationError, match="permutation"):
+        export_onnx(ensemble, tmp_path / "bad.onnx", permutations=[[0, 1, 2], [0, 1, 2]])
+    assert not (tmp_path / "bad.onnx").exists()

@@ -1,0 +1,414 @@
+"""LUMIN ``Ensemble`` of INFERNO summary statistics: bin alignment, prediction, save/load with the loss configuration.
+
+INFERNO's output bins are unordered classes: two networks trained from different initialisations learn similar
+regions of feature space under different bin labels. LUMIN's ``Ensemble.predict`` returns
+:math:`\\sum_m w_m\\,p_m(x)` column by column, which for INFERNO mixes unrelated bins and blurs the summary statistic
+(measured on the paper problem in ``docs/ensembles_and_feature_selection.md``). :func:`align_ensemble` finds, once,
+a permutation :math:`\\pi_m` of each member's bins that matches the reference member's binning on a reference sample
+(:func:`~lumin_inferno.evaluation.templates.align_bins`), and returns an :class:`AlignedEnsemble` whose prediction is
+:math:`\\bar p_i(x) = \\sum_m w_m\\,p_{m,\\pi_m(i)}(x)`.
+
+LUMIN weights ensemble members by :math:`w_m \\propto 1/L_m` with :math:`L_m` the member's best validation loss
+(``Ensemble._get_weights``, ``weighting="reciprocal"``, normalised to unit sum). With :class:`InfernoCallback` the
+loss is the expected variance of the POI, :math:`L_m = \\sigma_m^2(s) > 0` in events², smaller is better, so the
+weights are inverse-variance weights: positive, finite and larger for better members, as for a classification loss.
+
+Saving (:func:`save_inferno_ensemble`) writes LUMIN's own ensemble files (``ensemble_{i}.h5``,
+``ensemble_weights.pkl``, ``ensemble_builder.pkl``, ``ensemble_results.pkl``: the format of ``Ensemble.save``) and
+next to them the InfernoCallback configuration (pickle) and a JSON manifest with the permutations and file checksums,
+all into a temporary directory that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ..exceptions import ConfigurationError, TargetShapeError
+from ..statistics.likelihood import Parameter
+from .templates import align_bins
+
+__all__ = [
+    "AlignedEnsemble",
+    "align_ensemble",
+    "InfernoEnsemble",
+    "save_inferno_ensemble",
+    "load_inferno_ensemble",
+]
+
+#: Name of the manifest written by :func:`save_inferno_ensemble`.
+MANIFEST = "inferno_ensemble.json"
+_CONFIG = "inferno_callback.pkl"
+_STEM = "ensemble"  # LUMIN's base name: ensemble_{i}.h5, ensemble_weights.pkl, ...
+_FORMAT = "lumin_inferno.inferno_ensemble"
+_VERSION = 1
+
+
+def _as_array(x: Any) -> np.ndarray:
+    """Inputs as a float32 array (LUMIN's ``Ensemble.predict`` fails on a DataFrame; we accept one)."""
+    values = getattr(x, "values", x)  # pandas
+    return np.asarray(values, dtype=np.float32)
+
+
+def _members_and_weights(ensemble: Any) -> tuple:
+    """(models, normalised weights) of a LUMIN ``Ensemble``, an :class:`AlignedEnsemble` or a list of ``Model``."""
+    from lumin.nn.ensemble.abs_ensemble import AbsEnsemble
+    from lumin.nn.models.abs_model import AbsModel
+
+    if isinstance(ensemble, AlignedEnsemble):
+        return list(ensemble.models), np.asarray(ensemble.weights, dtype=float)
+    if isinstance(ensemble, AbsEnsemble):
+        models, weights = list(ensemble.models), np.asarray(ensemble.weights, dtype=float).reshape(-1)
+    elif isinstance(ensemble, (list, tuple)) and all(isinstance(m, AbsModel) for m in ensemble):
+        models, weights = list(ensemble), np.ones(len(ensemble))
+    else:
+        raise ConfigurationError(
+            f"expected a LUMIN Ensemble or a list of LUMIN Models, got {type(ensemble).__name__}"
+        )
+    if not models:
+        raise ConfigurationError("the ensemble has no models")
+    if len(weights) != len(models) or not np.all(np.isfinite(weights)) or np.any(weights < 0) or not weights.sum() > 0:
+        raise ConfigurationError(f"need one finite weight ≥ 0 per model (not all 0), got {weights.tolist()}")
+    return models, weights / weights.sum()
+
+
+def _check_permutations(permutations: Sequence[Sequence[int]], n_models: int, n_bins: Optional[int]) -> List[np.ndarray]:
+    perms = [np.asarray(p, dtype=np.int64).reshape(-1) for p in permutations]
+    if len(perms) != n_models:
+        raise ConfigurationError(f"need one permutation per ensemble member: {n_models} members, {len(perms)} given")
+    for i, p in enumerate(perms):
+        size = len(p) if n_bins is None else n_bins
+        if len(p) != size or not np.array_equal(np.sort(p), np.arange(size)):
+            raise ConfigurationError(f"permutation {i} is not a permutation of range({size}): {p.tolist()}")
+    return perms
+
+
+@dataclass
+class AlignedEnsemble:
+    """An ensemble of INFERNO models whose bins are aligned before averaging.
+
+    ``predict(x)`` returns :math:`\\bar p_i(x) = \\sum_m w_m\\,p_{m,\\pi_m(i)}(x)` (``[n_events, n_bins]``, rows sum
+    to 1), with :math:`w_m` the (LUMIN) ensemble weights normalised to unit sum and :math:`\\pi_m` = ``permutations[m]``
+    (identity for the reference member); ``predict_bins(x)`` its argmax, the hard bin used in the final fit. An
+    instance is a bin function for :func:`~lumin_inferno.evaluation.asimov_template_model` (``__call__`` = hard bins).
+
+    Attributes:
+        models: the LUMIN ``Model`` members, in the ensemble's order.
+        weights: normalised member weights.
+        permutations: per member, the column order that maps its bins onto the reference member's.
+        reference: index of the reference member (the most weighted one by default).
+    """
+
+    models: List[Any]
+    weights: np.ndarray
+    permutations: List[np.ndarray]
+    reference: int = 0
+
+    def __post_init__(self) -> None:
+        self.weights = np.asarray(self.weights, dtype=float)
+        self.permutations = _check_permutations(self.permutations, len(self.models), None)
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.permutations[0])
+
+    def member_predictions(self, x: Any, bs: Optional[int] = None, aligned: bool = True) -> List[np.ndarray]:
+        """Each member's softmax output on ``x`` (``[n_events, n_bins]`` arrays), columns aligned if ``aligned``."""
+        x = _as_array(x)
+        probs = [np.asarray(m.predict(x, bs=bs), dtype=np.float64) for m in self.models]
+        return [p[:, perm] for p, perm in zip(probs, self.permutations)] if aligned else probs
+
+    def predict(self, x: Any, bs: Optional[int] = None) -> np.ndarray:
+        """Weighted mean of the members' aligned softmax outputs, ``[n_events, n_bins]`` (bin probabilities)."""
+        probs = self.member_predictions(x, bs)
+        return np.sum([w * p for w, p in zip(self.weights, probs)], axis=0)
+
+    def predict_bins(self, x: Any, bs: Optional[int] = None) -> np.ndarray:
+        """Hard bin (int64 index in [0, n_bins)) of each event: argmax of :meth:`predict`."""
+        return self.predict(x, bs).argmax(axis=1)
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.predict_bins(x)
+
+    def to_lumin(self, model_builder: Any = None) -> Any:
+        """A LUMIN ``Ensemble`` with the same members and weights (its own ``predict`` is *not* aligned)."""
+        from lumin.nn.ensemble.ensemble import Ensemble
+
+        builder = model_builder or getattr(self.models[0], "model_builder", None)
+        return Ensemble.from_models(list(self.models), weights=self.weights, model_builder=builder)
+
+
+def align_ensemble(
+    ensemble: Any,
+    inputs: Any,
+    reference: Optional[int] = None,
+    bs: Optional[int] = None,
+) -> AlignedEnsemble:
+    """Align the bins of every ensemble member to a reference member on the sample ``inputs``.
+
+    Args:
+        ensemble: a LUMIN ``Ensemble`` (its weights are kept: LUMIN's 1/validation-loss = 1/σ²(s) weighting) or a
+            list of LUMIN ``Model`` (uniform weights).
+        inputs: reference sample ``[n_events, n_features]`` (array or DataFrame), e.g. a validation or test fold's
+            nominal inputs; a few thousand events of each process are plenty. The permutations are fixed here and
+            then apply to any input, shifted templates included.
+        reference: index of the member whose bin labels are kept; default the most weighted member (first on ties).
+        bs: prediction batch size (``None``: the whole sample at once).
+
+    Returns:
+        An :class:`AlignedEnsemble`; ``permutations[m]`` maximises the number of reference-sample events that member m
+        and the reference put in the same (argmax) bin.
+    """
+    models, weights = _members_and_weights(ensemble)
+    ref = int(np.argmax(weights)) if reference is None else int(reference)
+    if not 0 <= ref < len(models):
+        raise ConfigurationError(f"reference member {ref} out of range for {len(models)} models")
+    x = _as_array(inputs)
+    if x.ndim != 2 or len(x) == 0:
+        raise TargetShapeError(f"need a non-empty [n_events, n_features] reference sample, got shape {x.shape}")
+    probs = [np.asarray(m.predict(x, bs=bs)) for m in models]
+    shapes = {p.shape for p in probs}
+    if len(shapes) != 1:
+        raise ConfigurationError(f"ensemble members give outputs of different shapes: {sorted(shapes)}")
+    perms = [np.arange(probs[ref].shape[1]) if i == ref else align_bins(probs[ref], p) for i, p in enumerate(probs)]
+    return AlignedEnsemble(models, weights, perms, ref)
+
+
+# ------------------------------------------------------------------------------------------------- save / load
+@dataclass
+class InfernoEnsemble:
+    """What :func:`load_inferno_ensemble` returns: the LUMIN ``Ensemble``, the InfernoCallback configuration it was
+    trained with, and the bin permutations.
+
+    ``aligned`` is the :class:`AlignedEnsemble` (prediction with aligned bins), ``callback()`` a fresh
+    :class:`~lumin_inferno.callbacks.InfernoCallback` with the saved configuration and ``callback_partial()`` the
+    ``functools.partial`` to pass to ``train_models(cb_partials=...)``.
+    """
+
+    ensemble: Any
+    callback_kwargs: Dict[str, Any]
+    permutations: List[np.ndarray]
+    reference: int = 0
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def aligned(self) -> AlignedEnsemble:
+        return AlignedEnsemble(list(self.ensemble.models), self.ensemble.weights, self.permutations, self.reference)
+
+    def callback_partial(self) -> partial:
+        from ..callbacks.inferno import InfernoCallback
+
+        return partial(InfernoCallback, **self.callback_kwargs)
+
+    def callback(self) -> Any:
+        return self.callback_partial()()
+
+
+def _describe(value: Any) -> Any:
+    """JSON view of one InfernoCallback argument (the pickle is authoritative; this is for people and diffs)."""
+    if isinstance(value, Parameter):
+        return {"Parameter": asdict(value)}
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return {"repr": repr(value), "type": f"{type(value).__module__}.{type(value).__qualname__}"}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_inferno_ensemble(
+    directory: Union[str, Path],
+    ensemble: Any,
+    callback_kwargs: Mapping[str, Any],
+    permutations: Optional[Sequence[Sequence[int]]] = None,
+    reference: Optional[int] = None,
+    model_builder: Any = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save an INFERNO ensemble with everything needed to use it and to rebuild its training callback.
+
+    Args:
+        directory: target directory (created; its parent must exist). Written as a temporary sibling directory and
+            renamed into place, so a failed save leaves no partial directory and an existing save untouched.
+        ensemble: a LUMIN ``Ensemble`` or an :class:`AlignedEnsemble` (its permutations are used unless given).
+        callback_kwargs: the keyword arguments of :class:`~lumin_inferno.callbacks.InfernoCallback` (poi,
+            background, shape_nuisances, transform, ...), e.g. ``paper_benchmark(2).callback_kwargs()``; must be
+            picklable (a module-level transform function or a dataclass such as ``PaperTransform``, not a lambda).
+        permutations: per member, the aligned column order (see :func:`align_ensemble`); ``None`` = identity.
+        reference: index of the reference member (stored for information).
+        model_builder: the ``ModelBuilder``; default the ensemble's (or its first model's).
+        overwrite: replace an existing save at ``directory``.
+
+    Returns:
+        The directory. Files: ``ensemble_{i}.h5`` (one per member), ``ensemble_weights.pkl``,
+        ``ensemble_builder.pkl``, ``ensemble_results.pkl`` (LUMIN's ``Ensemble.save`` format, readable with
+        ``Ensemble.from_save(directory / "ensemble")`` for fewer than 10 members), ``inferno_callback.pkl`` and the
+        manifest ``inferno_ensemble.json``.
+
+    Raises:
+        ConfigurationError: existing target without ``overwrite``, missing parent, invalid permutations, a
+            configuration that InfernoCallback rejects or that cannot be pickled.
+    """
+    from ..callbacks.inferno import InfernoCallback
+
+    directory = Path(directory)
+    if not directory.parent.is_dir():
+        raise ConfigurationError(f"parent directory {directory.parent} does not exist")
+    if directory.exists() and not overwrite:
+        raise ConfigurationError(f"{directory} exists; pass overwrite=True to replace it")
+    if directory.exists() and not (directory / MANIFEST).is_file() and any(directory.iterdir()):
+        raise ConfigurationError(f"{directory} is a non-empty directory that is not a saved INFERNO ensemble; not replacing it")
+    models, weights = _members_and_weights(ensemble)
+    if isinstance(ensemble, AlignedEnsemble):
+        permutations = ensemble.permutations if permutations is None else permutations
+        reference = ensemble.reference if reference is None else reference
+    n_bins = int(models[0].get_out_size())
+    perms = _check_permutations(
+        [np.arange(n_bins)] * len(models) if permutations is None else permutations, len(models), n_bins
+    )
+    kwargs = dict(callback_kwargs)
+    try:
+        InfernoCallback(**kwargs)  # the configuration must be one the callback accepts
+    except Exception as err:
+        raise ConfigurationError(f"InfernoCallback rejects the configuration: {type(err).__name__}: {err}") from err
+    try:
+        config_bytes = pickle.dumps(kwargs, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as err:
+        raise ConfigurationError(
+            f"the InfernoCallback configuration cannot be pickled ({type(err).__name__}: {err}); use a module-level "
+            "transform function or a dataclass (e.g. PaperTransform), not a lambda or closure"
+        ) from err
+    builder = model_builder or getattr(ensemble, "model_builder", None) or getattr(models[0], "model_builder", None)
+    if builder is None:
+        raise ConfigurationError("no ModelBuilder: pass model_builder= (needed to rebuild the members on load)")
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        for i, m in enumerate(models):
+            m.save(str(tmp / f"{_STEM}_{i}.h5"))
+        with open(tmp / f"{_STEM}_weights.pkl", "wb") as fh:
+            pickle.dump(np.asarray(weights), fh)
+        with open(tmp / f"{_STEM}_builder.pkl", "wb") as fh:
+            pickle.dump(builder, fh)
+        results = getattr(ensemble, "results", None)
+        if results is not None:
+            with open(tmp / f"{_STEM}_results.pkl", "wb") as fh:
+                pickle.dump(results, fh)
+        (tmp / _CONFIG).write_bytes(config_bytes)
+        files = sorted(p.name for p in tmp.iterdir())
+        manifest = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "n_models": len(models),
+            "n_bins": n_bins,
+            "weights": [float(w) for w in weights],
+            "reference": None if reference is None else int(reference),
+            "permutations": [p.tolist() for p in perms],
+            "callback": {k: _describe(v) for k, v in kwargs.items()},
+            "files": {name: _sha256(tmp / name) for name in files},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
+            os.replace(directory, old / directory.name)
+            try:
+                os.replace(tmp, directory)
+            except BaseException:
+                os.replace(old / directory.name, directory)  # put the previous save back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def load_inferno_ensemble(directory: Union[str, Path], verify: bool = True) -> InfernoEnsemble:
+    """Load what :func:`save_inferno_ensemble` wrote.
+
+    Members are read in numeric order ``ensemble_0.h5, ensemble_1.h5, …`` (LUMIN's ``Ensemble.load`` globs them
+    lexicographically and so pairs weights with the wrong models from 10 members on).
+
+    Args:
+        directory: the saved directory.
+        verify: check every file against the SHA-256 checksum in the manifest.
+
+    Raises:
+        ConfigurationError: missing directory, manifest or file; unreadable or inconsistent manifest; checksum
+            mismatch; a file that cannot be unpickled or loaded.
+    """
+    from lumin.nn.ensemble.ensemble import Ensemble
+    from lumin.nn.models.model import Model
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigurationError(f"no saved INFERNO ensemble at {directory} (not a directory)")
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise ConfigurationError(f"{directory} has no {MANIFEST}: not a saved INFERNO ensemble, or an incomplete one")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != _FORMAT:
+            raise ValueError(f"format is {manifest.get('format')!r}")
+        if int(manifest["version"]) > _VERSION:
+            raise ValueError(f"version {manifest['version']} is newer than this lumin_inferno reads ({_VERSION})")
+        n_models, n_bins, files = int(manifest["n_models"]), int(manifest["n_bins"]), dict(manifest["files"])
+        weights = np.asarray(manifest["weights"], dtype=float)
+        perms = _check_permutations(manifest["permutations"], n_models, n_bins)
+    except (ValueError, KeyError, TypeError, ConfigurationError) as err:
+        raise ConfigurationError(f"corrupt manifest {manifest_path}: {type(err).__name__}: {err}") from err
+    needed = [f"{_STEM}_{i}.h5" for i in range(n_models)] + [f"{_STEM}_builder.pkl", _CONFIG]
+    missing = [name for name in needed if not (directory / name).is_file() or name not in files]
+    missing += [name for name in files if not (directory / name).is_file() and name not in missing]
+    if missing:
+        raise ConfigurationError(f"saved INFERNO ensemble {directory} lacks {missing}")
+    if verify:
+        bad = [name for name, digest in files.items() if _sha256(directory / name) != digest]
+        if bad:
+            raise ConfigurationError(f"checksum mismatch in {directory}: {bad} changed since the save (corrupt?)")
+    try:
+        with open(directory / f"{_STEM}_builder.pkl", "rb") as fh:
+            builder = pickle.load(fh)
+        with open(directory / _CONFIG, "rb") as fh:
+            callback_kwargs = pickle.load(fh)
+        models = []
+        for i in range(n_models):
+            m = Model(builder)
+            m.load(str(directory / f"{_STEM}_{i}.h5"))
+            models.append(m)
+        results = None
+        if (directory / f"{_STEM}_results.pkl").is_file():
+            with open(directory / f"{_STEM}_results.pkl", "rb") as fh:
+                results = pickle.load(fh)
+    except Exception as err:
+        raise ConfigurationError(f"cannot load the saved INFERNO ensemble {directory}: {type(err).__name__}: {err}") from err
+    if any(int(m.get_out_size()) != n_bins for m in models):
+        raise ConfigurationError(f"members of {directory} do not have {n_bins} output bins as the manifest says")
+    ensemble = Ensemble.from_models(models, weights=weights, results=results, model_builder=builder)
+    reference = manifest.get("reference")
+    return InfernoEnsemble(
+        ensemble=ensemble,
+        callback_kwargs=callback_kwargs,
+        permutations=perms,
+        reference=0 if reference is None else int(reference),
+        metadata={k: v for k, v in manifest.items() if k not in ("permutations", "weights")},
+    )

@@ -1,0 +1,182 @@
+"""Ensembles of INFERNO models: bin alignment, LUMIN's 1/loss weighting, save/load of ensemble + callback config."""
+
+import contextlib
+import io
+import json
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from lumin_inferno import ConfigurationError, InfernoCallback, paper_benchmark
+from lumin_inferno.evaluation.ensemble import (
+    MANIFEST,
+    AlignedEnsemble,
+    align_ensemble,
+    load_inferno_ensemble,
+    save_inferno_ensemble,
+)
+
+FEATS = ["x0", "x1", "x2"]
+
+
+def _pair(builder, relabel=(3, 0, 4, 1, 2)):
+    """A random model and a copy whose output bins are relabelled: copy's column j is the original's relabel[j]."""
+    from lumin.nn.models.model import Model
+
+    torch.manual_seed(0)
+    b = builder(FEATS, n_bins=5, width=16)
+    m1, m2 = Model(b), Model(b)
+    m2.model.load_state_dict(m1.model.state_dict())
+    q = np.asarray(relabel)
+    with torch.no_grad():
+        m2.tail.dense.weight.copy_(m1.tail.dense.weight[q])
+        m2.tail.dense.bias.copy_(m1.tail.dense.bias[q])
+    return b, m1, m2, q
+
+
+def _x(n=4000, seed=0):
+    return (3 * np.random.default_rng(seed).normal(size=(n, len(FEATS)))).astype(np.float32)
+
+
+def test_alignment_undoes_a_relabelling_that_lumin_averages_away(inferno_builder):
+    from lumin.nn.ensemble.ensemble import Ensemble
+
+    b, m1, m2, q = _pair(inferno_builder)
+    x = _x()
+    p1, p2 = m1.predict(x), m2.predict(x)
+    assert np.allclose(p2, p1[:, q], atol=1e-6)
+    ens = Ensemble.from_models([m1, m2], weights=[0.7, 0.3], model_builder=b)
+    aligned = align_ensemble(ens, x)
+    assert aligned.reference == 0  # the most weighted member
+    populated = np.unique(p1.argmax(1))
+    inverse = np.argsort(q)  # p2[:, inverse] == p1
+    assert np.array_equal(aligned.permutations[1][populated], inverse[populated])
+    assert np.array_equal(aligned.permutations[0], np.arange(5))
+    # the two members are the same function, so the aligned ensemble is that function; LUMIN's average is not
+    assert (aligned.predict_bins(x) == p1.argmax(1)).all()
+    assert (aligned(x) == p1.argmax(1)).all()
+    assert np.allclose(aligned.predict(x).sum(1), 1.0)
+    # LUMIN's column-by-column average moves ~2 × 0.3 of each event's probability into unrelated bins
+    assert np.abs(aligned.predict(x) - p1).sum(1).mean() < 1e-3
+    assert np.abs(ens.predict(x, verbose=False) - p1).sum(1).mean() > 0.4
+    # a DataFrame works (LUMIN's Ensemble.predict(df) fails); the reference can be chosen
+    import pandas as pd
+
+    other = align_ensemble([m1, m2], pd.DataFrame(x, columns=FEATS), reference=1)
+    assert other.reference == 1 and np.allclose(other.weights, 0.5)
+    assert (other.predict_bins(x) == p2.argmax(1)).all()
+    with pytest.raises(ConfigurationError, match="out of range"):
+        align_ensemble(ens, x, reference=2)
+    with pytest.raises(ConfigurationError, match="expected a LUMIN Ensemble"):
+        align_ensemble(object(), x)
+    with pytest.raises(ConfigurationError, match="not a permutation"):
+        AlignedEnsemble([m1, m2], [0.5, 0.5], [[0, 1, 2, 3, 4], [0, 0, 1, 2, 3]])
+
+
+def test_lumin_weights_inferno_members_by_inverse_variance(paper_foldfiles, inferno_builder, tmp_path):
+    """train_models' result "loss" is the best validation Var(s) (events²); Ensemble.from_results weights 1/loss."""
+    from lumin.nn.data.fold_yielder import FoldYielder
+    from lumin.nn.ensemble.ensemble import Ensemble
+    from lumin.nn.training.train import train_models
+
+    torch.manual_seed(1)
+    np.random.seed(1)
+    fy = FoldYielder(paper_foldfiles[0])
+    builder = inferno_builder(fy.cont_feats, n_bins=4, width=16)
+    with contextlib.redirect_stdout(io.StringIO()):
+        results, _, _ = train_models(
+            fy, n_models=2, bs=1000, model_builder=builder, n_epochs=1, live_fdbk=False, savepath=tmp_path / "w",
+            cb_partials=[partial(InfernoCallback, **paper_benchmark(1).callback_kwargs())],
+        )
+        ens = Ensemble.from_results(results, size=2, model_builder=builder, metric="loss", verbose=False)
+    losses = np.array(sorted(r["loss"] for r in results))
+    assert (losses > 0).all() and np.isfinite(losses).all()
+    assert np.sqrt(losses.min()) > np.sqrt(50)  # a σ(s) in events, above the signal-only Poisson limit √s
+    expected = (1 / losses) / (1 / losses).sum()  # members sorted by loss, best first
+    assert np.allclose(ens.weights, expected)
+    aligned = align_ensemble(ens, FoldYielder(paper_foldfiles[1]).get_fold(0)["inputs"][:2000])
+    assert aligned.reference == 0 and aligned.weights[0] >= aligned.weights[1]
+
+
+def test_save_load_round_trip(inferno_builder, tmp_path):
+    from lumin.nn.ensemble.ensemble import Ensemble
+
+    b, m1, m2, _ = _pair(inferno_builder)
+    x = _x(2000, seed=3)
+    ens = Ensemble.from_models([m1, m2], weights=[0.4, 0.6], model_builder=b)
+    aligned = align_ensemble(ens, x)
+    kwargs = paper_benchmark(4).callback_kwargs()
+    target = save_inferno_ensemble(tmp_path / "ens", aligned, kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens"]  # no temporary left behind
+    manifest = json.loads((target / MANIFEST).read_text())
+    assert manifest["callback"]["background"] == {"Parameter": {"name": "b", "nominal": 1000.0, "constraint": 100.0,
+                                                                 "bounds": [0.0, None]}}
+    loaded = load_inferno_ensemble(target)
+    assert loaded.callback_kwargs == kwargs  # Parameters and PaperTransform compare by value
+    cb = loaded.callback()
+    assert isinstance(cb, InfernoCallback) and cb.poi == kwargs["poi"] and cb.shape_nuisances == kwargs["shape_nuisances"]
+    assert loaded.callback_partial().keywords == kwargs
+    assert [p.tolist() for p in loaded.permutations] == [p.tolist() for p in aligned.permutations]
+    assert loaded.reference == aligned.reference
+    assert np.allclose(loaded.ensemble.weights, [0.4, 0.6])
+    assert np.array_equal(loaded.aligned.predict(x), aligned.predict(x))
+    assert np.array_equal(loaded.ensemble.predict(x, verbose=False), ens.predict(x, verbose=False))
+    # the ensemble files are LUMIN's own format
+    with contextlib.redirect_stdout(io.StringIO()):
+        lumin_loaded = Ensemble.from_save(str(target / "ensemble"))
+    assert np.array_equal(lumin_loaded.predict(x, verbose=False), ens.predict(x, verbose=False))
+
+    # overwrite is explicit and replaces the save as a whole
+    with pytest.raises(ConfigurationError, match="exists"):
+        save_inferno_ensemble(target, ens, kwargs)
+    save_inferno_ensemble(target, ens, paper_benchmark(0).callback_kwargs(), overwrite=True)
+    again = load_inferno_ensemble(target)
+    assert again.callback_kwargs == paper_benchmark(0).callback_kwargs()
+    assert all(np.array_equal(p, np.arange(5)) for p in again.permutations)  # a plain Ensemble: identity
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ens"]
+
+
+def test_save_rejects_bad_configuration(inferno_builder, tmp_path):
+    b, m1, m2, _ = _pair(inferno_builder)
+    kwargs = paper_benchmark(2).callback_kwargs()
+    with pytest.raises(ConfigurationError, match="cannot be pickled"):
+        save_inferno_ensemble(tmp_path / "a", [m1, m2], {**kwargs, "transform": lambda x, n, m: x})
+    with pytest.raises(ConfigurationError, match="rejects"):
+        save_inferno_ensemble(tmp_path / "a", [m1, m2], {**kwargs, "transform": None})
+    with pytest.raises(ConfigurationError, match="permutation"):
+        save_inferno_ensemble(tmp_path / "a", [m1, m2], kwargs, permutations=[[0, 1, 2, 3, 4], [0, 1, 2, 3]])
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        save_inferno_ensemble(tmp_path / "missing" / "a", [m1, m2], kwargs)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("keep")
+    with pytest.raises(ConfigurationError, match="not a saved INFERNO ensemble"):
+        save_inferno_ensemble(tmp_path / "data", [m1, m2], kwargs, overwrite=True)
+    assert (tmp_path / "data" / "precious.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_load_missing_or_corrupt_files_raise(inferno_builder, tmp_path):
+    b, m1, m2, _ = _pair(inferno_builder)
+    kwargs = paper_benchmark(1).callback_kwargs()
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        load_inferno_ensemble(tmp_path / "nothing")
+    target = save_inferno_ensemble(tmp_path / "ens", [m1, m2], kwargs)
+    (target / "ensemble_1.h5").unlink()
+    with pytest.raises(ConfigurationError, match="lacks"):
+        load_inferno_ensemble(target)
+    target = save_inferno_ensemble(tmp_path / "ens", [m1, m2], kwargs, overwrite=True)
+    data = (target / "inferno_callback.pkl").read_bytes()
+    (target / "inferno_callback.pkl").write_bytes(data[: len(data) // 2])  # a truncated file
+    with pytest.raises(ConfigurationError, match="checksum"):
+        load_inferno_ensemble(target)
+    with pytest.raises(ConfigurationError, match="cannot load"):
+        load_inferno_ensemble(target, verify=False)  # unverified, the pickle itself is unreadable
+    target = save_inferno_ensemble(tmp_path / "ens", [m1, m2], kwargs, overwrite=True)
+    (target / MANIFEST).write_text("{not json")
+    with pytest.raises(ConfigurationError, match="corrupt manifest"):
+        load_inferno_ensemble(target)
+    (target / MANIFEST).unlink()
+    with pytest.raises(ConfigurationError, match="has no"):
+        load_inferno_ensemble(target)
