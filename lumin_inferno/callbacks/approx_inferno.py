@@ -31,6 +31,7 @@ from ..exceptions import ConfigurationError, EmptyProcessError, FoldFileError, I
 from ..statistics.builders import ProcessSpec, multi_process_model
 from ..statistics.hessian import fisher_information, poi_variance
 from ..statistics.likelihood import Parameter, TemplateModel
+from .inferno import check_softmax_output
 
 __all__ = ["ApproxInfernoCallback"]
 
@@ -288,17 +289,7 @@ class ApproxInfernoCallback(Callback):
         return masks
 
     def _check_output(self, probs: Tensor) -> None:
-        if probs.dim() != 2 or probs.shape[1] < 2:
-            raise ConfigurationError(
-                f"INFERNO needs a softmax output over >= 2 bins, got model output of shape {tuple(probs.shape)}; "
-                "use tail=SoftmaxTemperatureTail in the ModelBuilder"
-            )
-        sums = probs.detach().sum(1)
-        if (probs.detach() < 0).any() or not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
-            raise ConfigurationError(
-                "model output rows are not probabilities (non-negative, summing to 1); INFERNO needs a softmax "
-                "output: use tail=SoftmaxTemperatureTail (and not a 'multiclass' objective, whose tail is log-softmax)"
-            )
+        check_softmax_output(probs)
         self._checked_output = True
 
     @staticmethod

@@ -212,17 +212,7 @@ class InfernoCallback(Callback):
 
     # -------------------------------------------------------------------------------------------------- pieces
     def _check_output(self, probs: Tensor) -> None:
-        if probs.dim() != 2 or probs.shape[1] < 2:
-            raise ConfigurationError(
-                f"INFERNO needs a softmax output over >= 2 bins, got model output of shape {tuple(probs.shape)}; "
-                "use tail=SoftmaxTemperatureTail in the ModelBuilder"
-            )
-        sums = probs.detach().sum(1)
-        if (probs.detach() < 0).any() or not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
-            raise ConfigurationError(
-                "model output rows are not probabilities (non-negative, summing to 1); INFERNO needs a softmax "
-                "output: use tail=SoftmaxTemperatureTail (and not a 'multiclass' objective, whose tail is log-softmax)"
-            )
+        check_softmax_output(probs)
         self._checked_output = True
 
     @staticmethod
@@ -267,4 +257,20 @@ class InfernoCallback(Callback):
         ]
         return signal_background_model(
             torch.stack([sig, bkg]), self.poi, self.background, self.shape_nuisances, systs
+        )
+
+
+def check_softmax_output(probs: Tensor) -> None:
+    """Raise :class:`ConfigurationError` unless ``probs`` is ``[n_events, n_bins ≥ 2]`` of rows of probabilities,
+    the output INFERNO-style losses need (a softmax, not LUMIN's log-softmax multiclass tail)."""
+    if probs.dim() != 2 or probs.shape[1] < 2:
+        raise ConfigurationError(
+            f"INFERNO needs a softmax output over >= 2 bins, got model output of shape {tuple(probs.shape)}; "
+            "use tail=SoftmaxTemperatureTail in the ModelBuilder"
+        )
+    sums = probs.detach().sum(1)
+    if (probs.detach() < 0).any() or not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+        raise ConfigurationError(
+            "model output rows are not probabilities (non-negative, summing to 1); INFERNO needs a softmax "
+            "output: use tail=SoftmaxTemperatureTail (and not a 'multiclass' objective, whose tail is log-softmax)"
         )
