@@ -82,7 +82,9 @@ def _members_and_weights(ensemble: Any) -> tuple:
     return models, weights / weights.sum()
 
 
-def _check_permutations(permutations: Sequence[Sequence[int]], n_models: int, n_bins: Optional[int]) -> List[np.ndarray]:
+def _check_permutations(
+    permutations: Sequence[Sequence[int]], n_models: int, n_bins: Optional[int]
+) -> List[np.ndarray]:
     perms = [np.asarray(p, dtype=np.int64).reshape(-1) for p in permutations]
     if len(perms) != n_models:
         raise ConfigurationError(f"need one permutation per ensemble member: {n_models} members, {len(perms)} given")
@@ -274,7 +276,9 @@ def save_inferno_ensemble(
     if directory.exists() and not overwrite:
         raise ConfigurationError(f"{directory} exists; pass overwrite=True to replace it")
     if directory.exists() and not (directory / MANIFEST).is_file() and any(directory.iterdir()):
-        raise ConfigurationError(f"{directory} is a non-empty directory that is not a saved INFERNO ensemble; not replacing it")
+        raise ConfigurationError(
+            f"{directory} is a non-empty directory that is not a saved INFERNO ensemble; not replacing it"
+        )
     models, weights = _members_and_weights(ensemble)
     if isinstance(ensemble, AlignedEnsemble):
         permutations = ensemble.permutations if permutations is None else permutations
@@ -400,7 +404,9 @@ def load_inferno_ensemble(directory: Union[str, Path], verify: bool = True) -> I
             with open(directory / f"{_STEM}_results.pkl", "rb") as fh:
                 results = pickle.load(fh)
     except Exception as err:
-        raise ConfigurationError(f"cannot load the saved INFERNO ensemble {directory}: {type(err).__name__}: {err}") from err
+        raise ConfigurationError(
+            f"cannot load the saved INFERNO ensemble {directory}: {type(err).__name__}: {err}"
+        ) from err
     if any(int(m.get_out_size()) != n_bins for m in models):
         raise ConfigurationError(f"members of {directory} do not have {n_bins} output bins as the manifest says")
     ensemble = Ensemble.from_models(models, weights=weights, results=results, model_builder=builder)

@@ -34,10 +34,10 @@ OUTPUT_MODES: Tuple[str, ...] = ("probabilities", "bin_index")
 
 
 class SummaryStatisticModule(nn.Module):
-    """The network(s) of a trained summary statistic as one torch module: :math:`p_i(x) = \\sum_m w_m\\,f_{m,\\pi_m(i)}(x)`
-    with :math:`\\sum_m w_m = 1` (LUMIN's ensemble average) and :math:`\\pi_m` an optional permutation of member m's
-    output bins (INFERNO bins are unordered classes; see :func:`~lumin_inferno.evaluation.ensemble.align_ensemble`),
-    then optionally :math:`\\arg\\max_i p_i(x)` as int64.
+    """The network(s) of a trained summary statistic as one torch module:
+    :math:`p_i(x) = \\sum_m w_m\\,f_{m,\\pi_m(i)}(x)` with :math:`\\sum_m w_m = 1` (LUMIN's ensemble average) and
+    :math:`\\pi_m` an optional permutation of member m's output bins (INFERNO bins are unordered classes; see
+    :func:`~lumin_inferno.evaluation.ensemble.align_ensemble`), then optionally :math:`\\arg\\max_i p_i(x)` as int64.
 
     Args:
         networks: the ``torch.nn.Module`` of each member (``Model.model``: head, body, tail).
@@ -114,7 +114,8 @@ def _members(model_or_ensemble: Any, weights: Optional[Sequence[float]]) -> Tupl
         weights = [1.0] * len(models) if weights is None else list(weights)
     else:
         raise ConfigurationError(
-            f"expected a LUMIN Model, Ensemble, AlignedEnsemble or list of Models, got {type(model_or_ensemble).__name__}"
+            "expected a LUMIN Model, Ensemble, AlignedEnsemble or list of Models, got "
+            f"{type(model_or_ensemble).__name__}"
         )
     if not models:
         raise ConfigurationError("nothing to export: the ensemble has no models")

@@ -116,7 +116,8 @@ def test_save_load_round_trip(inferno_builder, tmp_path):
     loaded = load_inferno_ensemble(target)
     assert loaded.callback_kwargs == kwargs  # Parameters and PaperTransform compare by value
     cb = loaded.callback()
-    assert isinstance(cb, InfernoCallback) and cb.poi == kwargs["poi"] and cb.shape_nuisances == kwargs["shape_nuisances"]
+    assert isinstance(cb, InfernoCallback) and cb.poi == kwargs["poi"]
+    assert cb.shape_nuisances == kwargs["shape_nuisances"] and cb.background == kwargs["background"]
     assert loaded.callback_partial().keywords == kwargs
     assert [p.tolist() for p in loaded.permutations] == [p.tolist() for p in aligned.permutations]
     assert loaded.reference == aligned.reference
