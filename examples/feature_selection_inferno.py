@@ -26,6 +26,7 @@ import io
 import json
 import random
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -92,7 +93,10 @@ def lumin_preselection(train_df: pd.DataFrame, n_trees: int, importance_cut: flo
     trn, val = train_df.iloc[:half].reset_index(drop=True), train_df.iloc[half:].reset_index(drop=True)
     rf_params = {"min_samples_leaf": 50, "max_features": 0.5, "n_jobs": 1, "random_state": 0}
     log = io.StringIO()
-    with contextlib.redirect_stdout(log):
+    with contextlib.redirect_stdout(log), warnings.catch_warnings():
+        # rfpimp's distutils import, and numpy's "ddof" warning from LUMIN's std over a single forest (n_rfs=1)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
         uncorrelated = auto_filter_on_linear_correlation(
             trn, val, ALL_FEATURES, "classification", "gen_target", wgt_name="gen_weight", corr_threshold=0.8,
             n_estimators=n_trees, rf_params=dict(rf_params), optimise_rf=False, n_rfs=1,

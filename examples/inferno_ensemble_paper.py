@@ -38,7 +38,7 @@ def main(outdir: str = "outputs/inferno_ensemble", tiny: bool = False, n_models:
     torch.manual_seed(seed)
     np.random.seed(seed)
     out = Path(outdir).resolve()
-    n_train, n_test, epochs, bs = (3000, 4000, 2, 500) if tiny else (20_000, 100_000, 15, 2000)
+    n_train, n_test, epochs, bs, width = (3000, 4000, 2, 500, 32) if tiny else (20_000, 100_000, 15, 2000, 100)
     train_file, test_file = write_paper_foldfiles(
         out / "data", n_train, n_test, n_folds=3 if tiny else 5, seed=27 + seed
     )
@@ -49,7 +49,7 @@ def main(outdir: str = "outputs/inferno_ensemble", tiny: bool = False, n_models:
             n_out=10,
             cont_feats=fy.cont_feats,
             cat_embedder=CatEmbedder([], []),
-            model_args={"body": {"width": 100, "depth": 2}, "tail": {"temperature": 0.1}},
+            model_args={"body": {"width": width, "depth": 2}, "tail": {"temperature": 0.1}},
             tail=SoftmaxTemperatureTail,
             opt_args={"opt": "adam", "lr": 1e-3},
         )
@@ -95,7 +95,7 @@ def main(outdir: str = "outputs/inferno_ensemble", tiny: bool = False, n_models:
 
         from lumin_inferno.export import export_onnx
 
-        path = export_onnx(loaded.aligned, out / "ensemble_aligned.onnx")
+        path = export_onnx(loaded.aligned, out / "ensemble_aligned.onnx", dynamo=not tiny)  # legacy: 0.2 s
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         onnx_diff = float(np.abs(session.run(None, {"inputs": x[:5000]})[0] - aligned.predict(x[:5000])).max())
     except ImportError:  # pragma: no cover - onnxruntime is a requirement of the export

@@ -33,6 +33,6 @@ def test_inferno_ensemble_example(tmp_path):
     summary = _load("inferno_ensemble_paper").main(str(tmp_path / "ens"), tiny=True)
     sigmas = summary["sigma_s"]
     assert all(math.isfinite(v["profile"]) and math.sqrt(50) < v["profile"] < 100 for v in sigmas.values())
-    assert summary["reload_max_abs_diff"] == 0.0
+    assert summary["reload_max_abs_diff"] == 0.0  # weights, permutations and members restored exactly
     assert summary["onnx_max_abs_diff"] is not None and summary["onnx_max_abs_diff"] < 5e-6
     assert sorted(summary["permutations"][0]) == list(range(10))

@@ -410,6 +410,7 @@ def load_inferno_ensemble(directory: Union[str, Path], verify: bool = True) -> I
     if any(int(m.get_out_size()) != n_bins for m in models):
         raise ConfigurationError(f"members of {directory} do not have {n_bins} output bins as the manifest says")
     ensemble = Ensemble.from_models(models, weights=weights, results=results, model_builder=builder)
+    ensemble.weights = weights  # exactly as saved (from_models renormalises, which can move the last bit)
     reference = manifest.get("reference")
     return InfernoEnsemble(
         ensemble=ensemble,
