@@ -86,8 +86,16 @@ def write_foldfiles(
 
 def lumin_preselection(train_df: pd.DataFrame, n_trees: int, importance_cut: float, savedir: Path) -> dict:
     """LUMIN's classification-based helpers: correlation filter, then random-forest permutation importance."""
-    from lumin.optimisation.features import auto_filter_on_linear_correlation, get_rf_feat_importance, rf_rank_features
     from sklearn.ensemble import RandomForestClassifier
+
+    with warnings.catch_warnings():  # LUMIN's pkg_resources import and rfpimp's distutils import announce themselves
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from lumin.optimisation.features import (
+            auto_filter_on_linear_correlation,
+            get_rf_feat_importance,
+            rf_rank_features,
+        )
 
     half = len(train_df) // 2
     trn, val = train_df.iloc[:half].reset_index(drop=True), train_df.iloc[half:].reset_index(drop=True)
