@@ -31,6 +31,11 @@ from .data import (  # noqa: E402
 )
 from .evaluation import (  # noqa: E402
     align_bins,
+    align_ensemble,
+    load_inferno_ensemble,
+    permutation_importance,
+    plot_feature_importance,
+    save_inferno_ensemble,
     asimov_template_model,
     compare_at_nuisance,
     distance_correlation,
@@ -96,6 +101,11 @@ __all__ = [
     "sample_pivot_toy",
     "write_pivot_toy_foldfile",
     "align_bins",
+    "align_ensemble",
+    "save_inferno_ensemble",
+    "load_inferno_ensemble",
+    "permutation_importance",
+    "plot_feature_importance",
     "asimov_template_model",
     "expected_uncertainty",
     "distance_correlation",

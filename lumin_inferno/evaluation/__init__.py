@@ -1,5 +1,14 @@
 """Evaluation of trained summary statistics (hard-assigned templates, expected uncertainties) and plots."""
 
+from .ensemble import AlignedEnsemble, InfernoEnsemble, align_ensemble, load_inferno_ensemble, save_inferno_ensemble
+from .importance import (
+    ColumnSubsetTransform,
+    drop_column_importance,
+    nuisances_acting_on,
+    permutation_importance,
+    plot_feature_importance,
+    poi_uncertainty,
+)
 from .independence import (
     compare_at_nuisance,
     distance_correlation,
@@ -11,6 +20,17 @@ from .plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot
 from .templates import align_bins, aligned_mean_probs, argmax_bins, asimov_template_model, expected_uncertainty, hard_templates, uniform_bins
 
 __all__ = [
+    "AlignedEnsemble",
+    "InfernoEnsemble",
+    "align_ensemble",
+    "save_inferno_ensemble",
+    "load_inferno_ensemble",
+    "permutation_importance",
+    "drop_column_importance",
+    "poi_uncertainty",
+    "plot_feature_importance",
+    "ColumnSubsetTransform",
+    "nuisances_acting_on",
     "distance_correlation",
     "js_divergence",
     "ks_statistic",
