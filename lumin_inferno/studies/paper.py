@@ -47,10 +47,10 @@ class StudySettings:
 
     outdir: str = "outputs/paper_study"
     benchmarks: List[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    n_train_per_class: int = 20_000
+    n_train_per_class: int = 50_000
     n_test_per_class: int = 100_000
     n_folds: int = 5
-    n_models: int = 2
+    n_models: int = 3
     n_bins: int = 10
     temperature: float = 0.1
     width: int = 100
