@@ -18,9 +18,9 @@ from lumin.nn.models.helpers import CatEmbedder
 from lumin.nn.models.model_builder import ModelBuilder
 from lumin.nn.training.train import train_models
 
-from lumin_inferno import HardBinPredHandler, InfernoCallback, SoftmaxTemperatureTail, paper_benchmark  # INFERNO
+from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail, align_ensemble, paper_benchmark  # INFERNO
 from lumin_inferno.data import TEMPLATE_SHIFTS, write_paper_foldfiles
-from lumin_inferno.evaluation import argmax_bins, asimov_template_model, expected_uncertainty
+from lumin_inferno.evaluation import asimov_template_model, expected_uncertainty
 
 
 def main(outdir: str = "outputs/example", tiny: bool = False) -> float:
@@ -55,10 +55,11 @@ def main(outdir: str = "outputs/example", tiny: bool = False) -> float:
     ensemble = Ensemble.from_results(results, size=2, model_builder=builder, metric="loss")
 
     test = FoldYielder(test_file).get_fold(0)
-    hard = ensemble.predict(test["inputs"][:5], pred_cb=HardBinPredHandler(), verbose=False)
-    print("hard bins of 5 test events:", hard.argmax(1))
+    # INFERNO bins are unordered classes: align the members' bins before averaging them (on validation inputs)
+    aligned = align_ensemble(ensemble, fy.get_fold(0)["inputs"])  # INFERNO
+    print("hard bins of 5 test events:", aligned.predict_bins(test["inputs"][:5]))
     template_model = asimov_template_model(
-        lambda x: argmax_bins(ensemble.predict(x, verbose=False)),
+        aligned,  # a callable: inputs -> hard bins
         test["inputs"],
         test["targets"],
         test["weights"],
