@@ -31,7 +31,7 @@ from ..exceptions import ConfigurationError, EmptyProcessError, FoldFileError, I
 from ..statistics.builders import ProcessSpec, multi_process_model
 from ..statistics.hessian import fisher_information, poi_variance
 from ..statistics.likelihood import Parameter, TemplateModel
-from .inferno import check_softmax_output
+from .inferno import check_softmax_output, prepare_fit_for_batch_loss
 
 __all__ = ["ApproxInfernoCallback"]
 
@@ -127,21 +127,10 @@ class ApproxInfernoCallback(Callback):
         super().on_train_begin()
         self._reset()
         fp = self.model.fit_params
-        fp.loss_func = None  # LUMIN skips its own loss (model.py:130); we set loss_val in on_forwards_end
-        fp.val_requires_grad = True  # the loss needs derivatives in validation too
-        for c in fp.cbs:  # the loss is a per-batch statistic, not a mean over events
-            if hasattr(c, "loss_is_meaned"):
-                c.loss_is_meaned = False
-        fy, bs = getattr(fp, "fy", None), getattr(fp, "bs", None)
+        fy = getattr(fp, "fy", None)
         if fy is None:
             raise ConfigurationError("ApproxInfernoCallback needs LUMIN's fit_params.fy (train through Model.fit)")
-        if bs is not None and getattr(fp, "trn_idxs", None):
-            too_small = {i: fy.get_data_count(i) for i in fp.trn_idxs if fy.get_data_count(i) < bs}
-            if too_small:
-                raise ConfigurationError(
-                    f"batch size {bs} is larger than training fold(s) {too_small} (events per fold): LUMIN would "
-                    "yield no batch. Use a smaller bs or fewer, larger folds."
-                )
+        prepare_fit_for_batch_loss(fp)
         info = systematics_info(fy)
         for name in self.shape_systematics:
             if name in info.input_systematics:

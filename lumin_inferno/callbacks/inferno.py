@@ -135,21 +135,7 @@ class InfernoCallback(Callback):
     def on_train_begin(self) -> None:
         super().on_train_begin()
         self._reset()
-        fp = self.model.fit_params
-        fp.loss_func = None  # LUMIN skips its own loss (model.py:130); we set loss_val in on_forwards_end
-        fp.val_requires_grad = True  # the loss needs derivatives in validation too
-        for c in fp.cbs:  # the loss is a per-batch statistic, not a mean over events
-            if hasattr(c, "loss_is_meaned"):
-                c.loss_is_meaned = False
-        fy, bs = getattr(fp, "fy", None), getattr(fp, "bs", None)
-        if fy is not None and bs is not None and getattr(fp, "trn_idxs", None):
-            sizes = {i: fy.get_data_count(i) for i in fp.trn_idxs}
-            too_small = {i: n for i, n in sizes.items() if n < bs}
-            if too_small:
-                raise ConfigurationError(
-                    f"batch size {bs} is larger than training fold(s) {too_small} (events per fold): LUMIN would "
-                    "yield no batch. Use a smaller bs or fewer, larger folds."
-                )
+        prepare_fit_for_batch_loss(self.model.fit_params)
 
     def _process_masks(self, y: Tensor) -> Tensor:
         if y is None:
@@ -274,3 +260,22 @@ def check_softmax_output(probs: Tensor) -> None:
             "model output rows are not probabilities (non-negative, summing to 1); INFERNO needs a softmax "
             "output: use tail=SoftmaxTemperatureTail (and not a 'multiclass' objective, whose tail is log-softmax)"
         )
+
+
+def prepare_fit_for_batch_loss(fp) -> None:
+    """Set LUMIN's ``fit_params`` up for a loss the callback computes per batch (INFERNO-style): no LUMIN loss
+    function, gradients in validation too, monitors told the loss is not a mean over events; and raise
+    :class:`ConfigurationError` when the batch size exceeds a training fold (LUMIN would yield no batch)."""
+    fp.loss_func = None  # LUMIN skips its own loss (model.py:130); the callback sets loss_val in on_forwards_end
+    fp.val_requires_grad = True  # the loss needs derivatives in validation too
+    for c in fp.cbs:  # the loss is a per-batch statistic, not a mean over events
+        if hasattr(c, "loss_is_meaned"):
+            c.loss_is_meaned = False
+    fy, bs = getattr(fp, "fy", None), getattr(fp, "bs", None)
+    if fy is not None and bs is not None and getattr(fp, "trn_idxs", None):
+        too_small = {i: n for i in fp.trn_idxs if (n := fy.get_data_count(i)) < bs}
+        if too_small:
+            raise ConfigurationError(
+                f"batch size {bs} is larger than training fold(s) {too_small} (events per fold): LUMIN would "
+                "yield no batch. Use a smaller bs or fewer, larger folds."
+            )
