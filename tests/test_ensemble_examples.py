@@ -1,17 +1,9 @@
 """The ensemble and feature-selection examples, in their tiny configurations."""
 
-import importlib.util
 import math
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.test_examples import _load
 
 
 def test_feature_selection_example(tmp_path, capsys):
