@@ -50,6 +50,7 @@ def _step_fn(model: Model, cbs, loss_func, x, y, w):
     model.fit_params = FitParams(cbs=cbs, state="train", loss_func=loss_func, opt=model.opt)
     for c in cbs:
         c.set_model(model)
+        c.on_train_begin()  # as LUMIN's fit does: the INFERNO callback sets up its Jacobian mode here
     model.model.train()
 
     def step():
@@ -142,7 +143,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batches", type=int, nargs="+", default=[500, 2000, 8000])
     p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--jacobian", default="forward", choices=["forward", "reverse"])
+    p.add_argument("--jacobian", default="auto", choices=["auto", "recorded", "forward", "reverse"])
     p.add_argument("--_rss", default=None, help=argparse.SUPPRESS)  # internal: one CPU memory measurement
     a = p.parse_args()
     if a._rss:

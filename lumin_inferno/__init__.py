@@ -61,6 +61,7 @@ from .exceptions import (  # noqa: E402
     LuminInfernoError,
     SingularHessianError,
     TargetShapeError,
+    UnsupportedNetworkError,
 )
 from .models import ClassifierAdversary, MixtureDensityNetwork, SoftmaxTemperatureTail, mdn_nll  # noqa: E402
 from .statistics import (  # noqa: E402
@@ -140,6 +141,7 @@ __all__ = [
     "SingularHessianError",
     "EmptyProcessError",
     "TargetShapeError",
+    "UnsupportedNetworkError",
     "InputTransformError",
     "FoldFileError",
     "FailedMinimization",

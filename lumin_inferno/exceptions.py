@@ -14,6 +14,7 @@ __all__ = [
     "FoldFileError",
     "FailedMinimization",
     "ConfigurationError",
+    "UnsupportedNetworkError",
 ]
 
 
@@ -52,3 +53,9 @@ class FailedMinimization(LuminInfernoError):
 class ConfigurationError(LuminInfernoError):
     """The training set-up cannot work as given (e.g. a batch size larger than a fold, a model without a softmax
     output)."""
+
+
+class UnsupportedNetworkError(ConfigurationError):
+    """The network has a layer whose forward tangent cannot be built from its recorded activations (batch
+    normalisation, active dropout, skip connections, categorical embeddings, an unknown module); INFERNO then uses
+    its generic Jacobian."""

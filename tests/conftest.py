@@ -28,14 +28,14 @@ def inferno_builder():
 
     from lumin_inferno import SoftmaxTemperatureTail
 
-    def make(cont_feats, n_bins=6, lr=3e-3, width=32):
+    def make(cont_feats, n_bins=6, lr=3e-3, width=32, **body):
         with contextlib.redirect_stdout(io.StringIO()):
             return ModelBuilder(
                 objective="classification",
                 n_out=n_bins,
                 cont_feats=cont_feats,
                 cat_embedder=CatEmbedder([], []),
-                model_args={"body": {"width": width, "depth": 2}, "tail": {"temperature": 0.1}},
+                model_args={"body": {"width": width, "depth": 2, **body}, "tail": {"temperature": 0.1}},
                 tail=SoftmaxTemperatureTail,
                 opt_args={"opt": "adam", "lr": lr},
             )

@@ -11,17 +11,28 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
+import warnings
+
 import torch
 from lumin.nn.callbacks.callback import Callback
 from torch import Tensor
 
-from ..exceptions import ConfigurationError, EmptyProcessError, InputTransformError, InvalidModelSpec, TargetShapeError
-from ..statistics.hessian import fisher_information, poi_variance
+from ..exceptions import (
+    ConfigurationError,
+    EmptyProcessError,
+    InputTransformError,
+    InvalidModelSpec,
+    TargetShapeError,
+    UnsupportedNetworkError,
+)
+from ..models.tangents import ForwardTangents
+from ..statistics.hessian import fisher_from_jacobian, poi_variance
 from ..statistics.likelihood import (
     TEMPLATE_FLOOR,
     Parameter,
     ShapeSystematic,
     TemplateModel,
+    linearised_signal_background,
     signal_background_model,
 )
 
@@ -30,7 +41,14 @@ __all__ = ["InfernoCallback", "InputTransform"]
 #: ``transform(x, nuisances, mask) -> x'``: returns the inputs with the shape nuisances applied to the events where
 #: ``mask`` is True. ``nuisances`` maps nuisance name to a 0-d tensor in physical units. Must be differentiable,
 #: must not modify ``x`` in place, and must return ``x`` unchanged at the nominal values.
+#:
+#: Optionally the transform may also have a method ``tangents(x, names) -> Tensor [K, n, n_inputs]``, the exact
+#: derivatives ∂x'/∂θ_k at the nominal values for every row of ``x`` (as if ``mask`` were all True), for the
+#: nuisances ``names`` in that order. It saves the autograd pass the callback otherwise takes per batch; the
+#: callback checks it against autograd on its first batch (:class:`InputTransformError` if they differ).
 InputTransform = Callable[[Tensor, Dict[str, Tensor], Tensor], Tensor]
+
+_JACOBIAN_MODES = ("auto", "recorded", "forward", "reverse")
 
 
 class InfernoCallback(Callback):
@@ -50,14 +68,22 @@ class InfernoCallback(Callback):
         transform: the input transform applying ``shape_nuisances`` (see :data:`InputTransform`); required when
             there are shape nuisances.
         signal_class: target value of signal events; all other events are background.
-        jacobian: how ∂(template)/∂(nuisance) is obtained. ``"forward"`` (default): one Jacobian-vector product per
-            nuisance of a separate background pass (computed by the double-vjp trick, batched over nuisances). ``"reverse"``: the transform is
-            applied in ``on_batch_begin`` with the nuisances as leaf tensors at nominal values (requires_grad), and
-            the Jacobian is taken by batched reverse-mode autograd through LUMIN's own forward pass. Both give the
-            same loss and gradients (tested); forward is cheaper for few nuisances.
+        jacobian: how ∂(template)/∂(nuisance) is obtained. All modes give the same loss and gradients (tested).
+
+            - ``"recorded"``: forward-mode tangents built from the activations of LUMIN's own forward pass
+              (:class:`~lumin_inferno.models.ForwardTangents`): no second pass over the network. The batch is
+              reordered background-first. Needs a chain of known layers (LUMIN's FullyConnected body without
+              batch norm, dropout or skip connections, :class:`~lumin_inferno.models.SoftmaxTemperatureTail`);
+              otherwise :class:`UnsupportedNetworkError`.
+            - ``"forward"``: one Jacobian-vector product per nuisance on a separate background pass (double-vjp
+              trick, batched over nuisances); any network.
+            - ``"reverse"``: the transform is applied in ``on_batch_begin`` with the nuisances as leaf tensors at
+              nominal values, and the Jacobian is taken by batched reverse-mode autograd through LUMIN's pass.
+            - ``"auto"`` (default): ``"recorded"`` where the network allows it, else ``"forward"``.
 
     Attributes (after training):
         history: ``{"train": [...], "valid": [...]}`` per-batch loss values (variance of the POI).
+        jacobian_used: the mode in effect (``"auto"`` resolved), and ``jacobian_note`` why, when it fell back.
     """
 
     def __init__(
@@ -67,7 +93,7 @@ class InfernoCallback(Callback):
         shape_nuisances: Sequence[Parameter] = (),
         transform: Optional[InputTransform] = None,
         signal_class: int = 1,
-        jacobian: str = "forward",
+        jacobian: str = "auto",
     ):
         super().__init__()
         self.poi = poi
@@ -75,8 +101,8 @@ class InfernoCallback(Callback):
         self.shape_nuisances = list(shape_nuisances)
         self.transform = transform
         self.signal_class = signal_class
-        if jacobian not in ("forward", "reverse"):
-            raise InvalidModelSpec(f"jacobian must be 'forward' or 'reverse', got {jacobian!r}")
+        if jacobian not in _JACOBIAN_MODES:
+            raise InvalidModelSpec(f"jacobian must be one of {_JACOBIAN_MODES}, got {jacobian!r}")
         self.jacobian = jacobian
         names = [poi.name] + ([background.name] if isinstance(background, Parameter) else [])
         names += [p.name for p in self.shape_nuisances]
@@ -102,6 +128,14 @@ class InfernoCallback(Callback):
         self._checked_transform = False
         self._alpha: Optional[Tensor] = None
         self._x_nominal: Optional[Tensor] = None
+        self._n_bkg: Optional[int] = None  # recorded mode: the batch is reordered, background rows first
+        self._checked_tangents = False
+        self._checked_input_tangents = False
+        if getattr(self, "_tangents", None) is not None:
+            self._tangents.detach()
+        self._tangents: Optional[ForwardTangents] = None
+        self.jacobian_used = self.jacobian
+        self.jacobian_note = ""
 
     def _nuisance_nominals(self, like: Tensor) -> Tensor:
         return torch.tensor([p.nominal for p in self.shape_nuisances], dtype=like.dtype, device=like.device)
@@ -136,6 +170,32 @@ class InfernoCallback(Callback):
         super().on_train_begin()
         self._reset()
         prepare_fit_for_batch_loss(self.model.fit_params)
+        if self.shape_nuisances and self.jacobian in ("auto", "recorded"):
+            try:
+                self._tangents = ForwardTangents(self.model.model)
+            except UnsupportedNetworkError as err:
+                if self.jacobian == "recorded":
+                    raise
+                self._fall_back(f"no recorded tangents: {err}", warn=False)
+            else:
+                self._tangents.attach()
+                self.jacobian_used = "recorded"
+        elif self.jacobian == "auto":
+            self.jacobian_used = "forward"
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        if self._tangents is not None:
+            self._tangents.detach()
+            self._tangents = None
+
+    def _fall_back(self, why: str, warn: bool) -> None:
+        if self._tangents is not None:
+            self._tangents.detach()
+            self._tangents = None
+        self.jacobian_used, self.jacobian_note = "forward", why
+        if warn:
+            warnings.warn(f"InfernoCallback: using jacobian='forward': {why}", RuntimeWarning, stacklevel=2)
 
     def _process_masks(self, y: Tensor) -> Tensor:
         if y is None:
@@ -159,6 +219,7 @@ class InfernoCallback(Callback):
 
     def on_batch_begin(self) -> None:
         fp = self.model.fit_params
+        self._n_bkg = None
         if fp.state == "test":
             return
         self._is_sig = self._process_masks(fp.y)
@@ -170,7 +231,15 @@ class InfernoCallback(Callback):
         is_bkg = ~self._is_sig
         if not self._checked_transform:
             self._check_transform(fp.x, is_bkg)
-        if self.jacobian == "reverse":
+        if self._tangents is not None:  # background rows first, so that they are a view of every activation
+            order = torch.argsort(self._is_sig.to(torch.uint8), stable=True)
+            fp.x, fp.y = fp.x[order], fp.y[order]
+            if fp.w is not None:
+                fp.w = fp.w[order]
+            self._is_sig, self._x_nominal = self._is_sig[order], fp.x
+            self._n_bkg = int(is_bkg.sum())
+            self._tangents.arm()
+        elif self.jacobian == "reverse":
             self._alpha = self._nuisance_nominals(fp.x).requires_grad_(True)
             fp.x = self._apply_transform(fp.x, self._alpha, is_bkg)
 
@@ -184,17 +253,27 @@ class InfernoCallback(Callback):
         w = torch.ones(len(probs), dtype=probs.dtype, device=probs.device) if fp.w is None else fp.w.reshape(-1)
         if len(w) != len(probs):
             raise TargetShapeError(f"{len(probs)} events but {len(w)} weights; weights must be one value per event")
-        is_sig, is_bkg = self._is_sig, ~self._is_sig
-        sig_shape = self._soft_template(probs[is_sig], w[is_sig], "signal")
-        bkg_shape = self._soft_template(probs[is_bkg], w[is_bkg], "background")
-        jac = self._background_jacobian(bkg_shape, w[is_bkg]) if self.shape_nuisances else None
-        model = self.template_model(sig_shape, bkg_shape, jac)
-        var = poi_variance(fisher_information(model), model.poi_index)
+        if self._n_bkg is not None:  # recorded mode: rows are background first
+            nb = self._n_bkg
+            probs_sig, w_sig, probs_bkg, w_bkg = probs[nb:], w[nb:], probs[:nb], w[:nb]
+        else:
+            is_sig, is_bkg = self._is_sig, ~self._is_sig
+            probs_sig, w_sig, probs_bkg, w_bkg = probs[is_sig], w[is_sig], probs[is_bkg], w[is_bkg]
+        sig_shape = self._soft_template(probs_sig, w_sig, "signal")
+        bkg_shape = self._soft_template(probs_bkg, w_bkg, "background")
+        if self.shape_nuisances:
+            jac = self._background_jacobian(bkg_shape, w_bkg)
+        else:
+            jac = bkg_shape.new_zeros(len(bkg_shape), 0)
+        nu, dnu, precision = linearised_signal_background(
+            sig_shape + TEMPLATE_FLOOR, bkg_shape + TEMPLATE_FLOOR, jac, self.poi, self.background, self.shape_nuisances
+        )
+        var = poi_variance(fisher_from_jacobian(nu, dnu, precision), 0)
         fp.loss_val = var
         self.history[fp.state].append(float(var.detach()))
 
     def on_batch_end(self) -> None:
-        self._alpha, self._x_nominal = None, None
+        self._alpha, self._x_nominal, self._n_bkg = None, None, None
 
     # -------------------------------------------------------------------------------------------------- pieces
     def _check_output(self, probs: Tensor) -> None:
@@ -218,6 +297,83 @@ class InfernoCallback(Callback):
                 bkg_shape, self._alpha, grad_outputs=eye, is_grads_batched=True, create_graph=True
             )
             return jac
+        if self._n_bkg is not None:
+            jac = self._recorded_jacobian(w_bkg)
+            if jac is not None:
+                return jac
+        return self._forward_jacobian(w_bkg)
+
+    def _input_tangents(self, x_bkg: Tensor) -> Tensor:
+        """∂x/∂θ_k of the background inputs, ``[K, n_bkg, n_inputs]``: the transform's own ``tangents`` method if
+        it has one (checked once against autograd), else autograd."""
+        own = getattr(self.transform, "tangents", None)
+        if own is None:
+            return self._autograd_input_tangents(x_bkg)
+        names = [p.name for p in self.shape_nuisances]
+        with torch.no_grad():
+            tangents = own(x_bkg.detach(), names)
+        if not self._checked_input_tangents:
+            expected = self._autograd_input_tangents(x_bkg)
+            if not isinstance(tangents, Tensor) or tangents.shape != expected.shape:
+                got = tuple(tangents.shape) if isinstance(tangents, Tensor) else type(tangents).__name__
+                raise InputTransformError(
+                    f"transform.tangents must return [K={len(names)}, n, n_inputs] = {tuple(expected.shape)}, got {got}"
+                )
+            if not torch.allclose(tangents, expected, rtol=1e-4, atol=1e-6):
+                worst = float((tangents - expected).abs().max())
+                raise InputTransformError(
+                    f"transform.tangents differs from the autograd derivative of the transform by up to {worst:.3g}"
+                    f" (nuisances {names}); fix it or remove the method"
+                )
+            self._checked_input_tangents = True
+        return tangents
+
+    def _autograd_input_tangents(self, x_bkg: Tensor) -> Tensor:
+        """∂x/∂θ_k of the background inputs, ``[K, n_bkg, n_inputs]``, exact (double-vjp through the transform:
+        cheap, the transform acts on the inputs only; no graph to the network)."""
+        mask = torch.ones(len(x_bkg), dtype=torch.bool, device=x_bkg.device)
+        alpha = self._nuisance_nominals(x_bkg).requires_grad_(True)
+        with torch.enable_grad():
+            x_shifted = self._apply_transform(x_bkg.detach(), alpha, mask)
+            u = torch.zeros_like(x_shifted, requires_grad=True)
+            (jt_u,) = torch.autograd.grad(x_shifted, alpha, grad_outputs=u, create_graph=True)
+            eye = torch.eye(len(alpha), dtype=jt_u.dtype, device=jt_u.device)
+            (tangents,) = torch.autograd.grad(jt_u, u, grad_outputs=eye, is_grads_batched=True)
+        return tangents
+
+    def _recorded_jacobian(self, w_bkg: Tensor) -> Optional[Tensor]:
+        """∂(background template)/∂θ from the activations of LUMIN's forward pass (rows 0..n_bkg-1); ``None`` when
+        the recorded pass is not the one that produced ``y_pred`` (then the generic route is used)."""
+        fp = self.model.fit_params
+        if self._tangents.output is not fp.y_pred:
+            self._fall_back("the recorded forward pass is not the one that produced y_pred", warn=True)
+            return None
+        nb = self._n_bkg
+        try:
+            t_out = self._tangents.jvp(self._input_tangents(self._x_nominal[:nb]))  # [K, nb, bins]
+        except UnsupportedNetworkError as err:
+            problem = str(err)
+        else:
+            jac = torch.einsum("knb,n->bk", t_out, w_bkg / w_bkg.sum()).double()
+            if self._checked_tangents:
+                return jac
+            # once: the chain rule over the listed layers must match the generic Jacobian of this network
+            generic = self._forward_jacobian(w_bkg).detach()
+            scale = generic.abs().max().clamp(min=1e-12)
+            worst = float((jac.detach() - generic).abs().max() / scale)
+            if torch.allclose(jac.detach(), generic, rtol=1e-3, atol=1e-4 * float(scale)):
+                self._checked_tangents = True
+                return jac
+            problem = (
+                f"recorded tangents differ from the generic Jacobian by {worst:.2g} (relative): the network does not "
+                "apply its layers as the plain chain they are listed in"
+            )
+        if self.jacobian == "recorded":
+            raise UnsupportedNetworkError(f"{problem}; use jacobian='forward'")
+        self._fall_back(problem, warn=True)
+        return None
+
+    def _forward_jacobian(self, w_bkg: Tensor) -> Tensor:
         # JVPs J·e_k by the double-vjp trick: g(u) = Jᵀu is linear in u, so ∂(g·e_k)/∂u = J e_k. Two reverse passes
         # through a background-only forward pass; measured faster than torch.func.jacfwd's forward-mode
         # decompositions on CPU (benchmarks/README.md) and free of forward-AD gaps in arbitrary LUMIN blocks.

@@ -104,6 +104,19 @@ class PaperTransform:
             cols[2] = (raw * factor - self.shift[2]) / self.scale[2]
         return torch.stack(cols, dim=1)
 
+    def tangents(self, x: Tensor, names: Sequence[str]) -> Tensor:
+        """∂x'/∂θ at the nominal values, ``[len(names), n, 3]``, in standardised units per unit of the nuisance:
+        r moves x0 by 1/scale₀; λ scales raw x2 by λ₀/λ, so ∂x2/∂λ = −raw x2/(λ₀·scale₂)."""
+        out = x.new_zeros(len(names), *x.shape)
+        for k, name in enumerate(names):
+            if name == "r":
+                out[k, :, 0] = 1.0 / self.scale[0]
+            elif name == "lambda":
+                out[k, :, 2] = -(x[:, 2] * self.scale[2] + self.shift[2]) / (self.lambda0 * self.scale[2])
+            else:
+                raise KeyError(f"PaperTransform has no nuisance {name!r} (it knows 'r' and 'lambda')")
+        return out
+
 
 @dataclass
 class PaperBenchmark:

@@ -1,4 +1,12 @@
 from .adversary import ClassifierAdversary, MixtureDensityNetwork, classifier_nll, mdn_nll
 from .tails import SoftmaxTemperatureTail
+from .tangents import ForwardTangents
 
-__all__ = ["SoftmaxTemperatureTail", "MixtureDensityNetwork", "ClassifierAdversary", "mdn_nll", "classifier_nll"]
+__all__ = [
+    "SoftmaxTemperatureTail",
+    "ForwardTangents",
+    "MixtureDensityNetwork",
+    "ClassifierAdversary",
+    "mdn_nll",
+    "classifier_nll",
+]

@@ -1,11 +1,26 @@
 """Binned likelihoods, their curvature and fits. Pure torch (+ iminuit for fits); knows nothing of LUMIN."""
 
 from .fit import FitResult, ProfileInterval, fit, profile_interval, profile_scan
-from .hessian import covariance, expected_poi_uncertainty, fisher_information, nll_hessian, poi_variance
+from .hessian import (
+    covariance,
+    expected_poi_uncertainty,
+    fisher_from_jacobian,
+    fisher_information,
+    nll_hessian,
+    poi_variance,
+)
 from .interpolation import code4, code4p
 from .builders import NormFactor, ProcessSpec, multi_process_model, norm_factors, nuisance_names
 from .unbinned import extended_fisher_information, unbinned_poi_uncertainty
-from .likelihood import TEMPLATE_FLOOR, NormSystematic, Parameter, ShapeSystematic, TemplateModel, poisson_nll
+from .likelihood import (
+    TEMPLATE_FLOOR,
+    NormSystematic,
+    Parameter,
+    ShapeSystematic,
+    TemplateModel,
+    linearised_signal_background,
+    poisson_nll,
+)
 
 __all__ = [
     "Parameter",
@@ -18,6 +33,8 @@ __all__ = [
     "code4p",
     "nll_hessian",
     "fisher_information",
+    "fisher_from_jacobian",
+    "linearised_signal_background",
     "covariance",
     "poi_variance",
     "expected_poi_uncertainty",

@@ -23,7 +23,14 @@ from torch import Tensor
 from ..exceptions import SingularHessianError
 from .likelihood import TemplateModel
 
-__all__ = ["nll_hessian", "fisher_information", "covariance", "poi_variance", "expected_poi_uncertainty"]
+__all__ = [
+    "nll_hessian",
+    "fisher_information",
+    "fisher_from_jacobian",
+    "covariance",
+    "poi_variance",
+    "expected_poi_uncertainty",
+]
 
 
 def nll_hessian(model: TemplateModel, observed: Optional[Tensor] = None, theta: Optional[Tensor] = None) -> Tensor:
@@ -39,10 +46,14 @@ def fisher_information(model: TemplateModel, theta: Optional[Tensor] = None) -> 
     Equals :func:`nll_hessian` on Asimov data at the nominal point; needs only first derivatives of ν.
     """
     theta = model.nominal() if theta is None else theta
-    nu = model.expected(theta)
-    jac = model.jacobian(theta)  # [n_bins, n_par], closed form
-    info = jac.transpose(0, 1) @ (jac / nu[:, None])
-    return info + torch.diag(model.constraint_precision())
+    return fisher_from_jacobian(model.expected(theta), model.jacobian(theta), model.constraint_precision())
+
+
+def fisher_from_jacobian(expected: Tensor, jacobian: Tensor, constraint_precision: Tensor) -> Tensor:
+    """Jᵀ diag(1/ν) J + diag(1/σ²) from ν ``[n_bins]`` (events), J = ∂ν/∂θ ``[n_bins, n_par]`` and the constraints'
+    precisions 1/σ² ``[n_par]`` (0 for unconstrained parameters): the Fisher information of binned Poisson counts."""
+    info = jacobian.transpose(0, 1) @ (jacobian / expected[:, None])
+    return info + torch.diag(constraint_precision)
 
 
 def _check_hessian(hessian: Tensor) -> None:

@@ -24,6 +24,7 @@ from lumin_inferno import (
     InvalidModelSpec,
     Parameter,
     TargetShapeError,
+    UnsupportedNetworkError,
     paper_benchmark,
 )
 from lumin_inferno.data.paper import PaperTransform
@@ -51,6 +52,7 @@ def test_train_models_two_models_lowers_loss_and_gets_fresh_state(paper_foldfile
 
     results, histories, _ = _train(fy, inferno_builder(fy.cont_feats), tmp_path / "w", [make_cb], n_epochs=3)
     assert len(results) == 2 and len(instances) == 2 and instances[0] is not instances[1]
+    assert all(cb.jacobian_used == "recorded" for cb in instances)
     for cb, hist, res in zip(instances, histories, results):
         train, valid = hist[0]["Training"], hist[0]["Validation"]
         assert len(valid) == 3
@@ -93,28 +95,123 @@ def _loss_and_grads(model, cb, x, y, w):
     """Drive the callback through LUMIN's hooks for one training batch, as Model._fit_batch does."""
     model.fit_params = FitParams(cbs=[cb], state="train", x=x, y=y, w=w, loss_func=None)
     cb.set_model(model)
+    cb.on_train_begin()
     cb.on_batch_begin()
     model.fit_params.y_pred = model.model(model.fit_params.x)
     cb.on_forwards_end()
     loss = model.fit_params.loss_val
-    grads = torch.autograd.grad(loss, list(model.model.parameters()))
+    params = list(model.model.parameters())
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
     cb.on_batch_end()
+    cb.on_train_end()
     return loss.detach(), grads
 
 
+def _assert_same_loss_and_grads(a, b):
+    (la, ga), (lb, gb) = a, b
+    assert torch.allclose(la, lb, rtol=1e-5)
+    flat_a, flat_b = torch.cat([g.flatten() for g in ga]), torch.cat([g.flatten() for g in gb])
+    assert float((flat_a - flat_b).norm() / flat_a.norm()) < 1e-4  # float32 network: agree to rounding
+
+
 @pytest.mark.parametrize("benchmark", [2, 4])
-def test_forward_and_reverse_jacobians_agree(paper_foldfiles, inferno_builder, benchmark):
+def test_recorded_forward_and_reverse_jacobians_agree(paper_foldfiles, inferno_builder, benchmark):
     torch.manual_seed(1)
     fy = FoldYielder(paper_foldfiles[0])
     model = Model(inferno_builder(fy.cont_feats))
     x, y, w = _batch(paper_foldfiles)
     w = w * torch.linspace(0.5, 1.5, len(w))[:, None]  # non-trivial weights
     kw = paper_benchmark(benchmark).callback_kwargs()
-    lf, gf = _loss_and_grads(model, InfernoCallback(jacobian="forward", **kw), x, y, w)
-    lr, gr = _loss_and_grads(model, InfernoCallback(jacobian="reverse", **kw), x, y, w)
-    assert torch.allclose(lf, lr, rtol=1e-5)
-    flat_f, flat_r = torch.cat([g.flatten() for g in gf]), torch.cat([g.flatten() for g in gr])
-    assert float((flat_f - flat_r).norm() / flat_f.norm()) < 1e-4  # float32 network: agree to rounding
+    recorded = InfernoCallback(**kw)
+    res_rec = _loss_and_grads(model, recorded, x, y, w)
+    assert recorded.jacobian_used == "recorded"
+    res_fwd = _loss_and_grads(model, InfernoCallback(jacobian="forward", **kw), x, y, w)
+    res_rev = _loss_and_grads(model, InfernoCallback(jacobian="reverse", **kw), x, y, w)
+    _assert_same_loss_and_grads(res_fwd, res_rev)
+    _assert_same_loss_and_grads(res_fwd, res_rec)
+    # the batch the caller passed in is untouched (the recorded mode reorders a copy, background first)
+    assert torch.equal(x, _batch(paper_foldfiles)[0])
+
+
+@pytest.mark.parametrize("act", ["swish", "selu", "prelu"])
+def test_recorded_jacobian_with_smooth_activations(paper_foldfiles, inferno_builder, act):
+    """Smooth activations contribute σ''(z) to the gradient through the tangents; the recorded route keeps it."""
+    torch.manual_seed(3)
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(inferno_builder(fy.cont_feats, act=act))
+    x, y, w = _batch(paper_foldfiles)
+    kw = paper_benchmark(3).callback_kwargs()
+    cb = InfernoCallback(jacobian="recorded", **kw)
+    _assert_same_loss_and_grads(_loss_and_grads(model, cb, x, y, w),
+                                _loss_and_grads(model, InfernoCallback(jacobian="forward", **kw), x, y, w))
+    assert cb.jacobian_used == "recorded"
+
+
+@pytest.mark.parametrize("body", [{"bn": True}, {"do": 0.1}, {"res": True}])
+def test_unsupported_network_falls_back_or_raises(paper_foldfiles, inferno_builder, body):
+    torch.manual_seed(4)
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(inferno_builder(fy.cont_feats, **body))
+    x, y, w = _batch(paper_foldfiles)
+    kw = paper_benchmark(2).callback_kwargs()
+    auto = InfernoCallback(**kw)
+    loss, _ = _loss_and_grads(model, auto, x, y, w)
+    assert auto.jacobian_used == "forward" and "no recorded tangents" in auto.jacobian_note
+    assert torch.isfinite(loss)
+    with pytest.raises(UnsupportedNetworkError, match="BatchNorm1d|dropout with p=0.1|dense/res"):
+        _loss_and_grads(model, InfernoCallback(jacobian="recorded", **kw), x, y, w)
+
+
+class _SkipsSecondLayer(torch.nn.Sequential):
+    def forward(self, x):
+        return self[0](x)
+
+
+class _RepeatsSecondLayer(torch.nn.Sequential):
+    def forward(self, x):
+        return self[1](self[1](self[0](x)))
+
+
+@pytest.mark.parametrize("chain", [_SkipsSecondLayer, _RepeatsSecondLayer])
+def test_recorded_jacobian_checked_against_generic_on_first_batch(paper_foldfiles, inferno_builder, chain):
+    """A network that does not apply its layers as the plain chain they are listed in is caught on the first batch:
+    auto mode warns and falls back (same loss as jacobian='forward'), recorded mode raises."""
+    torch.manual_seed(5)
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(inferno_builder(fy.cont_feats))
+    body = model.model[1]
+    body.layers = chain(*body.layers)
+    x, y, w = _batch(paper_foldfiles)
+    kw = paper_benchmark(2).callback_kwargs()
+    auto = InfernoCallback(**kw)
+    with pytest.warns(RuntimeWarning, match="plain chain"):
+        res_auto = _loss_and_grads(model, auto, x, y, w)
+    assert auto.jacobian_used == "forward"
+    _assert_same_loss_and_grads(res_auto, _loss_and_grads(model, InfernoCallback(jacobian="forward", **kw), x, y, w))
+    with pytest.raises(UnsupportedNetworkError, match="plain chain"):
+        _loss_and_grads(model, InfernoCallback(jacobian="recorded", **kw), x, y, w)
+
+
+def test_transform_tangents_method_is_checked(paper_foldfiles, inferno_builder):
+    torch.manual_seed(6)
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(inferno_builder(fy.cont_feats))
+    x, y, w = _batch(paper_foldfiles)
+    kw = paper_benchmark(2).callback_kwargs()
+
+    class NoTangents:  # the same transform, derivatives by autograd
+        def __call__(self, x, nuisances, mask):
+            return PaperTransform()(x, nuisances, mask)
+
+    class WrongTangents(PaperTransform):
+        def tangents(self, x, names):
+            return 2 * super().tangents(x, names)
+
+    _assert_same_loss_and_grads(_loss_and_grads(model, InfernoCallback(**kw), x, y, w),
+                                _loss_and_grads(model, InfernoCallback(**{**kw, "transform": NoTangents()}), x, y, w))
+    with pytest.raises(InputTransformError, match="tangents differs"):
+        _loss_and_grads(model, InfernoCallback(**{**kw, "transform": WrongTangents()}), x, y, w)
 
 
 def test_loss_equals_inverse_hessian_of_exact_nll(paper_foldfiles, inferno_builder):
@@ -215,6 +312,7 @@ def test_spec_mismatches():
         InfernoCallback(poi=Parameter("s", 50.0), background=Parameter("s", 1000.0))
     with pytest.raises(InvalidModelSpec, match="jacobian"):
         InfernoCallback(poi=Parameter("s", 50.0), background=1000.0, jacobian="central")
+    assert InfernoCallback(poi=Parameter("s", 50.0), background=1000.0).jacobian == "auto"
     with pytest.raises(InvalidModelSpec, match="background yield"):
         InfernoCallback(poi=Parameter("s", 50.0), background=0.0)
 

@@ -41,6 +41,19 @@ def test_transform_reproduces_shifted_background():
     assert torch.allclose(t(x, {"r": torch.tensor(0.0), "lambda": torch.tensor(3.0)}, mask), x)
 
 
+def test_transform_tangents_equal_autograd():
+    """PaperTransform.tangents (the closed form the INFERNO callback uses) equals the derivative of the transform."""
+    x = torch.tensor(standardise(sample_paper(0, 500, seed=4))[FEATURES].values)
+    mask = torch.ones(len(x), dtype=torch.bool)
+    t = PaperTransform()
+    nominal = torch.tensor([0.0, 3.0], dtype=x.dtype)
+    jac = torch.func.jacfwd(lambda a: t(x, {"r": a[0], "lambda": a[1]}, mask))(nominal)  # [n, 3, 2]
+    assert torch.allclose(t.tangents(x, ["r", "lambda"]), jac.permute(2, 0, 1), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(t.tangents(x, ["lambda"])[0], jac[..., 1], rtol=1e-6, atol=1e-7)
+    with pytest.raises(KeyError, match="no nuisance 'mu'"):
+        t.tangents(x, ["mu"])
+
+
 def test_benchmarks():
     assert [p.name for p in paper_benchmark(0).shape_nuisances] == []
     assert [p.name for p in paper_benchmark(1).shape_nuisances] == ["r"]
