@@ -1,9 +1,10 @@
 """Time and peak memory of one LUMIN training step: INFERNO vs cross-entropy, same network and batch.
 
-Both steps go through LUMIN's own ``Model._fit_batch`` (forward, loss, backward, optimiser step); the INFERNO step
-uses ``InfernoCallback`` for the paper's benchmark 4 (shape nuisances r and λ, constrained background b: 1 POI + 3
-nuisances). Timings are medians over repeats, interleaved so that machine noise hits both alike; the figure to quote
-is the ratio.
+All steps go through LUMIN's own ``Model._fit_batch`` (forward, loss, backward, optimiser step); the INFERNO steps
+use ``InfernoCallback`` for the paper's benchmark 4 (shape nuisances r and λ, constrained background b: 1 POI + 3
+nuisances), once with the default Jacobian (``--jacobian``, default ``auto`` = recorded tangents) and once with the
+generic ``jacobian="forward"`` for comparison. Timings are medians over repeats, interleaved so that machine noise
+hits all alike; the figures to quote are the ratios.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` over one step; on the CPU (Linux), the growth of the
 process's peak resident set over the first step, in a fresh subprocess per kind of step (high-water mark reset
@@ -115,8 +116,14 @@ def _steps(device: str, bs: int, jacobian: str) -> dict:
     y = torch.tensor(df.gen_target.values, dtype=torch.float32, device=device)[:, None]
     w = torch.ones(bs, 1, device=device)
     bce = torch.nn.BCELoss()
-    cb = InfernoCallback(jacobian=jacobian, **paper_benchmark(4).callback_kwargs())
-    return {"ce": _step_fn(ce, [], bce, x, y, w), "inferno": _step_fn(inf, [cb], None, x, y, w)}
+    kw = paper_benchmark(4).callback_kwargs()
+    inf_generic = Model(inf.model_builder)
+    inf_generic.model.load_state_dict(inf.model.state_dict())
+    return {
+        "ce": _step_fn(ce, [], bce, x, y, w),
+        "inferno": _step_fn(inf, [InfernoCallback(jacobian=jacobian, **kw)], None, x, y, w),
+        "generic": _step_fn(inf_generic, [InfernoCallback(jacobian="forward", **kw)], None, x, y, w),
+    }
 
 
 def run(device: str, batches, repeats: int, jacobian: str) -> list:
@@ -133,8 +140,9 @@ def run(device: str, batches, repeats: int, jacobian: str) -> list:
             mem = {k: _peak_memory(s, device) for k, s in steps.items()}
         else:
             mem = {k: _cpu_step_memory(k, bs, jacobian) for k in steps}
-        t_ce, t_inf = np.median(times["ce"]) * 1e3, np.median(times["inferno"]) * 1e3
-        rows.append((bs, t_ce, t_inf, t_inf / t_ce, mem["ce"], mem["inferno"]))
+        t = {k: np.median(v) * 1e3 for k, v in times.items()}
+        rows.append((bs, t["ce"], t["inferno"], t["inferno"] / t["ce"], t["generic"] / t["ce"], mem["ce"],
+                     mem["inferno"], mem["generic"]))
     return rows
 
 
@@ -150,11 +158,13 @@ def main() -> None:
         _rss_child(a._rss, a.batches[0], a.jacobian)
         return
     print(f"device={a.device} torch={torch.__version__} threads={torch.get_num_threads()} jacobian={a.jacobian}")
-    mem = "peak MiB (CUDA max allocated)" if a.device == "cuda" else "peak-RSS growth MiB"
-    print(f"| batch | CE step (ms) | INFERNO step (ms) | INFERNO / CE | CE {mem} | INFERNO {mem} |")
-    print("|---|---|---|---|---|---|")
-    for bs, t_ce, t_inf, ratio, m_ce, m_inf in run(a.device, a.batches, a.repeats, a.jacobian):
-        print(f"| {bs} | {t_ce:.2f} | {t_inf:.2f} | {ratio:.2f} | {m_ce:.1f} | {m_inf:.1f} |")
+    mem = "peak MiB" if a.device == "cuda" else "peak-RSS growth MiB"
+    print(f"| batch | CE step (ms) | INFERNO step (ms) | INFERNO / CE | generic-Jacobian INFERNO / CE | CE {mem} "
+          f"| INFERNO {mem} | generic INFERNO {mem} |")
+    print("|---|---|---|---|---|---|---|---|")
+    for bs, t_ce, t_inf, ratio, ratio_gen, m_ce, m_inf, m_gen in run(a.device, a.batches, a.repeats, a.jacobian):
+        print(f"| {bs} | {t_ce:.2f} | {t_inf:.2f} | {ratio:.2f} | {ratio_gen:.2f} | {m_ce:.1f} | {m_inf:.1f} "
+              f"| {m_gen:.1f} |")
 
 
 if __name__ == "__main__":

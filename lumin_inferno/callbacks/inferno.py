@@ -232,7 +232,7 @@ class InfernoCallback(Callback):
         if not self._checked_transform:
             self._check_transform(fp.x, is_bkg)
         if self._tangents is not None:  # background rows first, so that they are a view of every activation
-            order = torch.argsort(self._is_sig.to(torch.uint8), stable=True)
+            order = torch.cat((is_bkg.nonzero().squeeze(1), self._is_sig.nonzero().squeeze(1)))
             fp.x, fp.y = fp.x[order], fp.y[order]
             if fp.w is not None:
                 fp.w = fp.w[order]

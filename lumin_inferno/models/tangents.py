@@ -181,7 +181,7 @@ class ForwardTangents:
         return t @ m.weight.transpose(0, 1)
 
     def _relu(self, m: nn.Module, t: Tensor, k: int, n: int) -> Tensor:
-        z = self._records[id(m)][:n]
+        z = self._records[id(m)][:n].detach()  # ReLU'' = 0: no gradient flows through the mask
         # t ⊙ 1[z > 0] as one kernel: ReLU's own backward op (broadcast over the K directions; differentiable in t)
         return torch.ops.aten.threshold_backward(t.view(k, n, -1), z.expand(k, *z.shape), 0.0).view(k * n, -1)
 
