@@ -14,6 +14,7 @@ from .callbacks import (  # noqa: E402
     InputTransform,
     LambdaRamp,
     PivotCallback,
+    TemperatureSchedule,
 )
 from .data import (  # noqa: E402
     PaperBenchmark,
@@ -121,6 +122,7 @@ __all__ = [
     "pyhf_poi_uncertainty",
     "InputTransform",
     "HardBinPredHandler",
+    "TemperatureSchedule",
     "SoftmaxTemperatureTail",
     "Parameter",
     "ShapeSystematic",

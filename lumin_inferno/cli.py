@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--inferno-bs", type=int, default=None, help="INFERNO batch size (events)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--lr-schedule", choices=["constant", "onecycle"], default=None, help="INFERNO learning-rate schedule")
+    s.add_argument("--n-bins", type=int, default=None, help="INFERNO bins = softmax outputs (default 10)")
+    s.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 0.1)")
+    s.add_argument("--anneal-from", type=float, default=None,
+                   help="anneal the temperature geometrically from this value down to --temperature")
+    s.add_argument("--width", type=int, default=None, help="hidden-layer width (default 100)")
+    s.add_argument("--depth", type=int, default=None, help="hidden layers (default 2)")
     s.add_argument("--quiet", action="store_true")
     sub.add_parser(
         "pivot-study",
@@ -30,6 +36,36 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return p
+
+
+def study_settings(args: argparse.Namespace):
+    """The :class:`~lumin_inferno.studies.paper.StudySettings` of parsed ``paper-study`` arguments (defaults, or
+    ``--full``'s, overridden by every option given)."""
+    from .studies.paper import StudySettings
+
+    overrides = {
+        k: v
+        for k, v in dict(
+            outdir=args.outdir,
+            benchmarks=args.benchmarks,
+            n_models=args.n_models,
+            inferno_epochs=args.inferno_epochs,
+            ce_epochs=args.ce_epochs,
+            n_train_per_class=args.n_train,
+            n_test_per_class=args.n_test,
+            n_folds=args.n_folds,
+            inferno_bs=args.inferno_bs,
+            seed=args.seed,
+            inferno_lr_schedule=args.lr_schedule,
+            n_bins=args.n_bins,
+            temperature=args.temperature,
+            temperature_start=args.anneal_from,
+            width=args.width,
+            depth=args.depth,
+        ).items()
+        if v is not None
+    }
+    return StudySettings.full(**overrides) if args.full else StudySettings(**overrides)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -40,27 +76,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return pivot_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "paper-study":
-        from .studies.paper import StudySettings, run_paper_study
+        from .studies.paper import run_paper_study
 
-        overrides = {
-            k: v
-            for k, v in dict(
-                outdir=args.outdir,
-                benchmarks=args.benchmarks,
-                n_models=args.n_models,
-                inferno_epochs=args.inferno_epochs,
-                ce_epochs=args.ce_epochs,
-                n_train_per_class=args.n_train,
-                n_test_per_class=args.n_test,
-                n_folds=args.n_folds,
-                inferno_bs=args.inferno_bs,
-                seed=args.seed,
-                inferno_lr_schedule=args.lr_schedule,
-            ).items()
-            if v is not None
-        }
-        settings = StudySettings.full(**overrides) if args.full else StudySettings(**overrides)
-        run_paper_study(settings, verbose=not args.quiet)
+        run_paper_study(study_settings(args), verbose=not args.quiet)
     return 0
 
 

@@ -4,7 +4,7 @@ import csv
 import json
 import math
 
-from lumin_inferno.cli import main
+from lumin_inferno.cli import _parser, main, study_settings
 
 
 def test_paper_study_tiny(tmp_path):
@@ -43,3 +43,13 @@ def test_paper_study_tiny(tmp_path):
                  "profile_1", "profile_2", "sigma_summary"):
         png = out / "plots" / f"{name}.png"
         assert png.stat().st_size > 5_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_study_options_reach_the_settings():
+    args = _parser().parse_args(["paper-study", "--full", "--anneal-from", "1.0", "--temperature", "0.05", "--width", "200",
+                                 "--depth", "3", "--n-bins", "12", "--lr-schedule", "onecycle"])
+    s = study_settings(args)
+    assert (s.temperature_start, s.temperature, s.width, s.depth, s.n_bins) == (1.0, 0.05, 200, 3, 12)
+    assert s.inferno_lr_schedule == "onecycle" and s.n_train_per_class == 100_000 and s.inferno_epochs == 60
+    default = study_settings(_parser().parse_args(["paper-study"]))
+    assert default.temperature_start is None and default.temperature == 0.1 and default.n_train_per_class == 50_000

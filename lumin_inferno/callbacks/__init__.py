@@ -4,5 +4,14 @@ from .approx_inferno import ApproxInfernoCallback
 from .inferno import InfernoCallback, InputTransform
 from .pivot import LambdaRamp, PivotCallback
 from .pred_handlers import HardBinPredHandler
+from .schedules import TemperatureSchedule
 
-__all__ = ["InfernoCallback", "InputTransform", "ApproxInfernoCallback", "PivotCallback", "LambdaRamp", "HardBinPredHandler"]
+__all__ = [
+    "InfernoCallback",
+    "InputTransform",
+    "ApproxInfernoCallback",
+    "PivotCallback",
+    "LambdaRamp",
+    "HardBinPredHandler",
+    "TemperatureSchedule",
+]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..callbacks.inferno import InfernoCallback
+from ..callbacks.schedules import TemperatureSchedule
 from ..data.paper import TEMPLATE_SHIFTS, analytic_limit, paper_benchmark, write_paper_foldfiles
 from ..exceptions import ConfigurationError
 from ..evaluation.plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
@@ -61,6 +62,9 @@ class StudySettings:
     #: "constant" (Adam at inferno_lr) or "onecycle" (LUMIN's OneCycle: warm-up over 20 % of the epochs from lr/10 to
     #: lr, then cosine decay to lr/1000; momentum β₁ 0.95 → 0.85 → 0.95)
     inferno_lr_schedule: str = "constant"
+    #: if set, the softmax temperature is annealed geometrically from this value to ``temperature`` over the INFERNO
+    #: epochs (:class:`~lumin_inferno.callbacks.TemperatureSchedule`); ``None``: constant ``temperature``
+    temperature_start: Optional[float] = None
     ce_epochs: int = 10
     ce_bs: int = 256
     ce_lr: float = 1e-3
@@ -234,6 +238,8 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
             cbs = [partial(InfernoCallback, **paper_benchmark(k).callback_kwargs())] if inferno else None
             if inferno and settings.inferno_lr_schedule != "constant":
                 cbs.append(_lr_schedule(settings))
+            if inferno and settings.temperature_start is not None:
+                cbs.append(partial(TemperatureSchedule, start=settings.temperature_start, end=settings.temperature))
             results, histories = _train(
                 fy,
                 settings,
