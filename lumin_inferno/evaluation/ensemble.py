@@ -109,12 +109,14 @@ class AlignedEnsemble:
         weights: normalised member weights.
         permutations: per member, the column order that maps its bins onto the reference member's.
         reference: index of the reference member (the most weighted one by default).
+        bs: default prediction batch size of the members (``None``: all events at once).
     """
 
     models: List[Any]
     weights: np.ndarray
     permutations: List[np.ndarray]
     reference: int = 0
+    bs: Optional[int] = None
 
     def __post_init__(self) -> None:
         self.weights = np.asarray(self.weights, dtype=float)
@@ -127,6 +129,7 @@ class AlignedEnsemble:
     def member_predictions(self, x: Any, bs: Optional[int] = None, aligned: bool = True) -> List[np.ndarray]:
         """Each member's softmax output on ``x`` (``[n_events, n_bins]`` arrays), columns aligned if ``aligned``."""
         x = _as_array(x)
+        bs = self.bs if bs is None else bs
         probs = [np.asarray(m.predict(x, bs=bs), dtype=np.float64) for m in self.models]
         return [p[:, perm] for p, perm in zip(probs, self.permutations)] if aligned else probs
 
@@ -165,7 +168,7 @@ def align_ensemble(
             nominal inputs; a few thousand events of each process are plenty. The permutations are fixed here and
             then apply to any input, shifted templates included.
         reference: index of the member whose bin labels are kept; default the most weighted member (first on ties).
-        bs: prediction batch size (``None``: the whole sample at once).
+        bs: prediction batch size (``None``: the whole sample at once), here and as the result's default.
 
     Returns:
         An :class:`AlignedEnsemble`; ``permutations[m]`` maximises the number of reference-sample events that member m
@@ -183,7 +186,7 @@ def align_ensemble(
     if len(shapes) != 1:
         raise ConfigurationError(f"ensemble members give outputs of different shapes: {sorted(shapes)}")
     perms = [np.arange(probs[ref].shape[1]) if i == ref else align_bins(probs[ref], p) for i, p in enumerate(probs)]
-    return AlignedEnsemble(models, weights, perms, ref)
+    return AlignedEnsemble(models, weights, perms, ref, bs)
 
 
 # ------------------------------------------------------------------------------------------------- save / load

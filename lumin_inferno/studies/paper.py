@@ -26,7 +26,8 @@ from ..callbacks.schedules import TemperatureSchedule
 from ..data.paper import TEMPLATE_SHIFTS, analytic_limit, paper_benchmark, write_paper_foldfiles
 from ..exceptions import ConfigurationError
 from ..evaluation.plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
-from ..evaluation.templates import align_bins, argmax_bins, asimov_template_model, expected_uncertainty, uniform_bins
+from ..evaluation.ensemble import align_ensemble
+from ..evaluation.templates import argmax_bins, asimov_template_model, expected_uncertainty, uniform_bins
 from ..statistics.fit import profile_scan
 from ..models.tails import SoftmaxTemperatureTail
 
@@ -175,30 +176,16 @@ def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
     )
 
 
-def _bin_functions(models: list, inferno: bool, n_bins: int) -> list:
+def _bin_functions(models: list, inferno: bool, n_bins: int, reference_inputs: np.ndarray) -> list:
     """One bin function per model (INFERNO: argmax; cross-entropy: uniform bins of the score); for INFERNO a last
-    one for the ensemble (argmax of the models' mean softmax)."""
+    one for the ensemble: :func:`~lumin_inferno.evaluation.align_ensemble` of the models (uniform weights), its
+    bins aligned to the first model's on the nominal test inputs, then fixed for the shifted inputs too."""
     if not inferno:
         return [partial(lambda x, m: uniform_bins(_predict(m, x), n_bins), m=m) for m in models]
     fns = [partial(lambda x, m: argmax_bins(_predict(m, x)), m=m) for m in models]
-    if len(models) > 1:
-        # bins are unordered classes: align each model's bins to the first model's before averaging; the
-        # alignment is fixed once, on the nominal test inputs, and then applies to the shifted inputs too
-        fns.append(_EnsembleBins(models))
+    if len(models) > 1:  # bins are unordered classes: align before averaging
+        fns.append(align_ensemble(models, reference_inputs, reference=0, bs=50_000))
     return fns
-
-
-class _EnsembleBins:
-    """Argmax of the mean softmax of several INFERNO models, bins aligned to the first model on first use."""
-
-    def __init__(self, models: list):
-        self.models, self.perms = models, None
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        probs = [_predict(m, x) for m in self.models]
-        if self.perms is None:
-            self.perms = [np.arange(probs[0].shape[1])] + [align_bins(probs[0], p) for p in probs[1:]]
-        return argmax_bins(np.mean([p[:, perm] for p, perm in zip(probs, self.perms)], axis=0))
 
 
 def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
@@ -260,7 +247,7 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
     evals = [(name, j) for name in trained for j in settings.benchmarks]
     for name, j in bar(evals):
         k, models, _ = trained[name]
-        fns = _bin_functions(models, k is not None, settings.n_bins)
+        fns = _bin_functions(models, k is not None, settings.n_bins, test["inputs"])
         tms = [_evaluate(fn, test, settings, j) for fn in fns]
         sigmas = [expected_uncertainty(tm, settings.eval_method) for tm in tms]
         hessian = [expected_uncertainty(tm, "hessian") for tm in tms[: len(models)]]  # the paper's √(H⁻¹)ₛₛ
