@@ -25,8 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--lr-schedule", choices=["constant", "onecycle"], default=None, help="INFERNO learning-rate schedule")
     s.add_argument("--n-bins", type=int, default=None, help="INFERNO bins = softmax outputs (default 10)")
     s.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 0.1)")
-    s.add_argument("--anneal-from", type=float, default=None,
-                   help="anneal the temperature geometrically from this value down to --temperature")
+    anneal = s.add_mutually_exclusive_group()
+    anneal.add_argument("--anneal-from", type=float, default=None,
+                        help="anneal the temperature geometrically from this value down to --temperature (default 1.0)")
+    anneal.add_argument("--constant-temperature", action="store_true", help="no annealing: --temperature throughout")
     s.add_argument("--width", type=int, default=None, help="hidden-layer width (default 100)")
     s.add_argument("--depth", type=int, default=None, help="hidden layers (default 2)")
     s.add_argument("--quiet", action="store_true")
@@ -65,6 +67,8 @@ def study_settings(args: argparse.Namespace):
         ).items()
         if v is not None
     }
+    if args.constant_temperature:
+        overrides["temperature_start"] = None
     return StudySettings.full(**overrides) if args.full else StudySettings(**overrides)
 
 

@@ -52,4 +52,5 @@ def test_study_options_reach_the_settings():
     assert (s.temperature_start, s.temperature, s.width, s.depth, s.n_bins) == (1.0, 0.05, 200, 3, 12)
     assert s.inferno_lr_schedule == "onecycle" and s.n_train_per_class == 100_000 and s.inferno_epochs == 60
     default = study_settings(_parser().parse_args(["paper-study"]))
-    assert default.temperature_start is None and default.temperature == 0.1 and default.n_train_per_class == 50_000
+    assert default.temperature_start == 1.0 and default.temperature == 0.1 and default.n_train_per_class == 50_000
+    assert study_settings(_parser().parse_args(["paper-study", "--constant-temperature"])).temperature_start is None

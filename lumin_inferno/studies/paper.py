@@ -63,9 +63,10 @@ class StudySettings:
     #: "constant" (Adam at inferno_lr) or "onecycle" (LUMIN's OneCycle: warm-up over 20 % of the epochs from lr/10 to
     #: lr, then cosine decay to lr/1000; momentum β₁ 0.95 → 0.85 → 0.95)
     inferno_lr_schedule: str = "constant"
-    #: if set, the softmax temperature is annealed geometrically from this value to ``temperature`` over the INFERNO
-    #: epochs (:class:`~lumin_inferno.callbacks.TemperatureSchedule`); ``None``: constant ``temperature``
-    temperature_start: Optional[float] = None
+    #: the softmax temperature is annealed geometrically from this value to ``temperature`` over the INFERNO epochs
+    #: (:class:`~lumin_inferno.callbacks.TemperatureSchedule`; lowered σ(s) on benchmarks 2 and 4, docs/paper_study.md);
+    #: ``None``: constant ``temperature``
+    temperature_start: Optional[float] = 1.0
     ce_epochs: int = 10
     ce_bs: int = 256
     ce_lr: float = 1e-3
