@@ -14,7 +14,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--outdir", default="outputs/paper_study", help="where fold files, weights and results go")
     s.add_argument("--benchmarks", type=int, nargs="+", default=None, help="which of the benchmarks 0-4 (default: all five)")
     s.add_argument("--full", action="store_true", help="paper-scale settings (long; see docs/paper_study.md)")
-    s.add_argument("--n-models", type=int, default=None, help="models per method (default 3; --full: 5)")
+    s.add_argument("--n-models", type=int, default=None, help="models per method (default 3; --full: 10)")
     s.add_argument("--inferno-epochs", type=int, default=None, help="INFERNO epochs (default 30; --full: 60)")
     s.add_argument("--ce-epochs", type=int, default=None)
     s.add_argument("--n-train", type=int, default=None, help="training events per class")
