@@ -1,4 +1,5 @@
-"""Timing of the statistics core on CPU: Hessian + inverse vs number of parameters, and a 50-point profile scan.
+"""Timing of the statistics core on CPU: Hessian + inverse vs number of parameters (``nll_hessian``, the same by
+``torch.func.hessian`` for comparison, and the Fisher-information route of training), and a 50-point profile scan.
 
     .venv/bin/python benchmarks/bench_statistics.py
 
@@ -48,13 +49,18 @@ def median_ms(fn, repeats: int = 50) -> float:
 
 def main() -> None:
     print(f"torch={torch.__version__} threads={torch.get_num_threads()}")
-    print("\n| parameters (1 POI + nuisances) | Hessian + POI variance (ms) | Fisher + POI variance (ms) |")
-    print("|---|---|---|")
+    print(
+        "\n| parameters (1 POI + nuisances) | `nll_hessian` + POI variance (ms) | `torch.func.hessian` + POI variance "
+        "(ms) | `fisher_information` + POI variance (ms) | torch.func / nll_hessian |"
+    )
+    print("|---|---|---|---|---|")
     for n in (1, 2, 5, 10, 20):
         m = model(n)
+        obs = m.asimov()
         t_h = median_ms(lambda: poi_variance(nll_hessian(m)))
+        t_func = median_ms(lambda: poi_variance(torch.func.hessian(lambda th: m.nll(th, obs))(m.nominal())))
         t_f = median_ms(lambda: poi_variance(fisher_information(m)))
-        print(f"| 1 + {n} | {t_h:.2f} | {t_f:.2f} |")
+        print(f"| 1 + {n} | {t_h:.2f} | {t_func:.2f} | {t_f:.2f} | {t_func / t_h:.1f} |")
     m = model(5)
     grid = np.linspace(20, 80, 50)
     t_scan = median_ms(lambda: profile_scan(m, grid), repeats=3)

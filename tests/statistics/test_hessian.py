@@ -220,3 +220,19 @@ def test_linearised_signal_background_equals_template_model(free_background):
     assert torch.allclose(fisher_from_jacobian(nu, jac, precision), nll_hessian(model), rtol=1e-9)
     with pytest.raises(InvalidModelSpec, match="background_slopes"):
         linearised_signal_background(sig, bkg, slopes[:, :1], poi, background, nuisances)
+
+
+def test_nll_hessian_is_differentiable_wrt_templates_like_the_fisher_information():
+    """At the Asimov point H(templates) = I(templates) identically, so their gradients w.r.t. the templates agree;
+    and nll_hessian keeps no graph under no_grad."""
+    m = rich_model()
+    templates = m.templates.clone().requires_grad_(True)
+    mt = TemplateModel(m.processes, templates, m.yields, m.parameters, m.poi, m.shape_systematics, m.norm_systematics)
+    asimov = mt.expected(mt.nominal())  # with its graph: H(templates) at its own Asimov point
+    (g_h,) = torch.autograd.grad(poi_variance(nll_hessian(mt, asimov)), templates)
+    (g_i,) = torch.autograd.grad(poi_variance(fisher_information(mt)), templates)
+    assert g_h.abs().max() > 0
+    assert torch.allclose(g_h, g_i, rtol=1e-7, atol=1e-12)
+    with torch.no_grad():
+        assert not nll_hessian(mt).requires_grad
+    assert not nll_hessian(m).requires_grad  # nothing upstream needs a graph
