@@ -3,14 +3,20 @@
 All steps go through LUMIN's own ``Model._fit_batch`` (forward, loss, backward, optimiser step); the INFERNO steps
 use ``InfernoCallback`` for the paper's benchmark 4 (shape nuisances r and λ, constrained background b: 1 POI + 3
 nuisances), once with the default Jacobian (``--jacobian``, default ``auto`` = recorded tangents) and once with the
-generic ``jacobian="forward"`` for comparison. Timings are medians over repeats, interleaved so that machine noise
-hits all alike; the figures to quote are the ratios.
+generic ``jacobian="forward"`` for comparison. A third INFERNO column, the *tangent floor*, is the same step with
+the likelihood replaced by a fixed linear function of the soft histograms' inputs (the softmax outputs and their
+nuisance tangents): the network work of exact INFERNO alone (forward, the two shape nuisances' tangents, the
+backward through both, the optimiser step), which no implementation of the loss can go below. Each batch size is
+timed on the initial networks and again after ``--warm-steps`` training steps at τ = 1 (where the paper study's
+annealing starts), timed at τ = 0.1: then the softmax has saturated and its tails hold denormal numbers, as in a
+trained model (the column "denormals kept" is INFERNO with ``flush_denormals=False``). Timings are medians over repeats, interleaved so that machine noise hits all alike; the figures to quote are the ratios.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` over one step; on the CPU (Linux), the growth of the
 process's peak resident set over the first step, in a fresh subprocess per kind of step (high-water mark reset
 through /proc/self/clear_refs; coarse, but real memory).
 
     .venv/bin/python benchmarks/bench_training_step.py [--device cuda] [--batches 500 2000 8000] [--repeats 30]
+        [--warm-steps 1000]
 """
 
 from __future__ import annotations
@@ -109,40 +115,79 @@ def _peak_memory(step, device: str) -> float:
     return torch.cuda.max_memory_allocated() / 2**20
 
 
-def _steps(device: str, bs: int, jacobian: str) -> dict:
-    df = standardise(sample_paper(bs, bs, seed=1)).sample(n=bs, random_state=1)
-    ce, inf = _models(device)
+class _TangentFloor(InfernoCallback):
+    """INFERNO's network work with a free loss: Σ c₁·p + Σ c₂·∂p/∂θ over fixed random c (recorded tangents)."""
+
+    def on_forwards_end(self) -> None:
+        fp = self.model.fit_params
+        nb = self._n_bkg
+        t_out = self._tangents.jvp(self._input_tangents(self._x_nominal[:nb]))
+        if not hasattr(self, "_c"):
+            g = torch.Generator(device=fp.y_pred.device).manual_seed(0)
+            self._c = (torch.randn(fp.y_pred.shape, generator=g, device=fp.y_pred.device),
+                       torch.randn(t_out.shape, generator=g, device=fp.y_pred.device))
+        fp.loss_val = (self._c[0] * fp.y_pred).sum() + (self._c[1] * t_out).sum()
+
+
+def _batch(bs: int, seed: int, device: str):
+    df = standardise(sample_paper(bs, bs, seed=seed)).sample(n=bs, random_state=seed)
     x = torch.tensor(df[FEATURES].values, device=device)
     y = torch.tensor(df.gen_target.values, dtype=torch.float32, device=device)[:, None]
-    w = torch.ones(bs, 1, device=device)
+    return x, y, torch.ones(bs, 1, device=device)
+
+
+def _steps(device: str, bs: int, jacobian: str, warm_steps: int = 0) -> dict:
+    """The step functions, all on one batch; with ``warm_steps``, both networks are first trained that many steps
+    on fresh batches, so that the timings see a trained network (a saturated softmax) rather than the initial one."""
+    x, y, w = _batch(bs, 1, device)
+    ce, inf = _models(device)
     bce = torch.nn.BCELoss()
     kw = paper_benchmark(4).callback_kwargs()
-    inf_generic = Model(inf.model_builder)
-    inf_generic.model.load_state_dict(inf.model.state_dict())
+    if warm_steps:
+        batches = [_batch(bs, 100 + i, device) for i in range(20)]
+        tail = inf.model[-1]
+        tau, tail.temperature = tail.temperature, 1.0  # as the paper study's annealing starts (τ 1.0 → 0.1)
+        for model, cbs, loss in ((ce, [], bce), (inf, [InfernoCallback(**kw)], None)):
+            _step_fn(model, cbs, loss, x, y, w)  # LUMIN's fit set-up
+            for i in range(warm_steps):
+                model._fit_batch(*batches[i % len(batches)])
+        tail.temperature = tau
+    copies = {}
+    for name in ("no_flush", "generic", "floor"):
+        copies[name] = Model(inf.model_builder)
+        copies[name].model.load_state_dict(inf.model.state_dict())
     return {
         "ce": _step_fn(ce, [], bce, x, y, w),
         "inferno": _step_fn(inf, [InfernoCallback(jacobian=jacobian, **kw)], None, x, y, w),
-        "generic": _step_fn(inf_generic, [InfernoCallback(jacobian="forward", **kw)], None, x, y, w),
+        "no_flush": _step_fn(
+            copies["no_flush"], [InfernoCallback(jacobian=jacobian, flush_denormals=False, **kw)], None, x, y, w
+        ),
+        "generic": _step_fn(copies["generic"], [InfernoCallback(jacobian="forward", **kw)], None, x, y, w),
+        "floor": _step_fn(copies["floor"], [_TangentFloor(jacobian="recorded", **kw)], None, x, y, w),
     }
 
 
-def run(device: str, batches, repeats: int, jacobian: str) -> list:
+def run(device: str, batches, repeats: int, jacobian: str, warm_steps: int) -> list:
     rows = []
     for bs in batches:
-        steps = _steps(device, bs, jacobian)
-        for s in steps.values():  # warm-up
-            _time(s, device, 3)
-        times = {k: [] for k in steps}
-        for _ in range(repeats):  # interleave
-            for k, s in steps.items():
-                times[k] += _time(s, device, 1)
-        if device == "cuda":
-            mem = {k: _peak_memory(s, device) for k, s in steps.items()}
-        else:
-            mem = {k: _cpu_step_memory(k, bs, jacobian) for k in steps}
-        t = {k: np.median(v) * 1e3 for k, v in times.items()}
-        rows.append((bs, t["ce"], t["inferno"], t["inferno"] / t["ce"], t["generic"] / t["ce"], mem["ce"],
-                     mem["inferno"], mem["generic"]))
+        for warm in (0, warm_steps) if warm_steps else (0,):
+            steps = _steps(device, bs, jacobian, warm)
+            for s in steps.values():  # warm-up
+                _time(s, device, 3)
+            times = {k: [] for k in steps}
+            for _ in range(repeats):  # interleave
+                for k, s in steps.items():
+                    times[k] += _time(s, device, 1)
+            kinds = ("ce", "inferno", "generic")
+            if warm:  # memory does not depend on the training state: measured once per batch size
+                mem = {k: float("nan") for k in kinds}
+            elif device == "cuda":
+                mem = {k: _peak_memory(steps[k], device) for k in kinds}
+            else:
+                mem = {k: _cpu_step_memory(k, bs, jacobian) for k in kinds}
+            t = {k: np.median(v) * 1e3 for k, v in times.items()}
+            ratio = {k: t[k] / t["ce"] for k in t}
+            rows.append(dict(bs=bs, state=f"trained {warm} steps" if warm else "initial", t=t, ratio=ratio, mem=mem))
     return rows
 
 
@@ -151,6 +196,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batches", type=int, nargs="+", default=[500, 2000, 8000])
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--warm-steps", type=int, default=1000,
+                   help="also time networks trained this many steps (saturated softmax); 0: initial networks only")
     p.add_argument("--jacobian", default="auto", choices=["auto", "recorded", "forward", "reverse"])
     p.add_argument("--_rss", default=None, help=argparse.SUPPRESS)  # internal: one CPU memory measurement
     a = p.parse_args()
@@ -159,12 +206,15 @@ def main() -> None:
         return
     print(f"device={a.device} torch={torch.__version__} threads={torch.get_num_threads()} jacobian={a.jacobian}")
     mem = "peak MiB" if a.device == "cuda" else "peak-RSS growth MiB"
-    print(f"| batch | CE step (ms) | INFERNO step (ms) | INFERNO / CE | generic-Jacobian INFERNO / CE | CE {mem} "
-          f"| INFERNO {mem} | generic INFERNO {mem} |")
-    print("|---|---|---|---|---|---|---|---|")
-    for bs, t_ce, t_inf, ratio, ratio_gen, m_ce, m_inf, m_gen in run(a.device, a.batches, a.repeats, a.jacobian):
-        print(f"| {bs} | {t_ce:.2f} | {t_inf:.2f} | {ratio:.2f} | {ratio_gen:.2f} | {m_ce:.1f} | {m_inf:.1f} "
-              f"| {m_gen:.1f} |")
+    print(f"| batch | network | CE step (ms) | INFERNO step (ms) | INFERNO / CE | INFERNO, denormals kept / CE "
+          f"| generic-Jacobian INFERNO / CE | tangent floor / CE | CE {mem} | INFERNO {mem} | generic INFERNO {mem} |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    fmt = lambda v: "" if v != v else f"{v:.1f}"  # noqa: E731  (nan: not measured)
+    for r in run(a.device, a.batches, a.repeats, a.jacobian, a.warm_steps):
+        t, q, m = r["t"], r["ratio"], r["mem"]
+        print(f"| {r['bs']} | {r['state']} | {t['ce']:.2f} | {t['inferno']:.2f} | {q['inferno']:.2f} | "
+              f"{q['no_flush']:.2f} | {q['generic']:.2f} | {q['floor']:.2f} | {fmt(m['ce'])} | {fmt(m['inferno'])} | "
+              f"{fmt(m['generic'])} |")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from ..exceptions import ConfigurationError, EmptyProcessError, FoldFileError, I
 from ..statistics.builders import ProcessSpec, multi_process_model
 from ..statistics.hessian import fisher_information, poi_variance
 from ..statistics.likelihood import Parameter, TemplateModel
-from .inferno import check_softmax_output, prepare_fit_for_batch_loss
+from .inferno import DenormalFlush, check_softmax_output, prepare_fit_for_batch_loss, restores_denormals
 
 __all__ = ["ApproxInfernoCallback"]
 
@@ -62,6 +62,8 @@ class ApproxInfernoCallback(Callback):
             e.g. ``Parameter("r", 0.0)`` for a free nuisance.
         steps: nuisance name → the physical shift of the stored ±1σ copies (e.g. ``{"r": 0.2}``), so that the
             nuisances above can be written in physical units; default 1 (units of the shift).
+        flush_denormals: flush denormal numbers to zero on the CPU during each batch, as
+            :class:`~lumin_inferno.callbacks.InfernoCallback` does (:class:`~lumin_inferno.callbacks.DenormalFlush`).
 
     Attributes (after training):
         history: ``{"train": [...], "valid": [...]}`` per-batch loss values (variance of the POI).
@@ -74,8 +76,11 @@ class ApproxInfernoCallback(Callback):
         labels: Mapping[str, Union[int, Sequence[int]]],
         parameters: Sequence[Parameter] = (),
         steps: Optional[Mapping[str, float]] = None,
+        flush_denormals: bool = True,
     ):
         super().__init__()
+        self.flush_denormals = flush_denormals
+        self._denormals = DenormalFlush(flush_denormals)
         self.poi = poi
         self.processes = list(processes)
         self.parameters = list(parameters)
@@ -202,8 +207,10 @@ class ApproxInfernoCallback(Callback):
         fp.by.targets = self._orig_targets  # metrics read by.targets at epoch end; the val yielder is reused
         self._clear_fold()
 
+    @restores_denormals
     def on_batch_begin(self) -> None:
         fp = self.model.fit_params
+        self._denormals.begin()
         if fp.state == "test":
             return
         y = fp.y
@@ -218,6 +225,7 @@ class ApproxInfernoCallback(Callback):
         self._rows = rows
         self._masks = self._process_masks(labels)
 
+    @restores_denormals
     def on_forwards_end(self) -> None:
         fp = self.model.fit_params
         if fp.state == "test":
@@ -235,6 +243,11 @@ class ApproxInfernoCallback(Callback):
 
     def on_batch_end(self) -> None:
         self._clear_batch()
+        self._denormals.end()
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        self._denormals.end()
 
     # -------------------------------------------------------------------------------------------------- pieces
     @staticmethod

@@ -27,7 +27,13 @@ from lumin_inferno import (
     UnsupportedNetworkError,
     paper_benchmark,
 )
+from lumin.nn.callbacks.callback import Callback
+
+from lumin_inferno.callbacks import DenormalFlush
+from lumin_inferno.callbacks.inferno import denormals_flushed
 from lumin_inferno.data.paper import PaperTransform
+
+_HAS_FTZ = torch.set_flush_denormal(False)  # True where the CPU can flush denormals (x86 with SSE3)
 
 
 def _train(fy, builder, savepath, cb_partials, n_models=2, n_epochs=2, bs=500):
@@ -338,3 +344,74 @@ def test_batch_size_larger_than_fold(paper_foldfiles, inferno_builder, tmp_path)
     with pytest.raises(ConfigurationError, match="larger than training fold"):
         _train(fy, inferno_builder(fy.cont_feats), tmp_path / "w",
                [partial(InfernoCallback, **paper_benchmark(0).callback_kwargs())], n_models=1, bs=100_000)
+
+
+# ------------------------------------------------------------------------------------------- denormal numbers
+@pytest.mark.skipif(not _HAS_FTZ, reason="this CPU cannot flush denormal numbers")
+def test_denormal_flush_probe_and_restore():
+    assert not denormals_flushed()
+    flush = DenormalFlush()
+    flush.begin()
+    assert denormals_flushed()
+    assert float(torch.tensor([3e-39]) * 0.5) == 0.0  # a denormal result is zero while flushing
+    flush.end()
+    assert not denormals_flushed() and float(torch.tensor([3e-39]) * 0.5) > 0
+    torch.set_flush_denormal(True)  # a mode the user set is put back, not switched off
+    try:
+        flush.begin()
+        flush.end()
+        assert denormals_flushed()
+    finally:
+        torch.set_flush_denormal(False)
+    off = DenormalFlush(enabled=False)
+    off.begin()
+    assert not denormals_flushed()
+    off.end()
+
+
+class _ProbeDenormals(Callback):
+    """Records, for every batch, whether denormals are flushed when the loss is computed."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def on_forwards_end(self) -> None:
+        self.seen.append(denormals_flushed())
+
+
+@pytest.mark.skipif(not _HAS_FTZ, reason="this CPU cannot flush denormal numbers")
+@pytest.mark.parametrize("flush", [True, False])
+def test_denormals_flushed_inside_lumin_batches_only(paper_foldfiles, inferno_builder, tmp_path, flush):
+    fy = FoldYielder(paper_foldfiles[0])
+    seen: list = []
+    cbs = [partial(InfernoCallback, flush_denormals=flush, **paper_benchmark(2).callback_kwargs()),
+           partial(_ProbeDenormals, seen)]
+    _train(fy, inferno_builder(fy.cont_feats), tmp_path / "w", cbs, n_models=1, n_epochs=1)
+    assert len(seen) > 2 and set(seen) == {flush}  # training and validation batches alike
+    assert not denormals_flushed()  # the process-wide default is back after training
+
+
+@pytest.mark.skipif(not _HAS_FTZ, reason="this CPU cannot flush denormal numbers")
+def test_flushing_denormals_leaves_loss_and_gradients(paper_foldfiles, inferno_builder):
+    torch.manual_seed(3)
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(inferno_builder(fy.cont_feats))
+    x, y, w = _batch(paper_foldfiles)
+    kw = paper_benchmark(4).callback_kwargs()
+    on = _loss_and_grads(model, InfernoCallback(flush_denormals=True, **kw), x, y, w)
+    off = _loss_and_grads(model, InfernoCallback(flush_denormals=False, **kw), x, y, w)
+    _assert_same_loss_and_grads(on, off)
+
+
+@pytest.mark.skipif(not _HAS_FTZ, reason="this CPU cannot flush denormal numbers")
+def test_error_in_a_batch_does_not_leave_denormals_flushed(paper_foldfiles, inferno_builder):
+    x, y, w = _batch(paper_foldfiles, 200)
+    with pytest.raises(EmptyProcessError, match="no signal"):  # raised in on_batch_begin
+        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(2).callback_kwargs()),
+                         y=torch.zeros_like(y))
+    assert not denormals_flushed()
+    with pytest.raises(EmptyProcessError, match="zero total weight"):  # raised in on_forwards_end
+        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(0).callback_kwargs()),
+                         w=torch.where(y.view(-1) == 1, 0.0, 1.0).unsqueeze(1))
+    assert not denormals_flushed()
