@@ -81,7 +81,8 @@ class DenormalFlush:
     denormal range once the network separates events; x86 CPUs take a slow microcode path for every such operand,
     which made a training step of a trained benchmark-4 model 1.4× slower (``benchmarks/bench_training_step.py``).
     Flushing changes only values below 1.2e-38, far under the template floor of 1e-7. Uses
-    ``torch.set_flush_denormal``, which acts on the calling thread; no effect where the CPU lacks the mode.
+    ``torch.set_flush_denormal``, which sets the calling thread's mode (PyTorch's intra-op worker threads keep
+    theirs); no effect where the CPU lacks the mode, or on CUDA.
     """
 
     def __init__(self, enabled: bool = True):
