@@ -28,6 +28,7 @@ from lumin_inferno import (
     paper_benchmark,
 )
 from lumin_inferno.callbacks.approx_inferno import ApproxInfernoCallback
+from lumin_inferno.callbacks.inferno import denormals_flushed
 from lumin_inferno.data.paper import FEATURES, PaperTransform, sample_paper, standardise
 from lumin_inferno.data.systematics import write_systematics_foldfile
 from lumin_inferno.statistics.builders import ProcessSpec
@@ -216,16 +217,23 @@ def test_three_processes_train_through_train_models(tmp_path, inferno_builder):
     np.random.seed(0)
     random.seed(0)
     fy = FoldYielder(_three_process_file(tmp_path))
-    instances = []
+    instances, flushed = [], []
+
+    class Probe(ApproxInfernoCallback):  # is the denormal flush on while the loss is computed?
+        def on_forwards_end(self) -> None:
+            flushed.append(denormals_flushed())
+            super().on_forwards_end()
 
     def make_cb():
-        instances.append(ApproxInfernoCallback(**THREE_PROCESS))
+        instances.append(Probe(**THREE_PROCESS))
         return instances[-1]
 
     with contextlib.redirect_stdout(io.StringIO()):
         results, histories, _ = train_models(fy, n_models=1, bs=600, model_builder=inferno_builder(fy.cont_feats),
                                              n_epochs=4, cb_partials=[make_cb], savepath=tmp_path / "w",
                                              live_fdbk=False)
+    if torch.set_flush_denormal(False):  # where the CPU has the mode: on in every batch, off again afterwards
+        assert flushed and all(flushed) and not denormals_flushed()
     cb, valid = instances[0], histories[0][0]["Validation"]
     assert len(valid) == 4 and np.isclose(valid[-1], cb.history["valid"][-1])  # LUMIN logs our loss
     assert np.isfinite(results[0]["loss"]) and min(valid) == pytest.approx(results[0]["loss"])
