@@ -9,7 +9,8 @@ nuisance tangents): the network work of exact INFERNO alone (forward, the two sh
 backward through both, the optimiser step), which no implementation of the loss can go below. Each batch size is
 timed on the initial networks and again after ``--warm-steps`` training steps at τ = 1 (where the paper study's
 annealing starts), timed at τ = 0.1: then the softmax has saturated and its tails hold denormal numbers, as in a
-trained model (the column "denormals kept" is INFERNO with ``flush_denormals=False``). Timings are medians over repeats, interleaved so that machine noise hits all alike; the figures to quote are the ratios.
+trained model (the column "denormals kept" is INFERNO with ``flush_denormals=False``). Timings are medians over
+repeats, interleaved so that machine noise hits all alike; the figures to quote are the ratios.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` over one step; on the CPU (Linux), the growth of the
 process's peak resident set over the first step, in a fresh subprocess per kind of step (high-water mark reset

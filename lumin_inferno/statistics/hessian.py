@@ -1,8 +1,8 @@
 """Curvature of the likelihood: Hessian, Fisher information, covariance and the variance of the POI.
 
 Derivatives come from PyTorch's autograd (batched reverse-over-reverse for the Hessian; ∂ν/∂θ in closed form from
-:meth:`TemplateModel.jacobian`), so they are vectorised over parameters (no Python loop over matrix elements) and stay differentiable with
-respect to anything the templates depend on (the network weights during INFERNO training).
+:meth:`TemplateModel.jacobian`), so they are vectorised over parameters (no Python loop over matrix elements) and
+stay differentiable with respect to anything the templates depend on (the network weights during INFERNO training).
 
 At the Asimov point, n = ν(θ⁰), the Hessian of the NLL equals the Fisher information
 
@@ -44,8 +44,8 @@ def nll_hessian(model: TemplateModel, observed: Optional[Tensor] = None, theta: 
     """
     theta = model.nominal() if theta is None else theta
     observed = model.asimov() if observed is None else observed
-    inputs = [model.templates, observed] + [getattr(model, a) for a in ("_shape_up", "_shape_down") if hasattr(model, a)]
-    keep_graph = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    shifts = [t for syst in model.shape_systematics for t in (syst.shift_up, syst.shift_down)]
+    keep_graph = torch.is_grad_enabled() and any(t.requires_grad for t in [model.templates, observed, *shifts])
     th = theta.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(model.nll(th, observed), th, create_graph=True)

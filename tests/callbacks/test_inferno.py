@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lumin.nn.callbacks.callback import Callback
 from lumin.nn.data.fold_yielder import FoldYielder
 from lumin.nn.ensemble.ensemble import Ensemble
 from lumin.nn.models.abs_model import FitParams
@@ -27,8 +28,6 @@ from lumin_inferno import (
     UnsupportedNetworkError,
     paper_benchmark,
 )
-from lumin.nn.callbacks.callback import Callback
-
 from lumin_inferno.callbacks import DenormalFlush
 from lumin_inferno.callbacks.inferno import denormals_flushed
 from lumin_inferno.data.paper import PaperTransform
