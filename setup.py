@@ -15,7 +15,7 @@ setup(
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["lumin_inferno", "lumin_inferno.*"]),
     install_requires=[
-        "torch>=2.5",
+        "torch==2.13.0",
         "lumin==0.9.1",
         "numpy<2",
         "pandas<2.1",
@@ -28,6 +28,9 @@ setup(
         "mplhep>=0.3",
         "fastprogress==0.1.21",
     ],
-    extras_require={"export": ["onnx>=1.16", "onnxruntime>=1.17", "onnxscript>=0.2", "pyhf>=0.7.6"]},
+    extras_require={
+        "export": ["onnx>=1.16", "onnxruntime>=1.17", "onnxscript>=0.2", "pyhf>=0.7.6", "cabinetry>=0.6",
+                   "uproot>=5.3"],
+    },
     entry_points={"console_scripts": ["lumin-inferno=lumin_inferno.cli:main"]},
 )

@@ -60,6 +60,8 @@ __all__ = [
     "pyhf_poi_scale",
     "pyhf_parameter_map",
     "pyhf_poi_uncertainty",
+    "analysis_workspace",
+    "analysis_modifier_settings",
 ]
 
 #: How the histosys hi/lo templates are chosen when α's unit (the constraint width) differs from the template step:
@@ -203,6 +205,112 @@ def write_pyhf_workspace(model: TemplateModel, path: Union[str, Path], **kwargs:
 
 
 # ------------------------------------------------------------------------------------------------------------------
+def analysis_modifier_settings(analysis) -> Dict[str, Dict[str, str]]:
+    """pyhf ``modifier_settings`` for the workspace of ``analysis``: ``code4p`` shapes and the analysis's one
+    normalisation code. pyhf sets interpolation codes per modifier *type*, so an analysis mixing ``code1`` and
+    ``code4`` normalisations cannot be written exactly (:class:`ConfigurationError`)."""
+    codes = {s.interpolation for s in analysis.systematics_of("norm")}
+    if len(codes) > 1:
+        raise ConfigurationError(
+            f"pyhf applies one interpolation code to every normsys, but the analysis mixes {sorted(codes)}"
+        )
+    return {"normsys": {"interpcode": codes.pop() if codes else "code4"}, "histosys": {"interpcode": "code4p"}}
+
+
+def analysis_workspace(
+    analysis, model: TemplateModel, observations: Optional[Any] = None, measurement: str = "inferno",
+    validate: bool = True,
+) -> Dict[str, Any]:
+    """The pyhf (HistFactory JSON) workspace of ``analysis`` with the templates of ``model`` (from
+    :func:`~lumin_inferno.analysis.template_model`: the learned summary channel and every fixed channel).
+
+    One pyhf channel per channel; one sample per process present there, holding its expected counts; modifiers:
+    ``normfactor`` per factor, ``histosys`` (``code4p``) per shape systematic acting in the channel, ``normsys``
+    (the analysis's code, :func:`analysis_modifier_settings`) per normalisation systematic, and one ``staterror``
+    per channel with each MC process's √Σw² (pyhf forms δ_i = √Σσ² / Σν as our model does). Parameters keep their
+    names (our γ's are pyhf's ``staterror_<channel>[i]``), so the likelihood is the same function of the same
+    parameters (tested against pyhf's own Hessian). Observations: per channel, default the model's Asimov data.
+    The measurement's POI is the analysis's first POI; the other POIs are free normfactors.
+    """
+    settings = analysis_modifier_settings(analysis)
+    bad = [n for n in analysis.nuisance_names() if analysis.nuisance(n).constraint != 1.0]
+    if bad:
+        raise ConfigurationError(
+            f"nuisance(s) {bad} are free or have a constraint width other than 1: pyhf constrains every histosys and "
+            "normsys parameter with a unit Gaussian; declare the ±1σ variations instead"
+        )
+    tm = model.detached()
+    with torch.no_grad():
+        data = tm.asimov() if observations is None else torch.as_tensor(observations, dtype=torch.float64)
+    data = data.detach().reshape(-1).numpy()
+    if data.shape != (tm.n_bins,) or not np.isfinite(data).all() or (data < 0).any():
+        raise ConfigurationError(f"observations must be {tm.n_bins} finite counts >= 0, got {data.tolist()}")
+    yields = {p: float(tm.yields[p]) for p in tm.processes}  # fixed totals: templates are fractions of them
+    shapes = {(s.parameter, s.process): s for s in tm.shape_systematics}
+    mc_sigma = {}
+    if tm.staterror is not None:
+        for k, p in enumerate(tm.staterror.processes):
+            mc_sigma[p] = tm.staterror.uncertainty[k].detach().numpy()
+    factors = {p: list(f) for p, f in tm.factors.items()}
+    channels, observations_out = [], []
+    fixed = {c.name: c for c in analysis.channels}
+    for cname, sl in tm.channel_slices().items():
+        samples = []
+        for i, pname in enumerate(tm.processes):
+            process = analysis.process(pname)
+            present = bool(process.labels) if cname == analysis.summary else pname in fixed[cname].yields
+            if not present:
+                continue
+            nominal = yields[pname] * tm.templates[i, sl].numpy()
+            modifiers: List[Dict[str, Any]] = [{"name": f, "type": "normfactor", "data": None} for f in factors.get(pname, [])]
+            for syst in analysis.shape_systematics():
+                if pname not in syst.processes:
+                    continue
+                acts = cname == analysis.summary or pname in fixed[cname].variations.get(syst.name, {})
+                if not acts or any(m["name"] == syst.name and m["type"] == "histosys" for m in modifiers):
+                    continue
+                ss = shapes[(syst.name, pname)]
+                modifiers.append({
+                    "name": syst.name, "type": "histosys",
+                    "data": {"hi_data": (yields[pname] * ss.shift_up[sl].numpy()).tolist(),
+                             "lo_data": (yields[pname] * ss.shift_down[sl].numpy()).tolist()},
+                })
+            for syst in analysis.systematics_of("norm"):
+                if pname in syst.processes:
+                    modifiers.append({"name": syst.name, "type": "normsys",
+                                      "data": {"hi": syst.kappa_up, "lo": syst.kappa_down}})
+            if pname in mc_sigma:
+                modifiers.append({"name": f"staterror_{cname}", "type": "staterror", "data": mc_sigma[pname][sl].tolist()})
+            samples.append({"name": pname, "data": nominal.tolist(), "modifiers": modifiers})
+        channels.append({"name": cname, "samples": samples})
+        observations_out.append({"name": cname, "data": data[sl].tolist()})
+    parameters = [
+        {"name": f.name, "inits": [f.nominal], "bounds": [list(f.bounds)]} for f in analysis.factors
+    ]
+    spec = {
+        "channels": channels,
+        "observations": observations_out,
+        "measurements": [{"name": measurement, "config": {"poi": analysis.poi_names[0], "parameters": parameters}}],
+        "version": "1.0.0",
+    }
+    if validate:
+        import pyhf
+
+        try:
+            pyhf.Workspace(spec).model(modifier_settings=settings)
+        except _pyhf_errors() as err:
+            raise ConfigurationError(f"pyhf rejects the exported workspace: {type(err).__name__}: {err}") from err
+    return spec
+
+
+def _pyhf_errors() -> tuple:
+    import pyhf
+
+    e = pyhf.exceptions
+    return (e.InvalidSpecification, e.InvalidModel, e.InvalidNameReuse, e.InvalidModifier, e.InvalidMeasurement,
+            e.InvalidInterpCode)
+
+
 def _yield_nominal(model: TemplateModel, name: str) -> float:
     par = model.parameters[model.index(name)]
     if name not in {v for v in model.yields.values() if isinstance(v, str)}:
@@ -265,9 +373,7 @@ def _expected_widths(model: TemplateModel) -> Dict[str, float]:
 
 def _float64(model: TemplateModel) -> TemplateModel:
     """A float64 copy of ``model`` without autograd graph (the same helper the fits use)."""
-    from ..statistics.fit import _detached
-
-    return _detached(model)
+    return model.detached()
 
 
 def _plan(
@@ -358,7 +464,12 @@ def _bounds_in(par: Parameter, scale: float, offset: float, default: Tuple[float
 
 
 def pyhf_poi_uncertainty(
-    workspace: Union[Dict[str, Any], Any], method: str = "profile", poi_scale: float = 1.0, tolerance: float = 1e-10
+    workspace: Union[Dict[str, Any], Any],
+    method: str = "profile",
+    poi_scale: float = 1.0,
+    tolerance: float = 1e-10,
+    modifier_settings: Optional[Dict[str, Dict[str, str]]] = None,
+    poi: Optional[str] = None,
 ) -> float:
     """Expected σ(POI) computed by pyhf itself from a workspace (its observations, e.g. the Asimov data we export).
 
@@ -367,6 +478,8 @@ def pyhf_poi_uncertainty(
     central finite-difference Hessian of pyhf's −ln L at pyhf's best fit (MINUIT's numerical HESSE through pyhf
     scatters by ~0.5 % here, so we do not use it). Multiplied by ``poi_scale`` (:func:`pyhf_poi_scale`) to give the
     POI in its own units. Uses pyhf's numpy backend with the scipy optimiser; the global pyhf backend is restored.
+    ``modifier_settings``: default :data:`MODIFIER_SETTINGS` (:func:`analysis_modifier_settings` for an analysis'
+    workspace); ``poi``: another POI than the measurement's.
     """
     import pyhf
     from scipy.optimize import brentq
@@ -379,7 +492,8 @@ def pyhf_poi_uncertainty(
     old_backend, old_optimizer = pyhf.get_backend()
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=tolerance))
     try:
-        pdf = ws.model(modifier_settings=MODIFIER_SETTINGS)
+        extra = {} if poi is None else {"poi_name": poi}
+        pdf = ws.model(modifier_settings=modifier_settings or MODIFIER_SETTINGS, **extra)
         data = np.asarray(ws.data(pdf), dtype=float)
         best, twice_nll_min = pyhf.infer.mle.fit(data, pdf, return_fitted_val=True)
         best, twice_nll_min = np.asarray(best, dtype=float), float(twice_nll_min)

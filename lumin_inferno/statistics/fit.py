@@ -17,7 +17,7 @@ from iminuit import Minuit
 from torch import Tensor
 
 from ..exceptions import FailedMinimization
-from .hessian import nll_hessian, poi_variance
+from .hessian import check_observed, nll_hessian, poi_variance
 from .likelihood import TemplateModel
 
 __all__ = ["FitResult", "ProfileInterval", "fit", "profile_interval", "profile_scan"]
@@ -70,24 +70,6 @@ def _objective(model: TemplateModel, observed: Tensor):
     return nll, grad
 
 
-def _detached(model: TemplateModel) -> TemplateModel:
-    """A float64 copy of the model whose templates carry no autograd graph (fits never backprop into a network)."""
-    from dataclasses import replace
-
-    def d(t: Tensor) -> Tensor:
-        return t.detach().to(torch.float64)
-
-    return TemplateModel(
-        processes=model.processes,
-        templates=d(model.templates),
-        yields=model.yields,
-        parameters=model.parameters,
-        poi=model.poi,
-        shape_systematics=[replace(s, shift_up=d(s.shift_up), shift_down=d(s.shift_down)) for s in model.shape_systematics],
-        norm_systematics=list(model.norm_systematics),
-    )
-
-
 def _minuit(model: TemplateModel, observed: Tensor, fixed: Optional[Dict[str, float]] = None) -> Minuit:
     nll, grad = _objective(model, observed)
     start = model.nominal().numpy().copy()
@@ -108,8 +90,8 @@ def _minuit(model: TemplateModel, observed: Tensor, fixed: Optional[Dict[str, fl
 
 def _migrad(model: TemplateModel, observed: Optional[Tensor], fixed: Optional[Dict[str, float]] = None):
     """(float64 graph-free model, data (default Asimov), Minuit after a valid MIGRAD) or FailedMinimization."""
-    model = _detached(model)
-    observed = model.asimov() if observed is None else observed.detach().to(torch.float64)
+    model = model.detached()
+    observed = model.asimov() if observed is None else check_observed(model, observed.detach() if isinstance(observed, Tensor) else observed)
     m = _minuit(model, observed, fixed)
     m.migrad()
     if not m.valid:
@@ -124,28 +106,33 @@ def fit(model: TemplateModel, observed: Optional[Tensor] = None, fixed: Optional
     return FitResult(dict(zip(m.parameters, m.values)), dict(zip(m.parameters, m.errors)), float(m.fval), m.valid)
 
 
-def profile_interval(model: TemplateModel, observed: Optional[Tensor] = None) -> ProfileInterval:
-    """Profile-likelihood interval of the POI at ΔNLL = ½ with every nuisance profiled (MIGRAD + MINOS).
+def profile_interval(
+    model: TemplateModel, observed: Optional[Tensor] = None, poi: Optional[str] = None
+) -> ProfileInterval:
+    """Profile-likelihood interval of a POI (default the model's primary one) at ΔNLL = ½ with every other
+    parameter profiled (MIGRAD + MINOS).
 
     Default data: Asimov at the nominal point, so the interval is the *expected* uncertainty.
     """
     model, observed, m = _migrad(model, observed)
-    best = float(m.values[model.poi])
+    poi = model.poi if poi is None else poi
+    index = model.index(poi)
+    best = float(m.values[poi])
     theta_hat = torch.as_tensor(np.asarray(m.values), dtype=torch.float64)
-    sigma_hesse = float(poi_variance(nll_hessian(model, observed, theta_hat), model.poi_index).sqrt())
-    m.minos(model.poi)
-    me = m.merrors[model.poi]
+    sigma_hesse = float(poi_variance(nll_hessian(model, observed, theta_hat), index).sqrt())
+    m.minos(poi)
+    me = m.merrors[poi]
     if me.is_valid:
-        return ProfileInterval(model.poi, best, best + me.lower, best + me.upper, sigma_hesse)
+        return ProfileInterval(poi, best, best + me.lower, best + me.upper, sigma_hesse)
     # MINOS can stop at an edge (e.g. a nuisance running into a limit); fall back to root-finding the crossing on
     # the profiled ΔNLL, each point a full MIGRAD fit of the nuisances.
-    dnll = _profiled_dnll(model, observed, m)
+    dnll = _profiled_dnll(model, observed, m, poi)
     lower, upper = (_crossing(dnll, best, sign * sigma_hesse) for sign in (-1.0, 1.0))
-    return ProfileInterval(model.poi, best, lower, upper, sigma_hesse, method="scan")
+    return ProfileInterval(poi, best, lower, upper, sigma_hesse, method="scan")
 
 
-def _profiled_dnll(model: TemplateModel, observed: Tensor, best: Minuit):
-    nll_min, poi = best.fval, model.poi
+def _profiled_dnll(model: TemplateModel, observed: Tensor, best: Minuit, poi: Optional[str] = None):
+    nll_min, poi = best.fval, (model.poi if poi is None else poi)
     if len(model.parameters) == 1:
         nll, _ = _objective(model, observed)
         return lambda v: nll(np.asarray([v])) - nll_min

@@ -20,11 +20,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..exceptions import SingularHessianError
+from ..exceptions import InvalidModelSpec, SingularHessianError
 from .likelihood import TemplateModel
 
 __all__ = [
     "nll_hessian",
+    "check_observed",
     "fisher_information",
     "fisher_from_jacobian",
     "covariance",
@@ -42,8 +43,8 @@ def nll_hessian(model: TemplateModel, observed: Optional[Tensor] = None, theta: 
     per-call transform overhead dominates such small problems (``benchmarks/bench_statistics.py``). With grad
     mode on and templates (or data) that require grad, the result stays differentiable w.r.t. what they depend on.
     """
-    theta = model.nominal() if theta is None else theta
-    observed = model.asimov() if observed is None else observed
+    theta = model.nominal() if theta is None else model.check_theta(theta)
+    observed = model.asimov() if observed is None else check_observed(model, observed)
     shifts = [t for syst in model.shape_systematics for t in (syst.shift_up, syst.shift_down)]
     keep_graph = torch.is_grad_enabled() and any(t.requires_grad for t in [model.templates, observed, *shifts])
     th = theta.detach().clone().requires_grad_(True)
@@ -54,12 +55,25 @@ def nll_hessian(model: TemplateModel, observed: Optional[Tensor] = None, theta: 
     return hess
 
 
+def check_observed(model: TemplateModel, observed) -> Tensor:
+    """``observed`` as a tensor of the model's dtype after checking it: one finite count ≥ 0 per bin."""
+    like = model.templates
+    observed = torch.as_tensor(observed, dtype=like.dtype, device=like.device)
+    if observed.shape != (model.n_bins,):
+        raise InvalidModelSpec(
+            f"observed counts must have one value per bin, shape ({model.n_bins},); got shape {tuple(observed.shape)}"
+        )
+    if not torch.isfinite(observed.detach()).all() or (observed.detach() < 0).any():
+        raise InvalidModelSpec(f"observed counts must be finite and >= 0, got {observed.detach().tolist()}")
+    return observed
+
+
 def fisher_information(model: TemplateModel, theta: Optional[Tensor] = None) -> Tensor:
     """Expected Fisher information Jᵀ diag(1/ν) J + diag(1/σ²) at θ (default nominal), ``[n_par, n_par]``.
 
     Equals :func:`nll_hessian` on Asimov data at the nominal point; needs only first derivatives of ν.
     """
-    theta = model.nominal() if theta is None else theta
+    theta = model.nominal() if theta is None else model.check_theta(theta)
     return fisher_from_jacobian(model.expected(theta), model.jacobian(theta), model.constraint_precision())
 
 

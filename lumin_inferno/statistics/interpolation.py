@@ -11,7 +11,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["code4p", "code4", "code4p_slope", "code4_slope"]
+__all__ = ["code4p", "code4", "code1", "code4p_slope", "code4_slope", "code1_slope", "NORM_INTERPOLATIONS"]
+
+#: normalisation interpolation codes (pyhf ``normsys`` interpcode): ``code4`` (polynomial inside ±1, exponential
+#: outside; pyhf's choice for smooth fits) and ``code1`` (κ^α, exponential everywhere: HistFactory's default and
+#: combine's symmetric ``lnN``).
+NORM_INTERPOLATIONS = ("code4", "code1")
 
 
 def code4p(alpha: Tensor, nominal: Tensor, shift_up: Tensor, shift_down: Tensor) -> Tensor:
@@ -105,6 +110,23 @@ def code4_slope(alpha: Tensor, factor_up: Tensor, factor_down: Tensor) -> Tensor
     inner = (powers * coefficients).sum(-1)
     outer = torch.where(alpha > 0, log_up * factor_up**alpha, -log_down * factor_down ** (-alpha))
     return torch.where(alpha.abs() <= 1.0, inner, outer)
+
+
+def code1(alpha: Tensor, factor_up: Tensor, factor_down: Tensor) -> Tensor:
+    r"""Multiplicative normalisation interpolation (pyhf ``code1``): :math:`f = \kappa_+^{\alpha}` for α ≥ 0 and
+    :math:`\kappa_-^{-\alpha}` for α < 0 (a log-normal factor; kink in the slope at 0 when κ₊κ₋ ≠ 1)."""
+    factor_up = torch.as_tensor(factor_up, dtype=alpha.dtype, device=alpha.device)
+    factor_down = torch.as_tensor(factor_down, dtype=alpha.dtype, device=alpha.device)
+    return torch.where(alpha >= 0, factor_up**alpha, factor_down ** (-alpha))
+
+
+def code1_slope(alpha: Tensor, factor_up: Tensor, factor_down: Tensor) -> Tensor:
+    """d(:func:`code1`)/dα; at α = 0 the right derivative log κ₊ (pyhf evaluates the α ≥ 0 branch there too)."""
+    factor_up = torch.as_tensor(factor_up, dtype=alpha.dtype, device=alpha.device)
+    factor_down = torch.as_tensor(factor_down, dtype=alpha.dtype, device=alpha.device)
+    return torch.where(
+        alpha >= 0, torch.log(factor_up) * factor_up**alpha, -torch.log(factor_down) * factor_down ** (-alpha)
+    )
 
 
 _CODE4_CACHE: dict = {}

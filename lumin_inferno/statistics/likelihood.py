@@ -25,12 +25,13 @@ import torch
 from torch import Tensor
 
 from ..exceptions import InvalidModelSpec
-from .interpolation import code4, code4_slope, code4p, code4p_slope
+from .interpolation import NORM_INTERPOLATIONS, code1, code1_slope, code4, code4_slope, code4p, code4p_slope
 
 __all__ = [
     "Parameter",
     "ShapeSystematic",
     "NormSystematic",
+    "StatError",
     "TemplateModel",
     "signal_background_model",
     "linearised_signal_background",
@@ -84,13 +85,35 @@ class ShapeSystematic:
 @dataclass
 class NormSystematic:
     """A normalisation systematic: the process yield is multiplied by ``factor_up`` at ``nominal + step`` and by
-    ``factor_down`` at ``nominal - step`` of ``parameter`` (pyhf ``code4`` in between and beyond)."""
+    ``factor_down`` at ``nominal - step`` of ``parameter``, interpolated with pyhf ``code4`` (default) or ``code1``
+    (κ^α) in between and beyond."""
 
     parameter: str
     process: str
     factor_up: float
     factor_down: float
     step: float = 1.0
+    interpolation: str = "code4"
+
+
+@dataclass
+class StatError:
+    """Barlow–Beeston-lite Monte Carlo statistical uncertainty (pyhf ``staterror``, combine ``autoMCStats``): one
+    factor γ_i per bin multiplies the summed expected counts of ``processes`` in that bin; γ_i has nominal 1 and a
+    Gaussian constraint of width δ_i = √(Σ_p σ²_{p,i}) / Σ_p ν_{p,i}, the relative MC uncertainty of those
+    processes' total at the nominal point (pyhf's definition).
+
+    Args:
+        processes: the processes estimated from finite MC samples (the rows γ multiplies).
+        uncertainty: ``[len(processes), n_bins]`` absolute MC uncertainty σ_{p,i} = √(Σ w²) of each process in each
+            bin, in events (differentiable: soft templates give a σ that depends on the network).
+
+    The model adds one parameter ``staterror_<channel>[<bin>]`` per bin whose σ is > 0 (after the other
+    parameters); bins where every σ is 0 get none.
+    """
+
+    processes: Sequence[str]
+    uncertainty: Tensor
 
 
 def poisson_nll(expected: Tensor, observed: Tensor) -> Tensor:
@@ -109,38 +132,60 @@ class TemplateModel:
     """A binned likelihood built from per-process templates.
 
     Args:
-        processes: process names, in the order of the rows of ``templates``.
-        templates: ``[n_processes, n_bins]`` nominal templates, fraction of each process's yield per bin.
+        processes: process (sample) names, in the order of the rows of ``templates``.
+        templates: ``[n_processes, n_bins]`` nominal templates, fraction of each process's yield per bin. Several
+            channels are one row of bins, channel after channel (``channels``); a process absent from a channel
+            has zeros there.
         yields: per process, either a fixed expected number of events or the name of a parameter whose value *is*
             the yield (e.g. ``{"signal": "s", "background": 1000.0}``).
         parameters: the floating parameters, in the order of the parameter vector θ. Parameters held fixed are
             simply not listed.
-        poi: name of the parameter of interest.
+        poi: name of the parameter of interest, or several names (the first is the primary one: ``poi``,
+            ``poi_index``; all are in ``pois``).
         shape_systematics / norm_systematics: the nuisance effects; their ``parameter`` must be in ``parameters``.
+        factors: per process, parameters that multiply its yield (pyhf ``normfactor``: signal strengths μ, free
+            background normalisations), ``{"ggH": ["mu_ggH"], "ttbar": ["k_tt"]}``; dimensionless, nominal 1
+            unless the parameter says otherwise.
+        staterror: the per-bin MC statistical factors (:class:`StatError`).
+        channels: ``(name, n_bins)`` of each channel, in bin order; default one channel ``"summary"``.
     """
 
     processes: Sequence[str]
     templates: Tensor
     yields: Mapping[str, Union[float, str]]
     parameters: Sequence[Parameter]
-    poi: str
+    poi: Union[str, Sequence[str]]
     shape_systematics: Sequence[ShapeSystematic] = field(default_factory=list)
     norm_systematics: Sequence[NormSystematic] = field(default_factory=list)
+    factors: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    staterror: Optional[StatError] = None
+    channels: Optional[Sequence[Tuple[str, int]]] = None
 
     def __post_init__(self) -> None:
         self.processes = list(self.processes)
         self.parameters = list(self.parameters)
+        self.pois = [self.poi] if isinstance(self.poi, str) else list(self.poi)
+        if not self.pois:
+            raise InvalidModelSpec("the model needs at least one parameter of interest")
+        if len(set(self.pois)) != len(self.pois):
+            raise InvalidModelSpec(f"duplicate parameters of interest {self.pois}")
+        self.poi = self.pois[0]
         names = [p.name for p in self.parameters]
         if len(set(names)) != len(names):
             raise InvalidModelSpec(f"duplicate parameter names in {names}")
         if len(set(self.processes)) != len(self.processes):
             raise InvalidModelSpec(f"duplicate process names in {self.processes}")
+        if not isinstance(self.templates, Tensor):
+            raise InvalidModelSpec(f"templates must be a torch tensor, got {type(self.templates).__name__}")
+        if not self.templates.is_floating_point():
+            raise InvalidModelSpec(f"templates must be floating point, got {self.templates.dtype}")
         if self.templates.dim() != 2 or self.templates.shape[0] != len(self.processes):
             raise InvalidModelSpec(
                 f"templates must be [n_processes={len(self.processes)}, n_bins], got {tuple(self.templates.shape)}"
             )
-        if self.poi not in names:
-            raise InvalidModelSpec(f"poi {self.poi!r} is not among the parameters {names}")
+        for poi in self.pois:
+            if poi not in names:
+                raise InvalidModelSpec(f"poi {poi!r} is not among the parameters {names}")
         index = {n: i for i, n in enumerate(names)}
         proc_index = {p: i for i, p in enumerate(self.processes)}
         missing = set(self.processes) - set(self.yields)
@@ -149,21 +194,47 @@ class TemplateModel:
                 f"yields must name exactly the processes {self.processes}, got {sorted(self.yields)}"
             )
         dev, dt = self.templates.device, self.templates.dtype
-        self._yield_param = torch.tensor(
-            [index.get(v, -1) if isinstance(v, str) else -1 for v in (self.yields[p] for p in self.processes)],
-            device=dev,
-        )
+        n_bins = self.templates.shape[1]
+        if self.channels is None:
+            self.channels = [("summary", n_bins)]
+        self.channels = [(str(c), int(n)) for c, n in self.channels]
+        if sum(n for _, n in self.channels) != n_bins:
+            raise InvalidModelSpec(f"channels {self.channels} do not add up to the templates' {n_bins} bins")
         for p in self.processes:
             v = self.yields[p]
             if isinstance(v, str) and v not in index:
                 raise InvalidModelSpec(f"yield of process {p!r} refers to unknown parameter {v!r}")
+        self._yield_param = torch.tensor(
+            [index.get(v, -1) if isinstance(v, str) else -1 for v in (self.yields[p] for p in self.processes)],
+            device=dev,
+        )
         self._yield_fixed = torch.tensor(
             [0.0 if isinstance(v, str) else float(v) for v in (self.yields[p] for p in self.processes)],
             device=dev,
             dtype=dt,
         )
         self._yield_is_param = self._yield_param >= 0
-        n_bins = self.templates.shape[1]
+        self.factors = {p: list(f) for p, f in dict(self.factors).items()}
+        rows, pars = [], []
+        for p, fs in self.factors.items():
+            if p not in proc_index:
+                raise InvalidModelSpec(f"factors given for unknown process {p!r}; processes are {self.processes}")
+            if len(set(fs)) != len(fs):
+                raise InvalidModelSpec(f"process {p!r} lists a factor twice: {fs}")
+            for f in fs:
+                if f not in index:
+                    raise InvalidModelSpec(f"factor {f!r} of process {p!r} is not among the parameters {names}")
+                rows.append(proc_index[p])
+                pars.append(index[f])
+        self._factor_rows = torch.tensor(rows, dtype=torch.long, device=dev)
+        self._factor_par = torch.tensor(pars, dtype=torch.long, device=dev)
+        self._factor_member = (
+            torch.arange(len(self.processes), device=dev)[:, None] == self._factor_rows[None, :]
+        )  # [n_processes, n_pairs]
+        # pair k's "other factors of the same process" mask, for ∂y/∂θ_f without dividing by θ_f
+        self._factor_others = (self._factor_rows[:, None] == self._factor_rows[None, :]) & ~torch.eye(
+            len(rows), dtype=torch.bool, device=dev
+        )
         for s in list(self.shape_systematics) + list(self.norm_systematics):
             if s.parameter not in index:
                 raise InvalidModelSpec(f"systematic on {s.process!r} refers to unknown parameter {s.parameter!r}")
@@ -176,6 +247,12 @@ class TemplateModel:
                 raise InvalidModelSpec(
                     f"shape systematic {s.parameter!r} on {s.process!r}: shift_up/shift_down must have shape "
                     f"({n_bins},), got {tuple(s.shift_up.shape)} / {tuple(s.shift_down.shape)}"
+                )
+        for s in self.norm_systematics:
+            if s.interpolation not in NORM_INTERPOLATIONS:
+                raise InvalidModelSpec(
+                    f"normalisation systematic {s.parameter!r} on {s.process!r}: interpolation must be one of "
+                    f"{NORM_INTERPOLATIONS}, got {s.interpolation!r}"
                 )
         self._index = index
         self._nominal = torch.tensor([p.nominal for p in self.parameters], device=dev, dtype=dt)
@@ -193,8 +270,13 @@ class TemplateModel:
             self._norm_step = torch.tensor([s.step for s in self.norm_systematics], device=dev, dtype=dt)
             self._norm_up = torch.tensor([s.factor_up for s in self.norm_systematics], device=dev, dtype=dt)
             self._norm_down = torch.tensor([s.factor_down for s in self.norm_systematics], device=dev, dtype=dt)
+            self._norm_code1 = torch.tensor([s.interpolation == "code1" for s in self.norm_systematics], device=dev)
             if (self._norm_up <= 0).any() or (self._norm_down <= 0).any():
                 raise InvalidModelSpec("normalisation factors must be > 0")
+        self._gamma_bins: Optional[Tensor] = None
+        self._n_given = len(self.parameters)
+        if self.staterror is not None:
+            self._setup_staterror(proc_index, dev, dt)
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -203,7 +285,13 @@ class TemplateModel:
 
     @property
     def poi_index(self) -> int:
+        """Position of the (primary) POI in θ."""
         return self._index[self.poi]
+
+    @property
+    def poi_indices(self) -> list:
+        """Positions of every POI in θ, in the order of ``pois``."""
+        return [self._index[p] for p in self.pois]
 
     @property
     def n_bins(self) -> int:
@@ -216,18 +304,121 @@ class TemplateModel:
         except KeyError:
             raise InvalidModelSpec(f"unknown parameter {name!r}; parameters are {self.parameter_names}") from None
 
+    def _setup_staterror(self, proc_index: Mapping[str, int], dev, dt) -> None:
+        se = self.staterror
+        unknown = [p for p in se.processes if p not in proc_index]
+        if unknown or len(set(se.processes)) != len(se.processes):
+            raise InvalidModelSpec(f"staterror processes {list(se.processes)}: unknown or repeated names {unknown}")
+        sigma = se.uncertainty
+        if not isinstance(sigma, Tensor) or sigma.shape != (len(se.processes), self.n_bins):
+            got = tuple(sigma.shape) if isinstance(sigma, Tensor) else type(sigma).__name__
+            raise InvalidModelSpec(f"staterror uncertainty must be a [{len(se.processes)}, {self.n_bins}] tensor, got {got}")
+        if not torch.isfinite(sigma.detach()).all() or (sigma.detach() < 0).any():
+            raise InvalidModelSpec("staterror uncertainties must be finite and >= 0")
+        rows = torch.tensor([proc_index[p] for p in se.processes], dtype=torch.long, device=dev)
+        self._gamma_procs = torch.zeros(len(self.processes), dtype=torch.bool, device=dev)
+        self._gamma_procs[rows] = True
+        nu_mc = self.process_expected(self._nominal)[rows].sum(0)  # before γ exists: the nominal MC counts
+        total = torch.sqrt((sigma.to(dt) ** 2).sum(0))
+        has = (total.detach() > 0) & (nu_mc.detach() > 0)
+        bins = has.nonzero().squeeze(1)
+        delta = total[bins] / nu_mc[bins]
+        names = []
+        for c, sl in self.channel_slices().items():
+            names += [f"staterror_{c}[{i}]" for i in range(sl.stop - sl.start)]
+        clash = {names[int(i)] for i in bins} & set(self._index)
+        if clash:
+            raise InvalidModelSpec(f"parameter names {sorted(clash)} are reserved for the staterror factors")
+        gammas = [Parameter(names[int(i)], 1.0, constraint=max(float(d), 1e-300)) for i, d in zip(bins, delta.detach())]
+        start = len(self.parameters)
+        self.parameters = self.parameters + gammas
+        self._index.update({g.name: start + k for k, g in enumerate(gammas)})
+        self._gamma_bins = bins
+        self._gamma_par = torch.arange(start, start + len(gammas), device=dev)
+        self._nominal = torch.cat([self._nominal, torch.ones(len(gammas), dtype=dt, device=dev)])
+        self._constrained = torch.cat([self._constrained, torch.ones(len(gammas), dtype=torch.bool, device=dev)])
+        self._sigma = torch.cat([self._sigma, delta.to(dt)])  # differentiable w.r.t. the templates
+        self.gamma_widths = delta
+
+    def channel_slices(self) -> dict:
+        """Channel name → slice of its bins."""
+        out, start = {}, 0
+        for name, n in self.channels:
+            out[name] = slice(start, start + n)
+            start += n
+        return out
+
+    def detached(self, dtype: torch.dtype = torch.float64) -> "TemplateModel":
+        """A copy whose templates carry no autograd graph, in ``dtype`` (fits never backprop into a network)."""
+        from dataclasses import replace
+
+        def d(t: Tensor) -> Tensor:
+            return t.detach().to(dtype)
+
+        staterror = self.staterror
+        if staterror is not None:
+            staterror = replace(staterror, uncertainty=d(staterror.uncertainty))
+        return replace(
+            self,
+            templates=d(self.templates),
+            poi=list(self.pois),
+            parameters=self.parameters[: self._n_given],
+            staterror=staterror,
+            shape_systematics=[
+                replace(s, shift_up=d(s.shift_up), shift_down=d(s.shift_down)) for s in self.shape_systematics
+            ],
+            norm_systematics=list(self.norm_systematics),
+        )
+
     def nominal(self) -> Tensor:
         """θ⁰, the parameter values at which Asimov data are generated."""
         return self._nominal.clone()
 
+    def check_theta(self, theta: Tensor) -> Tensor:
+        """``theta`` as a tensor of this model's dtype, after checking it has one finite value per parameter."""
+        theta = torch.as_tensor(theta, dtype=self._nominal.dtype, device=self._nominal.device)
+        if theta.shape != self._nominal.shape:
+            raise InvalidModelSpec(
+                f"theta must have one value per parameter, shape ({len(self.parameters)},) for "
+                f"{self.parameter_names}; got shape {tuple(theta.shape)}"
+            )
+        if not torch.isfinite(theta.detach()).all():
+            raise InvalidModelSpec(f"theta has non-finite values: {theta.detach().tolist()}")
+        return theta
+
+    def _norm_log_factors(self, theta: Tensor) -> Tuple[Tensor, Tensor]:
+        """(z, f(z)) of every normalisation systematic, f from its interpolation code."""
+        z = (theta[self._norm_par] - self._nominal[self._norm_par]) / self._norm_step
+        f = torch.where(
+            self._norm_code1, code1(z, self._norm_up, self._norm_down), code4(z, self._norm_up, self._norm_down)
+        )
+        return z, f
+
+    def _norm_slopes(self, z: Tensor) -> Tensor:
+        return torch.where(
+            self._norm_code1,
+            code1_slope(z, self._norm_up, self._norm_down),
+            code4_slope(z, self._norm_up, self._norm_down),
+        )
+
+    def _factor_products(self, values: Tensor) -> Tensor:
+        """Π of the normfactor ``values`` (one per (process, factor) pair) of each process, ``[n_processes]``."""
+        member = self._factor_member
+        return torch.where(member, values[None, :], torch.ones_like(values)[None, :]).prod(1)
+
+    def _base_yields(self, theta: Tensor) -> Tensor:
+        """Yields before normalisation systematics: fixed or parameter yields times their normfactors."""
+        y = torch.where(self._yield_is_param, theta[self._yield_param.clamp(min=0)], self._yield_fixed)
+        if len(self._factor_rows):
+            y = y * self._factor_products(theta[self._factor_par])
+        return y
+
     def process_yields(self, theta: Tensor) -> Tensor:
-        """Expected events per process, ``[n_processes]``, including normalisation systematics."""
-        param_yields = theta[self._yield_param.clamp(min=0)]
-        y = torch.where(self._yield_is_param, param_yields, self._yield_fixed)
+        """Expected events per process, ``[n_processes]``, including normfactors and normalisation systematics."""
+        y = self._base_yields(theta)
         if self.norm_systematics:
-            z = (theta[self._norm_par] - self._nominal[self._norm_par]) / self._norm_step
-            log_f = torch.log(code4(z, self._norm_up, self._norm_down))
-            y = y * torch.exp(torch.zeros_like(y).index_add(0, self._norm_proc, log_f))
+            _, f = self._norm_log_factors(theta)
+            y = y * torch.exp(torch.zeros_like(y).index_add(0, self._norm_proc, torch.log(f)))
         return y
 
     def process_templates(self, theta: Tensor) -> Tensor:
@@ -239,41 +430,75 @@ class TemplateModel:
             t = t.index_add(0, self._shape_proc, delta)
         return t
 
+    def _gamma_multiplier(self, theta: Tensor, like: Tensor) -> Optional[Tensor]:
+        """``[n_processes, n_bins]`` factor γ_i on the staterror processes' bins, 1 elsewhere (None: no staterror)."""
+        if self._gamma_bins is None or not len(self._gamma_bins):
+            return None
+        gamma = torch.ones(like.shape[1], dtype=like.dtype, device=like.device)
+        gamma = gamma.index_put((self._gamma_bins,), theta[self._gamma_par])
+        return torch.where(self._gamma_procs[:, None], gamma[None, :], torch.ones_like(like))
+
+    def process_expected(self, theta: Tensor) -> Tensor:
+        """Expected events per process and bin, ``[n_processes, n_bins]``."""
+        counts = self.process_yields(theta)[:, None] * self.process_templates(theta)
+        mult = self._gamma_multiplier(theta, counts)
+        return counts if mult is None else counts * mult
+
     def expected(self, theta: Tensor) -> Tensor:
         """Expected events per bin ν(θ), ``[n_bins]``."""
-        return (self.process_yields(theta)[:, None] * self.process_templates(theta)).sum(0)
+        return self.process_expected(theta).sum(0)
 
     def jacobian(self, theta: Tensor) -> Tensor:
         """∂ν/∂θ, ``[n_bins, n_par]``, in closed form (equal to ``torch.func.jacfwd(self.expected)``, tested, but
         without the transform overhead: this is on the hot path of every INFERNO training step)."""
         n_par = len(self.parameters)
-        base = torch.where(self._yield_is_param, theta[self._yield_param.clamp(min=0)], self._yield_fixed)
+        base = self._base_yields(theta)
         factor = torch.ones_like(base)
         if self.norm_systematics:
-            z_n = (theta[self._norm_par] - self._nominal[self._norm_par]) / self._norm_step
-            f_n = code4(z_n, self._norm_up, self._norm_down)
+            z_n, f_n = self._norm_log_factors(theta)
             factor = torch.exp(torch.zeros_like(base).index_add(0, self._norm_proc, torch.log(f_n)))
         yields = base * factor
         shapes = self.process_templates(theta)  # [P, B]
+        mult = self._gamma_multiplier(theta, shapes)
+        eff = shapes if mult is None else shapes * mult  # templates with the γ factors applied
         jac_t = torch.zeros(n_par, shapes.shape[1], dtype=shapes.dtype, device=shapes.device)  # [n_par, B]
-        # yield parameters: dν/dy_p = F_p S_p
+        raw = torch.where(self._yield_is_param, torch.ones_like(base), self._yield_fixed)
+        if len(self._factor_rows):
+            vals = theta[self._factor_par]
+            others = torch.where(self._factor_others, vals[None, :], torch.ones_like(vals)[None, :]).prod(1)
+            own_param = torch.where(
+                self._yield_is_param[self._factor_rows], theta[self._yield_param.clamp(min=0)][self._factor_rows],
+                self._yield_fixed[self._factor_rows],
+            )
+            coef = own_param * others * factor[self._factor_rows]  # ∂y_p/∂θ_f
+            jac_t = jac_t.index_add(0, self._factor_par, coef[:, None] * eff[self._factor_rows])
+            raw = raw * self._factor_products(vals)
+        # yield parameters: dν/dy_p = (normfactors) F_p S_p
         if bool(self._yield_is_param.any()):
             rows = self._yield_is_param.nonzero().squeeze(1)
-            jac_t = jac_t.index_add(0, self._yield_param[rows], factor[rows, None] * shapes[rows])
+            jac_t = jac_t.index_add(0, self._yield_param[rows], (raw * factor)[rows, None] * eff[rows])
         if self.shape_systematics:
             z_s = (theta[self._shape_par] - self._nominal[self._shape_par]) / self._shape_step
             slope = code4p_slope(z_s[:, None], self.templates[self._shape_proc], self._shape_up, self._shape_down)
+            if mult is not None:
+                slope = slope * mult[self._shape_proc]
             contrib = yields[self._shape_proc, None] * slope / self._shape_step[:, None]
             jac_t = jac_t.index_add(0, self._shape_par, contrib)
         if self.norm_systematics:
-            g = code4_slope(z_n, self._norm_up, self._norm_down) / (f_n * self._norm_step)  # d log f / dθ
-            contrib = (yields[self._norm_proc] * g)[:, None] * shapes[self._norm_proc]
+            g = self._norm_slopes(z_n) / (f_n * self._norm_step)  # d log f / dθ
+            contrib = (yields[self._norm_proc] * g)[:, None] * eff[self._norm_proc]
             jac_t = jac_t.index_add(0, self._norm_par, contrib)
+        if mult is not None:
+            mc = (yields[:, None] * shapes * self._gamma_procs[:, None]).sum(0)  # [B]
+            rows_g = torch.zeros_like(jac_t).index_put((self._gamma_par, self._gamma_bins), mc[self._gamma_bins])
+            jac_t = jac_t + rows_g
         return jac_t.transpose(0, 1)
 
-    def asimov(self) -> Tensor:
-        """Asimov data: the expected counts at the nominal parameters (detached: data are constants)."""
-        return self.expected(self._nominal).detach()
+    def asimov(self, theta: Optional[Tensor] = None) -> Tensor:
+        """Asimov data: the expected counts at θ (default: the nominal parameters). Not detached: where the
+        templates depend on a network, so do the Asimov data (the data of an expected-uncertainty calculation are
+        a function of the templates); fits detach the model first."""
+        return self.expected(self._nominal if theta is None else self.check_theta(theta))
 
     def constraint_nll(self, theta: Tensor) -> Tensor:
         """Gaussian constraint terms Σ ½((θ-θ⁰)/σ)² over constrained parameters."""

@@ -1,0 +1,65 @@
+"""Objectives on the parameters of interest from the Fisher information: what an INFERNO-style loss minimises.
+
+With I the Fisher information (the NLL Hessian on Asimov data) and every parameter but the POIs profiled, the POIs'
+expected covariance is the POI block of I⁻¹, C = (I⁻¹)_PP (by the Schur complement this *is* the profiled
+covariance). The objectives, all differentiable and all in POI units (squared, or log of a determinant):
+
+* ``"variance"``: C₀₀, the variance of one POI (``poi``, default the first);
+* ``"weighted_variance"``: Σ_k w_k C_kk, a weighted sum of POI variances (w default 1);
+* ``"generalised_variance"``: log det C, the log of the volume of the POIs' confidence ellipsoid (neos's
+  ``generalised_variance``; invariant under rescaling a POI, so no weights are needed).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..exceptions import InvalidModelSpec
+from .hessian import _cholesky
+
+__all__ = ["OBJECTIVES", "poi_covariance", "objective_value"]
+
+OBJECTIVES = ("variance", "weighted_variance", "generalised_variance")
+
+
+def poi_covariance(information: Tensor, poi_indices: Sequence[int]) -> Tensor:
+    """(I⁻¹)_PP: the expected covariance of the POIs at ``poi_indices`` with every other parameter profiled,
+    ``[n_poi, n_poi]``, via one Cholesky solve (differentiable). Raises :class:`SingularHessianError`."""
+    n = information.shape[0]
+    idx = list(poi_indices)
+    if not idx or any(not 0 <= i < n for i in idx) or len(set(idx)) != len(idx):
+        raise InvalidModelSpec(f"poi indices must be distinct positions in 0..{n - 1}, got {idx}")
+    chol = _cholesky(information)
+    eye = torch.zeros(n, len(idx), dtype=information.dtype, device=information.device)
+    eye[idx, torch.arange(len(idx))] = 1.0
+    half = torch.linalg.solve_triangular(chol, eye, upper=False)  # L⁻¹ E, so C = (L⁻¹E)ᵀ(L⁻¹E)
+    return half.transpose(0, 1) @ half
+
+
+def objective_value(
+    information: Tensor,
+    poi_indices: Sequence[int],
+    kind: str = "variance",
+    weights: Optional[Sequence[float]] = None,
+) -> Tensor:
+    """The objective ``kind`` (:data:`OBJECTIVES`) of the POIs at ``poi_indices``; for ``"variance"`` only the
+    first index counts. ``weights`` are the w_k of ``"weighted_variance"`` (default all 1)."""
+    if kind not in OBJECTIVES:
+        raise InvalidModelSpec(f"objective must be one of {OBJECTIVES}, got {kind!r}")
+    idx = list(poi_indices)
+    if kind == "variance":
+        idx = idx[:1]
+    cov = poi_covariance(information, idx)
+    if kind == "variance":
+        return cov[0, 0]
+    if kind == "weighted_variance":
+        w = torch.ones(len(idx), dtype=cov.dtype, device=cov.device) if weights is None else torch.as_tensor(
+            list(weights), dtype=cov.dtype, device=cov.device
+        )
+        if w.shape != (len(idx),) or (w < 0).any() or not (w > 0).any():
+            raise InvalidModelSpec(f"weights must be {len(idx)} non-negative numbers, not all 0; got {weights}")
+        return (w * torch.diagonal(cov)).sum()
+    return torch.logdet(cov)
