@@ -45,7 +45,6 @@ from lumin_inferno.data.paper import (
 from lumin_inferno.data.systematics import write_systematics_foldfile
 from lumin_inferno.evaluation import argmax_bins, asimov_template_model, expected_uncertainty
 from lumin_inferno.models import SoftmaxTemperatureTail
-from lumin_inferno.statistics.builders import ProcessSpec
 
 
 def shifted_copies(nominal: pd.DataFrame, shifts: Dict[str, float] = TEMPLATE_SHIFTS) -> Dict[str, Tuple[pd.DataFrame, pd.DataFrame]]:
@@ -65,23 +64,6 @@ def shifted_copies(nominal: pd.DataFrame, shifts: Dict[str, float] = TEMPLATE_SH
             pair.append(frame)
         out[p.name] = (pair[0], pair[1])
     return out
-
-
-def approx_callback_kwargs(benchmark: int) -> dict:
-    """``ApproxInfernoCallback`` arguments for the paper's benchmark ``benchmark`` (2, 3 or 4): the same
-    parameters as exact INFERNO, with the shape nuisances taken from the stored shifted copies at ±step."""
-    bm = paper_benchmark(benchmark)
-    if not bm.shape_nuisances:
-        raise ValueError("approximate INFERNO needs shape nuisances (benchmarks 1-4)")
-    bkg = bm.background
-    processes = [
-        ProcessSpec("signal", bm.poi.name),
-        ProcessSpec("background", bkg.name if hasattr(bkg, "name") else float(bkg),
-                    shape_systematics=[p.name for p in bm.shape_nuisances]),
-    ]
-    params = ([bkg] if hasattr(bkg, "name") else []) + list(bm.shape_nuisances)
-    return dict(poi=bm.poi, processes=processes, labels={"signal": 1, "background": 0}, parameters=params,
-                steps={p.name: TEMPLATE_SHIFTS[p.name] for p in bm.shape_nuisances})
 
 
 def write_approx_foldfiles(outdir: Path, n_train: int, n_test: int, n_folds: int, seed: int) -> Tuple[Path, Path]:
@@ -156,7 +138,7 @@ def main(outdir: str = "outputs/approx_inferno", tiny: bool = False, benchmarks:
         with contextlib.redirect_stdout(io.StringIO()):
             results, _, _ = train_models(
                 fy, n_models=n_models, bs=bs, model_builder=builder, n_epochs=epochs,
-                cb_partials=[partial(ApproxInfernoCallback, **approx_callback_kwargs(k))],
+                cb_partials=[partial(ApproxInfernoCallback, paper_benchmark(k).analysis(n_bins=10))],
                 savepath=savepath, live_fdbk=False,
             )
         sigmas = _sigma_per_model(results, builder, test, k)

@@ -7,6 +7,18 @@ from ._compat import import_lumin as _import_lumin
 
 _import_lumin()
 
+from .analysis import (  # noqa: E402
+    Analysis,
+    FixedChannel,
+    InputShift,
+    NormFactor,
+    Nuisance,
+    Objective,
+    Process,
+    SummaryTemplates,
+    Systematic,
+    template_model,
+)
 from .callbacks import (  # noqa: E402
     ApproxInfernoCallback,
     HardBinPredHandler,
@@ -45,6 +57,7 @@ from .evaluation import (  # noqa: E402
     ks_statistic,
 )
 from .export import (  # noqa: E402
+    analysis_workspace,
     export_onnx,
     pyhf_parameter_map,
     pyhf_poi_scale,
@@ -75,8 +88,6 @@ from .statistics import (  # noqa: E402
     fisher_information,
     nll_hessian,
     poi_variance,
-    ProcessSpec,
-    multi_process_model,
     profile_interval,
     unbinned_poi_uncertainty,
 )
@@ -91,8 +102,17 @@ __all__ = [
     "MixtureDensityNetwork",
     "ClassifierAdversary",
     "mdn_nll",
-    "ProcessSpec",
-    "multi_process_model",
+    "Analysis",
+    "Process",
+    "NormFactor",
+    "Nuisance",
+    "Systematic",
+    "InputShift",
+    "FixedChannel",
+    "Objective",
+    "SummaryTemplates",
+    "template_model",
+    "analysis_workspace",
     "profile_interval",
     "unbinned_poi_uncertainty",
     "analytic_limit",

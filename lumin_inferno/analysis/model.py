@@ -157,7 +157,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
         for p in f.processes:
             factors.setdefault(p, []).append(f.name)
     ordered = [f for f in a.factors if f.poi] + [f for f in a.factors if not f.poi]
-    params = [Parameter(f.name, f.nominal, bounds=f.bounds) for f in ordered]
+    params = [Parameter(f.name, f.nominal, constraint=f.constraint, bounds=f.bounds) for f in ordered]
     params += [
         Parameter(n, 0.0, constraint=a.nuisance(n).constraint, bounds=NUISANCE_BOUNDS) for n in a.nuisance_names()
     ]

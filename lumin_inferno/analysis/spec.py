@@ -130,6 +130,8 @@ class NormFactor:
     Args:
         nominal: its value at the Asimov point (1: the yields as given; 0 for a background-only Asimov).
         bounds: fit range.
+        constraint: width of a Gaussian constraint around ``nominal`` (a normalisation known from elsewhere,
+            e.g. 0.1 for ±10 %; pyhf's ``lumi`` modifier); ``None`` (default) = free. POIs are never constrained.
     """
 
     name: str
@@ -137,6 +139,7 @@ class NormFactor:
     poi: bool = True
     nominal: float = 1.0
     bounds: Tuple[float, float] = (0.0, 10.0)
+    constraint: Optional[float] = None
 
     def __post_init__(self) -> None:
         _name("factor name", self.name)
@@ -149,6 +152,13 @@ class NormFactor:
         if not lo < hi or not lo <= self.nominal <= hi:
             raise InvalidModelSpec(f"factor {self.name!r}: bounds {self.bounds} must contain nominal {self.nominal}")
         object.__setattr__(self, "bounds", (lo, hi))
+        if self.constraint is not None:
+            c = _finite(f"factor {self.name!r}: constraint", self.constraint)
+            if not c > 0:
+                raise InvalidModelSpec(f"factor {self.name!r}: constraint width must be > 0, got {c}")
+            if self.poi:
+                raise InvalidModelSpec(f"factor {self.name!r} is a POI and cannot be constrained")
+            object.__setattr__(self, "constraint", c)
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,40 @@ class PaperBenchmark:
     background: Union[float, Parameter]
     shape_nuisances: List[Parameter] = field(default_factory=list)
 
+    def analysis(self, n_bins: int = 10, steps: Optional[Dict[str, float]] = None, mc_stat: bool = False):
+        """The benchmark as an :class:`~lumin_inferno.analysis.Analysis` whose shape nuisances are ±``steps``
+        shifted inputs stored in the fold file (``"inputs"`` systematics, default :data:`TEMPLATE_SHIFTS`), as
+        approximate INFERNO trains on them.
+
+        The POI is the signal strength ``mu`` (signal yield s = 50 μ, so σ(s) = 50 σ(μ)); a constrained
+        background (benchmark 4) is the factor ``k_b`` ~ N(1, 0.1); each shape nuisance α is measured in units of
+        its step, so r ~ N(0, 0.4) with step 0.2 is α_r ~ N(0, 2), and a free nuisance has no constraint.
+        """
+        from ..analysis import Analysis, NormFactor, Nuisance, Process, Systematic
+
+        steps = dict(TEMPLATE_SHIFTS if steps is None else steps)
+        missing = [p.name for p in self.shape_nuisances if p.name not in steps]
+        if missing:
+            raise InvalidModelSpec(f"no template step for shape nuisance(s) {missing}")
+        factors = [NormFactor("mu", ("signal",), bounds=(0.0, 10.0))]
+        if isinstance(self.background, Parameter):
+            b = self.background
+            factors.append(NormFactor("k_b", ("background",), poi=False, bounds=(0.0, 10.0),
+                                      constraint=None if b.constraint is None else b.constraint / b.nominal))
+        background_yield = float(self.background.nominal if isinstance(self.background, Parameter) else self.background)
+        return Analysis(
+            processes=(Process("signal", float(self.poi.nominal), labels=(1,), role="signal"),
+                       Process("background", background_yield, labels=(0,))),
+            factors=tuple(factors),
+            systematics=tuple(Systematic(p.name, "inputs", ("background",)) for p in self.shape_nuisances),
+            nuisances=tuple(
+                Nuisance(p.name, None if p.constraint is None else p.constraint / steps[p.name])
+                for p in self.shape_nuisances
+            ),
+            n_bins=n_bins,
+            mc_stat=mc_stat,
+        )
+
     def callback_kwargs(self) -> dict:
         return {
             "poi": self.poi,

@@ -5,6 +5,8 @@ from .onnx import OUTPUT_MODES, SummaryStatisticModule, export_onnx
 from .pyhf import (
     MODIFIER_SETTINGS,
     SHAPE_MATCHING,
+    analysis_modifier_settings,
+    analysis_workspace,
     pyhf_parameter_map,
     pyhf_poi_scale,
     pyhf_poi_uncertainty,
@@ -23,4 +25,6 @@ __all__ = [
     "pyhf_poi_scale",
     "pyhf_parameter_map",
     "pyhf_poi_uncertainty",
+    "analysis_workspace",
+    "analysis_modifier_settings",
 ]

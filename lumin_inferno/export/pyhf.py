@@ -239,6 +239,12 @@ def analysis_workspace(
             f"nuisance(s) {bad} are free or have a constraint width other than 1: pyhf constrains every histosys and "
             "normsys parameter with a unit Gaussian; declare the ±1σ variations instead"
         )
+    constrained = [f.name for f in analysis.factors if f.constraint is not None]
+    if len(constrained) > 1 or constrained and constrained != ["lumi"]:
+        raise ConfigurationError(
+            f"constrained factor(s) {constrained}: pyhf's one Gaussian-constrained factor is its 'lumi' modifier, so "
+            "at most one, named 'lumi' (or declare a 'norm' systematic instead)"
+        )
     tm = model.detached()
     with torch.no_grad():
         data = tm.asimov() if observations is None else torch.as_tensor(observations, dtype=torch.float64)
@@ -262,7 +268,10 @@ def analysis_workspace(
             if not present:
                 continue
             nominal = yields[pname] * tm.templates[i, sl].numpy()
-            modifiers: List[Dict[str, Any]] = [{"name": f, "type": "normfactor", "data": None} for f in factors.get(pname, [])]
+            modifiers: List[Dict[str, Any]] = [
+                {"name": f, "type": "lumi" if f in constrained else "normfactor", "data": None}
+                for f in factors.get(pname, [])
+            ]
             for syst in analysis.shape_systematics():
                 if pname not in syst.processes:
                     continue
@@ -285,7 +294,9 @@ def analysis_workspace(
         channels.append({"name": cname, "samples": samples})
         observations_out.append({"name": cname, "data": data[sl].tolist()})
     parameters = [
-        {"name": f.name, "inits": [f.nominal], "bounds": [list(f.bounds)]} for f in analysis.factors
+        {"name": f.name, "inits": [f.nominal], "bounds": [list(f.bounds)],
+         **({"auxdata": [f.nominal], "sigmas": [f.constraint]} if f.constraint is not None else {})}
+        for f in analysis.factors
     ]
     spec = {
         "channels": channels,

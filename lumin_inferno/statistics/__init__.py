@@ -9,14 +9,15 @@ from .hessian import (
     nll_hessian,
     poi_variance,
 )
-from .interpolation import code4, code4p
-from .builders import NormFactor, ProcessSpec, multi_process_model, norm_factors, nuisance_names
+from .interpolation import code1, code4, code4p
+from .objectives import OBJECTIVES, objective_value, poi_covariance
 from .unbinned import extended_fisher_information, unbinned_poi_uncertainty
 from .likelihood import (
     TEMPLATE_FLOOR,
     NormSystematic,
     Parameter,
     ShapeSystematic,
+    StatError,
     TemplateModel,
     linearised_signal_background,
     poisson_nll,
@@ -26,9 +27,11 @@ __all__ = [
     "Parameter",
     "ShapeSystematic",
     "NormSystematic",
+    "StatError",
     "TemplateModel",
     "poisson_nll",
     "TEMPLATE_FLOOR",
+    "code1",
     "code4",
     "code4p",
     "nll_hessian",
@@ -45,9 +48,7 @@ __all__ = [
     "profile_scan",
     "extended_fisher_information",
     "unbinned_poi_uncertainty",
-    "ProcessSpec",
-    "NormFactor",
-    "multi_process_model",
-    "norm_factors",
-    "nuisance_names",
+    "OBJECTIVES",
+    "objective_value",
+    "poi_covariance",
 ]

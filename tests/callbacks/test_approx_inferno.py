@@ -1,5 +1,5 @@
-"""ApproxInfernoCallback: shifted copies follow LUMIN's shuffling, agreement with exact INFERNO, several processes
-through train_models, named errors."""
+"""ApproxInfernoCallback on an Analysis: shifted copies follow LUMIN's shuffling, agreement with exact INFERNO,
+several processes, POIs and a control region through train_models, named errors."""
 
 import contextlib
 import io
@@ -22,16 +22,20 @@ from lumin_inferno import (
     EmptyProcessError,
     FoldFileError,
     InfernoCallback,
-    InvalidModelSpec,
-    Parameter,
     TargetShapeError,
     paper_benchmark,
 )
+from lumin_inferno.analysis import (
+    Analysis, FixedChannel, InputShift, NormFactor, Objective, Process, Systematic,
+)
 from lumin_inferno.callbacks.approx_inferno import ApproxInfernoCallback
+from lumin_inferno.callbacks.batches import RowTrackingYielder
 from lumin_inferno.callbacks.inferno import denormals_flushed
 from lumin_inferno.data.paper import FEATURES, PaperTransform, sample_paper, standardise
 from lumin_inferno.data.systematics import write_systematics_foldfile
-from lumin_inferno.statistics.builders import ProcessSpec
+
+#: σ(s) = 50 σ(μ): the paper's signal yield, to compare with exact INFERNO's variance of s in events².
+S0 = 50.0
 
 
 def _paper_file(directory: Path, name: str, steps: dict, n: int = 1500, seed: int = 3) -> Path:
@@ -57,16 +61,13 @@ def shifted_file(tmp_path_factory) -> Path:
     return _paper_file(tmp_path_factory.mktemp("approx"), "train", {"r": 0.2, "lambda": 0.5})
 
 
-def _approx_kwargs(nuisances=("r", "lambda"), steps=None):
-    steps = steps or {"r": 0.2, "lambda": 0.5}
-    params = [p for p in paper_benchmark(2).shape_nuisances if p.name in nuisances]
-    return dict(
-        poi=Parameter("s", 50.0),
-        processes=[ProcessSpec("signal", "s"), ProcessSpec("background", 1000.0, shape_systematics=list(nuisances))],
-        labels={"signal": 1, "background": 0},
-        parameters=params,
-        steps={k: steps[k] for k in nuisances},
-    )
+def _analysis(benchmark=2, steps=None, n_bins=6, **changes):
+    a = paper_benchmark(benchmark).analysis(n_bins=n_bins, steps=steps or {"r": 0.2, "lambda": 0.5})
+    if not changes:
+        return a
+    d = {f: getattr(a, f) for f in a.__dataclass_fields__}
+    d.update(changes)
+    return Analysis(**d)
 
 
 def _drive_approx(model, cb, fy, bs=600, seed=0, fold=0, tamper=None):
@@ -80,8 +81,9 @@ def _drive_approx(model, cb, fy, bs=600, seed=0, fold=0, tamper=None):
     cb.on_train_begin()
     cb.on_fold_begin()
     if tamper is not None:
-        tamper(by)
-    x, y, w = next(iter(by))
+        tamper(fp)
+    batches = iter(fp.by)  # what Model.fit iterates after on_fold_begin
+    x, y, w = next(batches)
     fp.x, fp.y, fp.w = x, y, w
     cb.on_batch_begin()
     labels = fp.y
@@ -122,14 +124,37 @@ class LinearProbs(torch.nn.Module):
         return 1.0 / self.n_bins + x @ self.weight
 
 
+def test_row_tracking_yields_lumins_batches():
+    """Same seed, same batches as LUMIN's own BatchYielder, with the rows they came from."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(103, 3)).astype(np.float32), rng.integers(0, 2, (103, 1)).astype(np.float32)
+    w = rng.uniform(size=(103, 1)).astype(np.float32)
+    for shuffle, drop_last in ((True, True), (False, False)):
+        kw = dict(inputs=x, targets=y, weights=w, bs=20, objective="classification", shuffle=shuffle,
+                  drop_last=drop_last)
+        np.random.seed(5)
+        theirs = list(BatchYielder(**kw))
+        np.random.seed(5)
+        tracker = RowTrackingYielder(BatchYielder(**kw))
+        ours, rows = [], []
+        for b in tracker:
+            ours.append(b)
+            rows.append(tracker.rows.copy())
+        assert len(ours) == len(theirs) == (5 if drop_last else 6)
+        for (xo, yo, wo), (xt, yt, wt), r in zip(ours, theirs, rows):
+            assert torch.equal(xo, xt) and torch.equal(yo, yt) and torch.equal(wo, wt)
+            assert torch.equal(xo, torch.as_tensor(x[r])) and r.dtype == np.int64
+        assert tracker.rows is None and tracker.bs == 20  # attributes fall through to LUMIN's yielder
+
+
 def test_shifted_copies_follow_lumins_shuffling(shifted_file, inferno_builder):
-    """The rows looked up by the stacked event index are the batch's own events, shifted."""
+    """The rows the yielder recorded are the batch's own events, shifted."""
     fy = FoldYielder(shifted_file)
     model = Model(inferno_builder(fy.cont_feats))
-    cb = ApproxInfernoCallback(**_approx_kwargs())
+    cb = ApproxInfernoCallback(_analysis())
     _, _, (x, labels, w, rows, by) = _drive_approx(model, cb, fy, seed=11)
-    assert labels.shape == (600, 1) and set(labels.view(-1).tolist()) == {0.0, 1.0}  # plain targets again
-    assert by.targets.shape == (len(by.inputs), 1)  # restored at on_fold_end
+    assert labels.shape == (600, 1) and set(labels.view(-1).tolist()) == {0.0, 1.0}
+    assert model.fit_params.by is by  # LUMIN's yielder is back after on_fold_end
     from lumin_inferno.data.systematics import read_fold_systematics
 
     up = torch.as_tensor(read_fold_systematics(fy, 0).inputs["r"][0])[rows]
@@ -144,10 +169,12 @@ def test_linear_shape_effect_approx_equals_exact(shifted_file, inferno_builder):
     fy = FoldYielder(shifted_file)
     model = Model(inferno_builder(fy.cont_feats))
     model.model = LinearProbs()
-    la, ga, (x, labels, w, _, _) = _drive_approx(model, ApproxInfernoCallback(**_approx_kwargs(["r"])), fy)
+    cb = ApproxInfernoCallback(_analysis(1, n_bins=4))
+    la, ga, (x, labels, w, _, _) = _drive_approx(model, cb, fy)
     le, ge = _drive_exact(model, InfernoCallback(**paper_benchmark(1).callback_kwargs()), x, labels, w)
-    assert float(la) == pytest.approx(float(le), rel=1e-6)
-    assert float((ga[0] - ge[0]).norm() / ge[0].norm()) < 1e-4  # float32 network: agree to rounding
+    assert float(la) * S0**2 == pytest.approx(float(le), rel=1e-6)  # Var(s) = 50² Var(μ)
+    assert float((ga[0] * S0**2 - ge[0]).norm() / ge[0].norm()) < 1e-4  # float32 network: agree to rounding
+    assert cb.sigma["train"]["mu"][-1] * S0 == pytest.approx(float(le) ** 0.5, rel=1e-6)
 
 
 def _smooth_builder(cont_feats):
@@ -171,11 +198,12 @@ def test_small_shifts_of_a_smooth_network_approach_exact(tmp_path):
     path = _paper_file(tmp_path, "small", {"r": 0.01, "lambda": 0.01}, n=600)
     fy = FoldYielder(path)
     model = Model(_smooth_builder(fy.cont_feats))
-    cb = ApproxInfernoCallback(**_approx_kwargs(steps={"r": 0.01, "lambda": 0.01}))
+    cb = ApproxInfernoCallback(_analysis(2, steps={"r": 0.01, "lambda": 0.01}, n_bins=6))
     la, ga, (x, labels, w, _, _) = _drive_approx(model, cb, fy, bs=300)
     le, ge = _drive_exact(model, InfernoCallback(**paper_benchmark(2).callback_kwargs()), x, labels, w)
-    assert float(la) == pytest.approx(float(le), rel=5e-4)
-    flat_a, flat_e = torch.cat([g.flatten() for g in ga]), torch.cat([g.flatten() for g in ge])
+    assert float(la) * S0**2 == pytest.approx(float(le), rel=5e-4)
+    flat_a = torch.cat([g.flatten() for g in ga]) * S0**2
+    flat_e = torch.cat([g.flatten() for g in ge])
     assert float((flat_a - flat_e).norm() / flat_e.norm()) < 5e-3
 
 
@@ -199,20 +227,29 @@ def _three_process_file(directory: Path, n_per_class: int = 1200, seed: int = 0)
                                       {"pdf": (pdf_up, pdf_down)}, wgt_feat="weight", strat_key="label")
 
 
-THREE_PROCESS = dict(
-    poi=Parameter("s", 50.0),
-    processes=[
-        ProcessSpec("signal", "s"),
-        ProcessSpec("bkg_a", 600.0, shape_systematics=["jes"], norm_systematics={"lumi": 1.025, "xs_a": 1.1}),
-        ProcessSpec("bkg_b", "b2", shape_systematics=["jes", "pdf"],
-                    norm_systematics={"lumi": 1.025, "xs_b": (1.2, 0.9)}),
-    ],
-    labels={"signal": 2, "bkg_a": 0, "bkg_b": 1},
-    parameters=[Parameter("b2", 300.0, constraint=60.0)],
+THREE_PROCESS = Analysis(
+    processes=(
+        Process("signal", 50.0, labels=(2,), role="signal"),
+        Process("bkg_a", 600.0, labels=(0,)),
+        Process("bkg_b", 300.0, labels=(1,)),
+        Process("other", None, mc_stat=False),
+    ),
+    factors=(NormFactor("mu", ("signal",)), NormFactor("k_a", ("bkg_a",)), NormFactor("k_b", ("bkg_b",), poi=False)),
+    systematics=(
+        Systematic("jes", "inputs", ("bkg_a", "bkg_b")),
+        Systematic("pdf", "weights", ("bkg_b",)),
+        Systematic("lumi", "norm", ("signal", "bkg_a", "bkg_b"), kappa_up=1.025),
+        Systematic("xs_a", "norm", ("bkg_a",), kappa_up=1.1),
+    ),
+    channels=(FixedChannel("cr_b", {"bkg_b": (200.0, 100.0), "other": (20.0, 30.0)},
+                           variations={"jes": {"bkg_b": ((210.0, 104.0), (190.0, 97.0))}},
+                           mc_uncertainty={"bkg_b": (10.0, 7.0)}),),
+    n_bins=8,
+    objective=Objective("generalised_variance"),
 )
 
 
-def test_three_processes_train_through_train_models(tmp_path, inferno_builder):
+def test_three_processes_two_pois_and_a_control_region_train_through_train_models(tmp_path, inferno_builder):
     torch.manual_seed(0)
     np.random.seed(0)
     random.seed(0)
@@ -225,11 +262,11 @@ def test_three_processes_train_through_train_models(tmp_path, inferno_builder):
             super().on_forwards_end()
 
     def make_cb():
-        instances.append(Probe(**THREE_PROCESS))
+        instances.append(Probe(THREE_PROCESS))
         return instances[-1]
 
     with contextlib.redirect_stdout(io.StringIO()):
-        results, histories, _ = train_models(fy, n_models=1, bs=600, model_builder=inferno_builder(fy.cont_feats),
+        results, histories, _ = train_models(fy, n_models=1, bs=600, model_builder=inferno_builder(fy.cont_feats, n_bins=8),
                                              n_epochs=4, cb_partials=[make_cb], savepath=tmp_path / "w",
                                              live_fdbk=False)
     if torch.set_flush_denormal(False):  # where the CPU has the mode: on in every batch, off again afterwards
@@ -238,62 +275,72 @@ def test_three_processes_train_through_train_models(tmp_path, inferno_builder):
     assert len(valid) == 4 and np.isclose(valid[-1], cb.history["valid"][-1])  # LUMIN logs our loss
     assert np.isfinite(results[0]["loss"]) and min(valid) == pytest.approx(results[0]["loss"])
     assert np.mean(cb.history["train"][-3:]) < np.mean(cb.history["train"][:3])
-    assert min(valid) < cb.history["train"][0]
-    assert 50 < min(valid) < 50 + 600 + 300 + 60**2  # between no background and no separation
+    # log det of the POI covariance is the log of the product of the σ's times (1 - ρ²) ≤ 1
+    sig = {p: cb.sigma["valid"][p][-1] for p in ("mu", "k_a")}
+    assert valid[-1] <= 2 * np.log(sig["mu"] * sig["k_a"]) + 1e-9
+    assert 0 < sig["mu"] < 10 and 0 < sig["k_a"] < 1
 
 
 # ---------------------------------------------------------------------------------------------- named errors
 def test_missing_systematic_in_fold_file(shifted_file, paper_foldfiles, inferno_builder, tmp_path):
     fy = FoldYielder(shifted_file)
-    kw = _approx_kwargs()
-    kw["processes"] = [kw["processes"][0], ProcessSpec("background", 1000.0, shape_systematics=["r", "lambda", "jes"])]
-    kw["parameters"] = kw["parameters"] + [Parameter("jes", 0.0)]
+    base = _analysis()
+    bad = _analysis(systematics=base.systematics + (Systematic("jes", "inputs", ("background",)),))
     with pytest.raises(FoldFileError, match=r"systematic 'jes' \(on \['background'\]\) has no shifted inputs"):
-        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(**kw), fy)
+        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(bad), fy)
+    renamed = _analysis(systematics=(Systematic("r_shift", "inputs", ("background",), column="r"),
+                                     Systematic("lambda", "inputs", ("background",))), nuisances=())
+    loss, _, _ = _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(renamed), fy)
+    assert torch.isfinite(loss)  # a systematic may read a column of another name
     plain = FoldYielder(paper_foldfiles[0])
     with pytest.raises(FoldFileError, match="holds no shifted systematics"):
         with contextlib.redirect_stdout(io.StringIO()):
             train_models(plain, n_models=1, bs=500, model_builder=inferno_builder(plain.cont_feats), n_epochs=1,
-                         cb_partials=[partial(ApproxInfernoCallback, **_approx_kwargs())], savepath=tmp_path / "w",
+                         cb_partials=[partial(ApproxInfernoCallback, _analysis())], savepath=tmp_path / "w",
                          live_fdbk=False)
 
 
-def test_batch_not_matching_stacked_index_is_caught(shifted_file, inferno_builder):
+def test_batch_not_from_the_tracked_rows_is_caught(shifted_file, inferno_builder):
     fy = FoldYielder(shifted_file)
     with pytest.raises(ConfigurationError, match="not the fold's rows"):
-        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(**_approx_kwargs()), fy,
-                      tamper=lambda by: setattr(by, "inputs", by.inputs[::-1].copy()))
-    with pytest.raises(ConfigurationError, match="do not carry the event index"):
-        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(**_approx_kwargs()), fy,
-                      tamper=lambda by: setattr(by, "targets", by.targets[:, :1]))
+        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(_analysis()), fy,
+                      tamper=lambda fp: setattr(fp.by.yielder, "inputs", fp.by.yielder.inputs[::-1].copy()))
+    with pytest.raises(ConfigurationError, match="does not come from the row-tracking yielder"):
+        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(_analysis()), fy,
+                      tamper=lambda fp: setattr(fp, "by", fp.by.yielder))
 
 
 def test_process_and_label_errors(shifted_file, inferno_builder):
     fy = FoldYielder(shifted_file)
-    kw = _approx_kwargs()
-    with pytest.raises(EmptyProcessError, match="no events of process 'signal'"):
-        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(**{**kw, "labels": {
-            "signal": 7, "background": [0, 1]}}), fy)
-    with pytest.raises(TargetShapeError, match=r"target value\(s\) \[1.0\] belong to no process"):
-        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(**{**kw, "processes": [
-            ProcessSpec("signal", "s", ["r", "lambda"]), ProcessSpec("other", 5.0)], "labels": {"signal": 0,
-                                                                                               "other": 5}}), fy)
+    a = _analysis()
+    never = _analysis(processes=(Process("signal", 50.0, labels=(7,), role="signal"),
+                                 Process("background", 1000.0, labels=(0, 1))))
+    with pytest.raises(EmptyProcessError, match=r"process 'signal' \(labels \(7,\)\) has no events in"):
+        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(never), fy)
+    orphan = _analysis(processes=(Process("signal", 50.0, labels=(5,), role="signal"), a.processes[1]))
+    with pytest.raises(EmptyProcessError, match="process 'signal'"):
+        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(orphan), fy)
+    no_bkg_label = _analysis(processes=(Process("signal", 50.0, labels=(1,), role="signal"),
+                                        Process("background", 1000.0, labels=(3,))),
+                             systematics=(), nuisances=())
+    with pytest.raises((EmptyProcessError, TargetShapeError), match="background|belong to no process"):
+        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(no_bkg_label), fy)
 
 
-def test_spec_errors():
-    kw = _approx_kwargs()
-    with pytest.raises(InvalidModelSpec, match="no target label"):
-        ApproxInfernoCallback(**{**kw, "labels": {"signal": 1}})
-    with pytest.raises(InvalidModelSpec, match="more than one process"):
-        ApproxInfernoCallback(**{**kw, "labels": {"signal": 1, "background": [0, 1]}})
-    with pytest.raises(InvalidModelSpec, match="unknown parameter 'b'"):
-        ApproxInfernoCallback(**{**kw, "processes": [ProcessSpec("signal", "s"), ProcessSpec("background", "b")]})
-    with pytest.raises(InvalidModelSpec, match="step"):
-        ApproxInfernoCallback(**{**kw, "steps": {"r": 0.0, "lambda": 0.5}})
+def test_configuration_errors(shifted_file, inferno_builder):
+    exact = _analysis(systematics=(Systematic("tes", "transform", ("background",),
+                                              shifts=(InputShift("x0", scale=0.01),)),), nuisances=())
+    with pytest.raises(ConfigurationError, match=r"\['tes'\] are exact input transforms"):
+        ApproxInfernoCallback(exact)
+    with pytest.raises(ConfigurationError, match="takes an Analysis"):
+        ApproxInfernoCallback({"processes": []})
+    fy = FoldYielder(shifted_file)
+    with pytest.raises(ConfigurationError, match="6 outputs but the analysis's summary has n_bins = 5"):
+        _drive_approx(Model(inferno_builder(fy.cont_feats)), ApproxInfernoCallback(_analysis(n_bins=5)), fy)
 
 
 def test_inert_at_prediction(shifted_file, inferno_builder):
     fy = FoldYielder(shifted_file)
     model = Model(inferno_builder(fy.cont_feats))
     x = fy.get_fold(0)["inputs"][:50]
-    assert np.allclose(model.predict(x, cbs=[ApproxInfernoCallback(**_approx_kwargs())]), model.predict(x))
+    assert np.allclose(model.predict(x, cbs=[ApproxInfernoCallback(_analysis())]), model.predict(x))

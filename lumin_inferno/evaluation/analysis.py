@@ -1,0 +1,133 @@
+"""Evaluate a trained summary on an :class:`~lumin_inferno.analysis.Analysis`: hard-assigned templates of every
+process, their ±1σ variations (shifted inputs re-binned, up/down weights re-weighted) and MC statistics (Σw²),
+from a fold file, into the binned likelihood of the whole analysis (summary + fixed channels) for fits and
+exports. This is the library path from an approximate-INFERNO model to σ(POI), a pyhf workspace or a datacard.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..analysis import Analysis, SummaryTemplates, template_model
+from ..data.systematics import read_fold_systematics
+from ..exceptions import ConfigurationError, EmptyProcessError, FoldFileError, TargetShapeError
+from ..statistics.fit import profile_interval
+from ..statistics.likelihood import TemplateModel
+
+__all__ = ["hard_summary_templates", "foldfile_template_model", "expected_poi_uncertainties"]
+
+BinFunction = Callable[[np.ndarray], np.ndarray]
+
+
+def _histogram(bins: np.ndarray, w: np.ndarray, n_bins: int) -> Tuple[np.ndarray, np.ndarray]:
+    return (np.bincount(bins, weights=w, minlength=n_bins)[:n_bins],
+            np.bincount(bins, weights=w * w, minlength=n_bins)[:n_bins])
+
+
+def hard_summary_templates(
+    analysis: Analysis,
+    bins: np.ndarray,
+    targets: np.ndarray,
+    weights: Optional[np.ndarray] = None,
+    shifted_bins: Optional[Mapping[str, Tuple[np.ndarray, np.ndarray]]] = None,
+    shifted_weights: Optional[Mapping[str, Tuple[np.ndarray, np.ndarray]]] = None,
+) -> SummaryTemplates:
+    """Hard-assigned summary templates of every process of ``analysis`` (fractions of its nominal weight per bin,
+    float64), with their MC variance Σw²/(Σw)² per bin.
+
+    Args:
+        bins: integer bin of each event in [0, n_bins).
+        targets / weights: process labels and event weights (default 1).
+        shifted_bins: fold-file column of an ``"inputs"`` systematic → (bins of the shift_up inputs, of the
+            shift_down inputs), the same events in the same order.
+        shifted_weights: column of a ``"weights"`` systematic → (up weights, down weights).
+    """
+    n_bins = analysis.n_bins
+    targets = np.asarray(targets).reshape(-1)
+    bins = np.asarray(bins).reshape(-1)
+    n = len(targets)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if len(bins) != n or len(w) != n:
+        raise TargetShapeError(f"{len(bins)} bin assignments, {n} targets and {len(w)} weights: need one each per event")
+    for what, b in [("nominal", bins)] + [(f"{k} {d}", v) for k, pair in (shifted_bins or {}).items()
+                                           for d, v in zip(("up", "down"), pair)]:
+        b = np.asarray(b)
+        if b.shape != (n,) or not np.issubdtype(b.dtype, np.integer) or (b < 0).any() or (b >= n_bins).any():
+            raise TargetShapeError(f"{what} bins must be {n} integers in [0, {n_bins}), got shape {b.shape}")
+    nominal, variance, shifted = {}, {}, {}
+    masks = {}
+    for p in analysis.summary_processes:
+        m = np.isin(targets, p.labels)
+        total = w[m].sum()
+        if not m.any() or not total > 0:
+            raise EmptyProcessError(f"the evaluation sample has no events (or zero total weight) of process {p.name!r}")
+        masks[p.name] = m
+        counts, sumw2 = _histogram(bins[m], w[m], n_bins)
+        if (counts < 0).any():
+            raise EmptyProcessError(
+                f"process {p.name!r} has negative summed weight in bin(s) {np.nonzero(counts < 0)[0].tolist()} of the "
+                "evaluation sample (negative event weights): merge bins or use more events"
+            )
+        nominal[p.name] = torch.as_tensor(counts / total)
+        variance[p.name] = torch.as_tensor(sumw2 / total**2)
+    assigned = np.any(np.stack(list(masks.values())), axis=0)
+    if not assigned.all():
+        raise TargetShapeError(f"target value(s) {sorted(set(targets[~assigned].tolist()))} belong to no process")
+    for s in analysis.shape_systematics():
+        for pname in s.processes:
+            if pname not in masks:
+                continue
+            m, total = masks[pname], w[masks[pname]].sum()
+            if s.kind == "inputs":
+                if not shifted_bins or s.column not in shifted_bins:
+                    raise FoldFileError(f"no shifted-input bins for systematic {s.name!r} (column {s.column!r})")
+                pair = [np.asarray(b)[m] for b in shifted_bins[s.column]]
+                shifted[(pname, s.name)] = tuple(torch.as_tensor(_histogram(b, w[m], n_bins)[0] / total) for b in pair)
+            elif s.kind == "weights":
+                if not shifted_weights or s.column not in shifted_weights:
+                    raise FoldFileError(f"no up/down weights for systematic {s.name!r} (column {s.column!r})")
+                shifted[(pname, s.name)] = tuple(
+                    torch.as_tensor(_histogram(bins[m], np.asarray(v, dtype=np.float64).reshape(-1)[m], n_bins)[0] / total)
+                    for v in shifted_weights[s.column]
+                )
+            else:
+                raise ConfigurationError(
+                    f"systematic {s.name!r} is an exact input transform; evaluate it with shifted inputs"
+                )
+    return SummaryTemplates(nominal, shifted, variance)
+
+
+def foldfile_template_model(
+    analysis: Analysis, bin_function: BinFunction, fy, fold_idx: int = 0
+) -> TemplateModel:
+    """The analysis's binned likelihood with the summary ``bin_function`` (inputs array → integer bins) applied
+    to fold ``fold_idx`` of ``fy`` (a LUMIN ``FoldYielder`` or a fold-file path with shifted systematics), its
+    shifted inputs and up/down weights (:mod:`lumin_inferno.data.systematics`)."""
+    if not hasattr(fy, "get_fold"):
+        from lumin.nn.data.fold_yielder import FoldYielder
+
+        fy = FoldYielder(str(fy))
+    data = fy.get_fold(fold_idx)
+    inputs = [s.column for s in analysis.systematics_of("inputs")]
+    weights = [s.column for s in analysis.systematics_of("weights")]
+    shifted = read_fold_systematics(fy, fold_idx, inputs, weights) if inputs or weights else None
+    shifted_bins: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+    if shifted is not None:
+        ignore = set(getattr(fy, "_ignore_feats", []))
+        columns = [i for i, f in enumerate(fy.input_feats) if f not in ignore]
+        for column, (up, down) in shifted.inputs.items():
+            shifted_bins[column] = (np.asarray(bin_function(up[:, columns])), np.asarray(bin_function(down[:, columns])))
+    templates = hard_summary_templates(
+        analysis, np.asarray(bin_function(data["inputs"])), data["targets"], data["weights"], shifted_bins,
+        None if shifted is None else shifted.weights,
+    )
+    return template_model(analysis, templates)
+
+
+def expected_poi_uncertainties(model: TemplateModel, observed=None) -> Dict[str, float]:
+    """σ of every POI of ``model`` from the profile likelihood (MINOS half-width at ΔNLL = ½, every other
+    parameter profiled); default data: Asimov."""
+    return {poi: profile_interval(model, observed, poi=poi).sigma for poi in model.pois}
