@@ -43,6 +43,8 @@ from .data import (  # noqa: E402
     write_systematics_foldfile,
 )
 from .evaluation import (  # noqa: E402
+    expected_poi_uncertainties,
+    foldfile_template_model,
     align_bins,
     align_ensemble,
     load_inferno_ensemble,
@@ -58,6 +60,8 @@ from .evaluation import (  # noqa: E402
 )
 from .export import (  # noqa: E402
     analysis_workspace,
+    write_combine_datacard,
+    write_histfactory_xml,
     export_onnx,
     pyhf_parameter_map,
     pyhf_poi_scale,
@@ -113,6 +117,10 @@ __all__ = [
     "SummaryTemplates",
     "template_model",
     "analysis_workspace",
+    "write_combine_datacard",
+    "write_histfactory_xml",
+    "foldfile_template_model",
+    "expected_poi_uncertainties",
     "profile_interval",
     "unbinned_poi_uncertainty",
     "analytic_limit",

@@ -12,7 +12,7 @@ from typing import Iterator, Union
 
 from .exceptions import ConfigurationError
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_directory"]
 
 
 @contextlib.contextmanager
@@ -37,3 +37,30 @@ def atomic_write_text(path: Union[str, Path], text: str) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Union[str, Path], overwrite: bool = True) -> Iterator[Path]:
+    """Context manager yielding a temporary directory next to ``path`` to fill; on success it takes the place of
+    ``path`` (an existing one is replaced when ``overwrite``, else :class:`ConfigurationError`), on error it is
+    removed and ``path`` is untouched."""
+    import shutil
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"output directory {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise ConfigurationError(f"{path} exists; refusing to overwrite it")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,5 +1,6 @@
 """Evaluation of trained summary statistics (hard-assigned templates, expected uncertainties) and plots."""
 
+from .analysis import expected_poi_uncertainties, foldfile_template_model, hard_summary_templates
 from .ensemble import AlignedEnsemble, InfernoEnsemble, align_ensemble, load_inferno_ensemble, save_inferno_ensemble
 from .importance import (
     ColumnSubsetTransform,
@@ -20,6 +21,9 @@ from .plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot
 from .templates import align_bins, aligned_mean_probs, argmax_bins, asimov_template_model, expected_uncertainty, hard_templates, uniform_bins
 
 __all__ = [
+    "hard_summary_templates",
+    "foldfile_template_model",
+    "expected_poi_uncertainties",
     "AlignedEnsemble",
     "InfernoEnsemble",
     "align_ensemble",

@@ -58,13 +58,15 @@ def hard_summary_templates(
         if b.shape != (n,) or not np.issubdtype(b.dtype, np.integer) or (b < 0).any() or (b >= n_bins).any():
             raise TargetShapeError(f"{what} bins must be {n} integers in [0, {n_bins}), got shape {b.shape}")
     nominal, variance, shifted = {}, {}, {}
-    masks = {}
+    masks = {p.name: np.isin(targets, p.labels) for p in analysis.summary_processes}
+    assigned = np.any(np.stack(list(masks.values())), axis=0)
+    if not assigned.all():
+        raise TargetShapeError(f"target value(s) {sorted(set(targets[~assigned].tolist()))} belong to no process")
     for p in analysis.summary_processes:
-        m = np.isin(targets, p.labels)
+        m = masks[p.name]
         total = w[m].sum()
         if not m.any() or not total > 0:
             raise EmptyProcessError(f"the evaluation sample has no events (or zero total weight) of process {p.name!r}")
-        masks[p.name] = m
         counts, sumw2 = _histogram(bins[m], w[m], n_bins)
         if (counts < 0).any():
             raise EmptyProcessError(
@@ -73,9 +75,6 @@ def hard_summary_templates(
             )
         nominal[p.name] = torch.as_tensor(counts / total)
         variance[p.name] = torch.as_tensor(sumw2 / total**2)
-    assigned = np.any(np.stack(list(masks.values())), axis=0)
-    if not assigned.all():
-        raise TargetShapeError(f"target value(s) {sorted(set(targets[~assigned].tolist()))} belong to no process")
     for s in analysis.shape_systematics():
         for pname in s.processes:
             if pname not in masks:

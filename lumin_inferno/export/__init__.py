@@ -1,6 +1,7 @@
 """Export a trained summary statistic to the analyst's downstream tools: ONNX (onnxruntime) for the network and a
 pyhf (HistFactory JSON) workspace for the binned likelihood of its hard-assigned templates. See docs/export.md."""
 
+from .histfactory import parse_datacard, write_combine_datacard, write_histfactory_xml
 from .onnx import OUTPUT_MODES, SummaryStatisticModule, export_onnx
 from .pyhf import (
     MODIFIER_SETTINGS,
@@ -15,6 +16,9 @@ from .pyhf import (
 )
 
 __all__ = [
+    "write_histfactory_xml",
+    "write_combine_datacard",
+    "parse_datacard",
     "OUTPUT_MODES",
     "SummaryStatisticModule",
     "export_onnx",

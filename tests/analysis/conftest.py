@@ -29,7 +29,7 @@ def make_analysis(norm_code: str = "code4", **kwargs) -> Analysis:
             Systematic("jes", "inputs", ("ggH", "qqH", "ttbar", "ztt")),
             Systematic("tes", "transform", ("ztt",), shifts=(InputShift("tau_pt", scale=0.03),)),
             Systematic("pdf", "weights", ("ggH", "qqH")),
-            Systematic("lumi", "norm", ("ggH", "qqH", "ztt"), kappa_up=1.025, interpolation=norm_code),
+            Systematic("lumi_13TeV", "norm", ("ggH", "qqH", "ztt"), kappa_up=1.025, interpolation=norm_code),
             Systematic("xs_tt", "norm", ("ttbar", "qcd"), kappa_up=1.08, kappa_down=0.95, interpolation=norm_code),
         ),
         channels=(

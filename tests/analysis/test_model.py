@@ -18,7 +18,7 @@ def test_layout(analysis):
     m = template_model(analysis, make_templates(analysis))
     assert m.channels == [("summary", N_BINS), ("ttbar_cr", 3)]
     assert m.pois == ["mu_ggH", "mu_qqH"]
-    assert m.parameter_names[:8] == ["mu_ggH", "mu_qqH", "k_tt", "jes", "tes", "pdf", "lumi", "xs_tt"]
+    assert m.parameter_names[:8] == ["mu_ggH", "mu_qqH", "k_tt", "jes", "tes", "pdf", "lumi_13TeV", "xs_tt"]
     assert m.parameter_names[8:] == [f"staterror_summary[{i}]" for i in range(N_BINS)] + [
         f"staterror_ttbar_cr[{i}]" for i in range(3)
     ]

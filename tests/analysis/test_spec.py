@@ -22,10 +22,10 @@ def test_json_round_trip_is_identity(tmp_path):
 
 def test_views(analysis):
     assert analysis.poi_names == ["mu_ggH", "mu_qqH"]
-    assert analysis.nuisance_names() == ["jes", "tes", "pdf", "lumi", "xs_tt"]
+    assert analysis.nuisance_names() == ["jes", "tes", "pdf", "lumi_13TeV", "xs_tt"]
     assert analysis.labels() == {"ggH": (0,), "qqH": (1,), "ttbar": (2,), "ztt": (3,)}
     assert analysis.nuisance("jes").constraint == 1.0
-    xs = [s for s in analysis.systematics if s.name == "lumi"][0]
+    xs = [s for s in analysis.systematics if s.name == "lumi_13TeV"][0]
     assert math.isclose(xs.kappa_down, 1 / 1.025)
 
 
