@@ -35,6 +35,7 @@ from lumin.nn.training.train import train_models
 from lumin_inferno.callbacks.approx_inferno import ApproxInfernoCallback
 from lumin_inferno.data.paper import (
     FEATURES,
+    SIGNAL_YIELD,
     TEMPLATE_SHIFTS,
     PaperTransform,
     paper_benchmark,
@@ -43,7 +44,7 @@ from lumin_inferno.data.paper import (
     write_paper_foldfiles,
 )
 from lumin_inferno.data.systematics import write_systematics_foldfile
-from lumin_inferno.evaluation import argmax_bins, asimov_template_model, expected_uncertainty
+from lumin_inferno.evaluation import analysis_template_model, argmax_bins, expected_uncertainty
 from lumin_inferno.models import SoftmaxTemperatureTail
 
 
@@ -95,11 +96,11 @@ def _sigma_per_model(results, builder, test, benchmark: int, n_bins: int = 10) -
         m = Model(builder)
         idx = int(Path(r["path"]).name.split("_")[-1])
         m.load(str(Path(r["path"]) / f"train_{idx}.h5"))
-        tm = asimov_template_model(
-            lambda x, m=m: argmax_bins(m.predict(x, bs=50_000)), test["inputs"], test["targets"], test["weights"],
-            n_bins, bm.poi, bm.background, bm.shape_nuisances, PaperTransform(), TEMPLATE_SHIFTS,
+        tm = analysis_template_model(
+            bm.analysis(n_bins, kind="transform"), lambda x, m=m: argmax_bins(m.predict(x, bs=50_000)),
+            test["inputs"], test["targets"], test["weights"], transform=bm.transform(),
         )
-        sigmas.append(expected_uncertainty(tm, "profile"))
+        sigmas.append(SIGNAL_YIELD * expected_uncertainty(tm, "profile"))  # σ(s) = 50 σ(μ)
     return sigmas
 
 

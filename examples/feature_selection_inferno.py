@@ -41,7 +41,6 @@ from lumin.nn.models.model_builder import ModelBuilder
 from lumin.nn.training.train import train_models
 
 from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail, paper_benchmark
-from lumin_inferno.data import TEMPLATE_SHIFTS
 from lumin_inferno.data.paper import FEATURES, _quiet_df2foldfile, sample_paper, standardise
 from lumin_inferno.evaluation.ensemble import align_ensemble
 from lumin_inferno.evaluation.importance import (
@@ -142,18 +141,19 @@ def train_inferno(train_file: Path, kept: Sequence[int], n_models: int, epochs: 
     dropped = [f for j, f in enumerate(ALL_FEATURES) if j not in kept]
     if dropped:
         fy.add_ignore(dropped)
-    kwargs = paper_benchmark(2).callback_kwargs()
+    bm = paper_benchmark(2)
+    analysis, transform = bm.analysis(n_bins=10, kind="transform"), bm.transform()
     # nuisances acting only on dropped inputs do not affect this statistic (and would make the loss singular)
-    kwargs["shape_nuisances"] = nuisances_acting_on(kwargs["transform"], kwargs["shape_nuisances"], kept,
-                                                    len(ALL_FEATURES), TEMPLATE_SHIFTS)
-    kwargs["transform"] = ColumnSubsetTransform(kwargs["transform"], list(kept), len(ALL_FEATURES))
+    acting = nuisances_acting_on(transform, analysis, kept, len(ALL_FEATURES))
+    analysis = analysis.without_nuisances([n for n in analysis.nuisance_names() if n not in acting])
+    transform = ColumnSubsetTransform(transform, list(kept), len(ALL_FEATURES))
     builder = _builder(fy.cont_feats, width, lr)
     for i in range(n_models):  # train_models shells out `rm -r` on these; create them so it stays quiet
         (savepath / f"model_id_{i}").mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):
         results, _, _ = train_models(
             fy, n_models=n_models, bs=bs, model_builder=builder, n_epochs=epochs, live_fdbk=False,
-            cb_partials=[partial(InfernoCallback, **kwargs)], savepath=savepath,
+            cb_partials=[partial(InfernoCallback, analysis, transform=transform)], savepath=savepath,
         )
         ensemble = Ensemble.from_results(results, size=n_models, model_builder=builder, metric="loss", verbose=False)
     return align_ensemble(ensemble, reference_inputs[:, list(kept)])
@@ -179,15 +179,14 @@ def main(outdir: str = "outputs/feature_selection", tiny: bool = False, seed: in
     test = FoldYielder(test_file).get_fold(0)
     x, y, w = test["inputs"], test["targets"], test["weights"]
     bm = paper_benchmark(2)
-    likelihood = dict(n_bins=10, poi=bm.poi, background=bm.background, shape_nuisances=bm.shape_nuisances,
-                      transform=bm.callback_kwargs()["transform"], steps=TEMPLATE_SHIFTS)
+    likelihood = dict(analysis=bm.analysis(n_bins=10, kind="transform"), transform=bm.transform())
     every = list(range(len(ALL_FEATURES)))
     statistic = train_inferno(train_file, every, n_models, epochs, bs, width, lr, out / "weights_all", x)
-    table = permutation_importance(statistic, x, y, w, features=ALL_FEATURES, n_repeats=repeats, seed=seed,
+    table = permutation_importance(statistic, inputs=x, targets=y, weights=w, features=ALL_FEATURES, n_repeats=repeats, seed=seed,
                                    **likelihood)
     table["helps"] = (table["delta_sigma"] > 2 * table["delta_sigma_std"]) & (table["delta_sigma"] > 0)
-    title = f"INFERNO (benchmark 2): Δσ(s) when an input is shuffled, {repeats} shuffles"
-    plot = plot_feature_importance(table, out / "feature_importance.png", title=title)
+    title = f"INFERNO (benchmark 2): Δσ(μ) when an input is shuffled, {repeats} shuffles (σ(s) = 50 σ(μ))"
+    plot = plot_feature_importance(table, out / "feature_importance.png", title=title, poi="μ")
     table.to_csv(out / "feature_importance.csv", index=False)
 
     # 4. drop-column check of what does not help: retrain without it, σ(s) with vs without
@@ -198,7 +197,8 @@ def main(outdir: str = "outputs/feature_selection", tiny: bool = False, seed: in
         drop = drop_column_importance(
             lambda kept: train_inferno(train_file, kept, n_models, epochs, bs, width, lr,
                                        out / f"weights_drop_{next(trainings)}", x),
-            x, y, w, features=ALL_FEATURES, columns=candidates, reference=statistic, **likelihood,
+            inputs=x, targets=y, weights=w, features=ALL_FEATURES, columns=candidates, reference=statistic,
+            **likelihood,
         )
         drop.to_csv(out / "drop_column_importance.csv", index=False)
 

@@ -28,8 +28,8 @@ from lumin.nn.models.model_builder import ModelBuilder
 from lumin.nn.training.train import train_models
 
 from lumin_inferno import HardBinPredHandler, InfernoCallback, SoftmaxTemperatureTail, paper_benchmark
-from lumin_inferno.data import TEMPLATE_SHIFTS, write_paper_foldfiles
-from lumin_inferno.evaluation import argmax_bins, asimov_template_model, expected_uncertainty
+from lumin_inferno.data import SIGNAL_YIELD, write_paper_foldfiles
+from lumin_inferno.evaluation import analysis_template_model, argmax_bins, expected_uncertainty
 from lumin_inferno.evaluation.ensemble import align_ensemble, load_inferno_ensemble, save_inferno_ensemble
 
 
@@ -54,13 +54,13 @@ def main(outdir: str = "outputs/inferno_ensemble", tiny: bool = False, n_models:
             opt_args={"opt": "adam", "lr": 1e-3},
         )
     benchmark = paper_benchmark(2)
-    kwargs = benchmark.callback_kwargs()
+    analysis, transform = benchmark.analysis(n_bins=10, kind="transform"), benchmark.transform()
     for i in range(n_models):  # train_models shells out `rm -r` on these; create them so it stays quiet
         (out / "weights" / f"model_id_{i}").mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):
         results, _, _ = train_models(
             fy, n_models=n_models, bs=bs, model_builder=builder, n_epochs=epochs, live_fdbk=False,
-            cb_partials=[partial(InfernoCallback, **kwargs)], savepath=out / "weights",
+            cb_partials=[partial(InfernoCallback, analysis, transform=transform)], savepath=out / "weights",
         )
         ensemble = Ensemble.from_results(results, size=n_models, model_builder=builder, metric="loss", verbose=False)
 
@@ -69,9 +69,8 @@ def main(outdir: str = "outputs/inferno_ensemble", tiny: bool = False, n_models:
     aligned = align_ensemble(ensemble, x)  # permutations fixed once, on the nominal test inputs
 
     def sigma(bin_fn) -> dict:
-        tm = asimov_template_model(bin_fn, x, y, w, 10, benchmark.poi, benchmark.background,
-                                   benchmark.shape_nuisances, kwargs["transform"], TEMPLATE_SHIFTS)
-        return {"profile": expected_uncertainty(tm, "profile"), "hessian": expected_uncertainty(tm, "hessian")}
+        tm = analysis_template_model(analysis, bin_fn, x, y, w, transform)
+        return {m: SIGNAL_YIELD * expected_uncertainty(tm, m) for m in ("profile", "hessian")}  # σ(s) = 50 σ(μ)
 
     rows = {}
     for i, m in enumerate(ensemble.models):
@@ -86,8 +85,8 @@ def main(outdir: str = "outputs/inferno_ensemble", tiny: bool = False, n_models:
                       == aligned.member_predictions(x, 50_000)[-1].argmax(1)).mean())
 
     # save, reload, export
-    saved = save_inferno_ensemble(out / "ensemble", aligned, kwargs, overwrite=True)
-    loaded = load_inferno_ensemble(saved)
+    saved = save_inferno_ensemble(out / "ensemble", aligned, analysis, overwrite=True)
+    loaded = load_inferno_ensemble(saved, builder)
     reload_diff = float(np.abs(loaded.aligned.predict(x[:5000]) - aligned.predict(x[:5000])).max())
     onnx_diff = None
     try:

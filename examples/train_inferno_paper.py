@@ -19,8 +19,8 @@ from lumin.nn.models.model_builder import ModelBuilder
 from lumin.nn.training.train import train_models
 
 from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail, align_ensemble, paper_benchmark  # INFERNO
-from lumin_inferno.data import TEMPLATE_SHIFTS, write_paper_foldfiles
-from lumin_inferno.evaluation import asimov_template_model, expected_uncertainty
+from lumin_inferno.data import SIGNAL_YIELD, write_paper_foldfiles
+from lumin_inferno.evaluation import analysis_template_model, expected_uncertainty
 
 
 def main(outdir: str = "outputs/example", tiny: bool = False) -> float:
@@ -42,13 +42,14 @@ def main(outdir: str = "outputs/example", tiny: bool = False) -> float:
             opt_args={"opt": "adam", "lr": 1e-3},
         )
     benchmark = paper_benchmark(2)  # INFERNO: r and λ float freely
+    analysis = benchmark.analysis(n_bins=10, kind="transform")  # INFERNO: the measurement, described once
     results, _, _ = train_models(
         fy,
         n_models=2,
         bs=bs,
         model_builder=builder,
         n_epochs=epochs,
-        cb_partials=[partial(InfernoCallback, **benchmark.callback_kwargs())],  # INFERNO
+        cb_partials=[partial(InfernoCallback, analysis, transform=benchmark.transform())],  # INFERNO
         savepath=out / "weights",
         live_fdbk=False,
     )
@@ -58,19 +59,15 @@ def main(outdir: str = "outputs/example", tiny: bool = False) -> float:
     # INFERNO bins are unordered classes: align the members' bins before averaging them (on validation inputs)
     aligned = align_ensemble(ensemble, fy.get_fold(0)["inputs"])  # INFERNO
     print("hard bins of 5 test events:", aligned.predict_bins(test["inputs"][:5]))
-    template_model = asimov_template_model(
+    template_model = analysis_template_model(
+        analysis,
         aligned,  # a callable: inputs -> hard bins
         test["inputs"],
         test["targets"],
         test["weights"],
-        10,
-        benchmark.poi,
-        benchmark.background,
-        benchmark.shape_nuisances,
-        benchmark.callback_kwargs()["transform"],
-        TEMPLATE_SHIFTS,
+        transform=benchmark.transform(),
     )
-    sigma = expected_uncertainty(template_model, "profile")
+    sigma = SIGNAL_YIELD * expected_uncertainty(template_model, "profile")  # the POI is μ = s / 50
     print(f"expected uncertainty on s (ensemble, profile likelihood, benchmark 2): {sigma:.2f} events")
     return sigma
 

@@ -22,7 +22,8 @@ def test_lumin_onecycle_checkpoint_reloads(tmp_path, paper_foldfiles, inferno_bu
     with contextlib.redirect_stdout(io.StringIO()):
         results, _, _ = train_models(
             fy, n_models=1, bs=500, model_builder=inferno_builder(fy.cont_feats), n_epochs=2,
-            cb_partials=[partial(InfernoCallback, **paper_benchmark(2).callback_kwargs()),
+            cb_partials=[partial(InfernoCallback, paper_benchmark(2).analysis(6, kind="transform"),
+                                 transform=paper_benchmark(2).transform()),
                          partial(OneCycle, lengths=(1, 1), lr_range=[1e-4, 1e-3, 1e-6])],
             savepath=tmp_path, live_fdbk=False, train_on_weights=True,
         )

@@ -33,7 +33,8 @@ class SummaryTemplates:
     Args:
         nominal: process → ``[n_bins]`` fraction of the process's ``nominal_yield`` per bin (sums to 1).
         shifted: (process, systematic) → (shift_up, shift_down) templates, same convention (fractions of the
-            *nominal* yield, so a weight systematic may change the rate).
+            *nominal* yield, so a weight systematic may change the rate). Not required to be ≥ 0: exact INFERNO
+            passes T ± ∂T/∂α, linear templates whose only use is their slope at nominal.
         mc_variance: process → ``[n_bins]`` Σ (per-event contribution to the template)², i.e. the MC variance of
             the template in the same fraction units (events² after multiplying by nominal_yield²); needed when the
             analysis has ``mc_stat``.
@@ -44,7 +45,7 @@ class SummaryTemplates:
     mc_variance: Optional[Mapping[str, Tensor]] = None
 
 
-def _check(what: str, t: Tensor, n_bins: int) -> Tensor:
+def _check(what: str, t: Tensor, n_bins: int, nonnegative: bool = True) -> Tensor:
     if not isinstance(t, Tensor):
         raise InvalidModelSpec(f"{what} must be a torch tensor, got {type(t).__name__}")
     if t.shape != (n_bins,):
@@ -52,7 +53,7 @@ def _check(what: str, t: Tensor, n_bins: int) -> Tensor:
     d = t.detach()
     if not torch.isfinite(d).all():
         raise InvalidModelSpec(f"{what} has non-finite bins {torch.nonzero(~torch.isfinite(d)).flatten().tolist()}")
-    if (d < 0).any():
+    if nonnegative and (d < 0).any():
         raise InvalidModelSpec(
             f"{what} has negative bins {torch.nonzero(d < 0).flatten().tolist()} (negative event weights may make "
             "single events negative, not a bin's sum)"
@@ -118,7 +119,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
                             f"no {label} summary template for systematic {s.name!r} ({s.kind}) of process {pname!r}"
                         )
                     t = _check(f"{label} template of systematic {s.name!r}, process {pname!r}",
-                               templates.shifted[key][direction], n_sum)
+                               templates.shifted[key][direction], n_sum, nonnegative=False)
                     summary = p.nominal_yield * (t + floor)
                 else:
                     summary = zeros_sum

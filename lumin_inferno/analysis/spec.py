@@ -212,7 +212,9 @@ class Systematic:
         interpolation: for ``"norm"``: ``"code4"`` (default, smooth) or ``"code1"`` (κ^α, combine's ``lnN``).
         column: for ``"inputs"``/``"weights"``: the systematic's name in the fold file
             (``shift_up_inputs_<column>`` ...); default ``name``.
-        shifts: for ``"transform"``: the feature shifts per unit α.
+        shifts: for ``"transform"``: the feature shifts per unit α (:class:`InputShift`), applied through LUMIN's
+            input pipe; empty when a custom transform given to the callback and the evaluation applies it (a
+            non-linear effect, e.g. the paper's λ).
     """
 
     name: str
@@ -253,8 +255,6 @@ class Systematic:
             object.__setattr__(self, "kappa_down", down)
         elif self.kappa_up is not None or self.kappa_down is not None:
             raise InvalidModelSpec(f"systematic {self.name!r} of kind {self.kind!r} takes no kappa (only 'norm' does)")
-        if self.kind == "transform" and not shifts:
-            raise InvalidModelSpec(f"transform systematic {self.name!r} needs its input shifts")
         if self.kind != "transform" and shifts:
             raise InvalidModelSpec(f"systematic {self.name!r} of kind {self.kind!r} takes no input shifts")
         if self.kind in ("inputs", "weights"):
@@ -529,6 +529,20 @@ class Analysis:
     def labels(self) -> Dict[str, Tuple[int, ...]]:
         """Process name → its fold-file target labels (processes of the summary channel)."""
         return {p.name: p.labels for p in self.summary_processes}
+
+    def without_nuisances(self, names: Sequence[str]) -> "Analysis":
+        """The same analysis with every systematic (and constraint) of the nuisances ``names`` removed, e.g. for a
+        summary statistic blind to them (its Fisher information would be singular with a free one)."""
+        from dataclasses import replace
+
+        names = set(names)
+        unknown = names - set(self.nuisance_names())
+        if unknown:
+            raise InvalidModelSpec(f"unknown nuisance(s) {sorted(unknown)}; nuisances are {self.nuisance_names()}")
+        channels = tuple(replace(c, variations={k: v for k, v in c.variations.items() if k not in names})
+                         for c in self.channels)
+        return replace(self, systematics=tuple(s for s in self.systematics if s.name not in names),
+                       nuisances=tuple(n for n in self.nuisances if n.name not in names), channels=channels)
 
     # ------------------------------------------------------------------------------------------------ JSON
     def to_dict(self) -> Dict[str, Any]:

@@ -32,7 +32,7 @@ from ..statistics.hessian import fisher_information
 from ..statistics.likelihood import TemplateModel
 from ..statistics.objectives import objective_value, poi_covariance
 from .batches import RowTrackingYielder
-from .inferno import DenormalFlush, check_softmax_output, prepare_fit_for_batch_loss, restores_denormals
+from .common import DenormalFlush, check_softmax_output, prepare_fit_for_batch_loss, process_masks, restores_denormals, soft_template
 
 __all__ = ["ApproxInfernoCallback"]
 
@@ -202,7 +202,7 @@ class ApproxInfernoCallback(Callback):
             raise TargetShapeError("targets must be one column of process labels")
         self._check_alignment(fp.x, rows)
         self._rows = rows
-        self._masks = self._process_masks(fp.y.reshape(-1))
+        self._masks = process_masks(fp.y.reshape(-1), self.analysis, fp.state, not self._checked_output)
 
     @restores_denormals
     def on_forwards_end(self) -> None:
@@ -261,32 +261,6 @@ class ApproxInfernoCallback(Callback):
                 "batch's events (a callback before ApproxInfernoCallback changed the inputs?)"
             )
 
-    def _process_masks(self, labels: Tensor) -> Dict[str, Tensor]:
-        if not self._checked_output and not torch.all((labels == labels.round()) & torch.isfinite(labels)):
-            raise TargetShapeError("targets must be integer process labels")
-        masks = {}
-        for p in self.analysis.summary_processes:
-            m = torch.zeros_like(labels, dtype=torch.bool)
-            for v in p.labels:
-                m |= labels == v
-            masks[p.name] = m
-        assigned = torch.stack(list(masks.values())).any(0)
-        if not assigned.all():
-            other = sorted({float(v) for v in labels[~assigned].unique()})
-            raise TargetShapeError(f"target value(s) {other} belong to no process; labels are {self.analysis.labels()}")
-        for name, m in masks.items():
-            if not m.any():
-                raise EmptyProcessError(
-                    f"a {self.model.fit_params.state} batch of {len(labels)} events has no events of process "
-                    f"{name!r} (labels {self.analysis.process(name).labels}); use larger or stratified batches"
-                )
-        return masks
-
-    @staticmethod
-    def _soft_template(probs: Tensor, w: Tensor, total: Tensor) -> Tensor:
-        """Soft histogram Σ w·p / Σ w_nominal (fraction of the process's nominal yield per bin), float64."""
-        return (w[:, None].double() * probs.double()).sum(0) / total
-
     def template_model(self, x: Tensor, probs: Tensor, w: Tensor) -> TemplateModel:
         """The binned likelihood of this batch: nominal soft templates from LUMIN's forward pass, shift_up /
         shift_down templates from forward passes of the shifted inputs of the same events (only of the processes a
@@ -315,13 +289,13 @@ class ApproxInfernoCallback(Callback):
                         for shift in self._shift_inputs[s.column]]
                 for u in users:
                     sub = masks[u][affected]
-                    shifted[(u, s.name)] = tuple(self._soft_template(ps[sub], w[masks[u]], totals[u]) for ps in pair)
+                    shifted[(u, s.name)] = tuple(soft_template(ps[sub], w[masks[u]], totals[u]) for ps in pair)
             else:
                 ratio_up, ratio_down = (r.to(w.device)[rows] for r in self._weight_ratios[s.column])
                 for u in users:
                     m = masks[u]
                     shifted[(u, s.name)] = (
-                        self._soft_template(probs[m], w[m] * ratio_up[m], totals[u]),
-                        self._soft_template(probs[m], w[m] * ratio_down[m], totals[u]),
+                        soft_template(probs[m], w[m] * ratio_up[m], totals[u]),
+                        soft_template(probs[m], w[m] * ratio_down[m], totals[u]),
                     )
         return template_model(a, SummaryTemplates(nominal, shifted, variance))

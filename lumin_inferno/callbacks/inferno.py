@@ -1,230 +1,161 @@
-"""Exact INFERNO (de Castro & Dorigo 2018) as a stateful LUMIN callback.
+"""Exact INFERNO (de Castro & Dorigo 2018) as a stateful LUMIN callback, for any :class:`~lumin_inferno.analysis.
+Analysis` whose shape systematics are differentiable input transforms.
 
-Per batch the callback turns the network's softmax output into soft histograms (templates) of signal and
-background, differentiates the background template w.r.t. the shape nuisances through a user-given input transform,
-and sets ``fit_params.loss_val`` to the expected variance of the parameter of interest, (I⁻¹)_poi,poi, where I is
-the Fisher information of the binned Poisson likelihood on Asimov data (equal to the NLL Hessian there). All
-statistics are done by :mod:`lumin_inferno.statistics`; this module only reads LUMIN's ``fit_params``.
+Per batch the callback turns the network's softmax output into soft templates of every process, differentiates
+them w.r.t. the ``"transform"`` nuisances (the transform moves the inputs of the events of the processes each
+systematic acts on), builds the analysis's binned likelihood with those templates linear in the nuisances (exact at
+first order, all the Fisher information at the Asimov point needs), adds the fixed channels, normalisation
+systematics and MC statistics, and sets ``fit_params.loss_val`` to the analysis's objective. All statistics are
+done by :mod:`lumin_inferno.statistics`; this module only reads LUMIN's ``fit_params``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Union
-
-import functools
+import math
 import warnings
+from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from lumin.nn.callbacks.callback import Callback
 from torch import Tensor
 
-from ..exceptions import (
-    ConfigurationError,
-    EmptyProcessError,
-    InputTransformError,
-    InvalidModelSpec,
-    TargetShapeError,
-    UnsupportedNetworkError,
-)
+from ..analysis import Analysis, SummaryTemplates, template_model
+from ..exceptions import ConfigurationError, EmptyProcessError, InputTransformError, InvalidModelSpec, TargetShapeError
+from ..exceptions import UnsupportedNetworkError
 from ..models.tangents import ForwardTangents
-from ..statistics.hessian import fisher_from_jacobian, poi_variance
-from ..statistics.likelihood import (
-    TEMPLATE_FLOOR,
-    Parameter,
-    ShapeSystematic,
-    TemplateModel,
-    linearised_signal_background,
-    signal_background_model,
+from ..statistics.hessian import fisher_information
+from ..statistics.objectives import objective_value, poi_covariance
+from .common import (
+    DenormalFlush,
+    check_softmax_output,
+    denormals_flushed,
+    prepare_fit_for_batch_loss,
+    process_masks,
+    restores_denormals,
 )
 
 __all__ = ["InfernoCallback", "InputTransform", "DenormalFlush", "denormals_flushed"]
 
-#: ``transform(x, nuisances, mask) -> x'``: returns the inputs with the shape nuisances applied to the events where
-#: ``mask`` is True. ``nuisances`` maps nuisance name to a 0-d tensor in physical units. Must be differentiable,
-#: must not modify ``x`` in place, and must return ``x`` unchanged at the nominal values.
+#: ``transform(x, nuisances, mask) -> x'``: the inputs with the analysis's ``"transform"`` nuisances applied to the
+#: events where ``mask`` is True. ``nuisances`` maps name → α in the analysis's units (0 = nominal), a 0-d tensor or
+#: one value per row ``[n]`` (the callback passes per-row values, 0 on events of processes a nuisance does not act
+#: on). Must be differentiable, must not modify ``x`` in place, and must return ``x`` unchanged at α = 0.
 #:
-#: Optionally the transform may also have a method ``tangents(x, names) -> Tensor [K, n, n_inputs]``, the exact
-#: derivatives ∂x'/∂θ_k at the nominal values for every row of ``x`` (as if ``mask`` were all True), for the
-#: nuisances ``names`` in that order. It saves the autograd pass the callback otherwise takes per batch; the
-#: callback checks it against autograd on its first batch (:class:`InputTransformError` if they differ).
+#: Optionally the transform may have a method ``tangents(x, names) -> Tensor [K, n, n_inputs]``, the exact
+#: derivatives ∂x'/∂α_k at α = 0 for every row of ``x`` (as if ``mask`` were all True), for the nuisances ``names``
+#: in that order. It saves the autograd pass the callback otherwise takes per batch; the callback checks it against
+#: autograd on its first batch (:class:`InputTransformError` if they differ).
 InputTransform = Callable[[Tensor, Dict[str, Tensor], Tensor], Tensor]
 
 _JACOBIAN_MODES = ("auto", "recorded", "forward", "reverse")
 
 
-def denormals_flushed() -> bool:
-    """Whether this thread's CPU currently flushes denormal float32 numbers to zero (probed: PyTorch sets the mode
-    with ``torch.set_flush_denormal`` but has no getter)."""
-    return bool((torch.full((1,), 1e-39, dtype=torch.float32) * 0.5 == 0).item())
-
-
-def restores_denormals(hook: Callable) -> Callable:
-    """Decorate a callback hook so that an exception raised in it first ends the callback's ``_denormals`` flush
-    (LUMIN calls no ``on_batch_end`` after an error, which would leave the flush mode on for the process)."""
-
-    @functools.wraps(hook)
-    def wrapped(self, *args, **kwargs):
-        try:
-            return hook(self, *args, **kwargs)
-        except BaseException:
-            self._denormals.end()
-            raise
-
-    return wrapped
-
-
-class DenormalFlush:
-    """Flush denormal numbers (|x| < 1.2e-38 in float32) to zero on the CPU for the duration of each batch, and put
-    the previous mode back after it.
-
-    A softmax at INFERNO's temperatures (τ ≈ 0.1) sends the far-off bins' probabilities and their gradients into the
-    denormal range once the network separates events; x86 CPUs take a slow microcode path for every such operand,
-    which made a training step of a trained benchmark-4 model 1.4× slower (``benchmarks/bench_training_step.py``).
-    Flushing changes only values below 1.2e-38, far under the template floor of 1e-7. Uses
-    ``torch.set_flush_denormal``, which sets the calling thread's mode (PyTorch's intra-op worker threads keep
-    theirs); no effect where the CPU lacks the mode, or on CUDA.
-    """
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self._before: Optional[bool] = None
-
-    def begin(self) -> None:
-        if self.enabled and self._before is None:
-            self._before = denormals_flushed()
-            torch.set_flush_denormal(True)
-
-    def end(self) -> None:
-        if self._before is not None:
-            torch.set_flush_denormal(self._before)
-            self._before = None
-
-
 class InfernoCallback(Callback):
-    r"""Train a LUMIN model so that its binned output minimises the expected uncertainty on the signal yield.
+    r"""Train a LUMIN model so that its binned output minimises the objective of ``analysis``.
 
-    Use through ``train_models(..., cb_partials=[partial(InfernoCallback, ...)])``: every model of an ensemble
-    gets a fresh instance. The model must end in a softmax over the bins, e.g.
+    Use through ``train_models(..., cb_partials=[partial(InfernoCallback, analysis)])``: every model of an
+    ensemble gets a fresh instance. The model must end in a softmax over ``analysis.n_bins`` bins, e.g.
     :class:`~lumin_inferno.models.SoftmaxTemperatureTail`.
 
     Args:
-        poi: the parameter of interest, the expected **signal yield** in events (e.g. ``Parameter("s", 50.0)``);
-            the loss is its variance in events².
-        background: expected background yield: a number (held fixed) or a :class:`Parameter` (free, or with a
-            Gaussian ``constraint`` in events), e.g. ``Parameter("b", 1000.0, constraint=100.0)``.
-        shape_nuisances: nuisances acting on the background's input features, in physical units (``nominal`` is the
-            value the sample was generated at; ``constraint`` a Gaussian width or ``None`` for free).
-        transform: the input transform applying ``shape_nuisances`` (see :data:`InputTransform`); required when
-            there are shape nuisances.
-        signal_class: target value of signal events; all other events are background.
-        jacobian: how ∂(template)/∂(nuisance) is obtained. All modes give the same loss and gradients (tested).
+        analysis: the measurement; its shape systematics must be of kind ``"transform"`` (shifted inputs and
+            weights from the fold file are :class:`~lumin_inferno.callbacks.ApproxInfernoCallback`'s).
+        transform: the input transform applying the transform nuisances (:data:`InputTransform`); default: built
+            from the systematics' :class:`~lumin_inferno.analysis.InputShift` declarations and the fold file's input
+            pipe (:class:`~lumin_inferno.data.shifts.InputShiftTransform`).
+        jacobian: how ∂(template)/∂α is obtained. All modes give the same loss and gradients (tested).
 
             - ``"recorded"``: forward-mode tangents built from the activations of LUMIN's own forward pass
               (:class:`~lumin_inferno.models.ForwardTangents`): no second pass over the network. The batch is
-              reordered background-first. Needs a chain of known layers (LUMIN's FullyConnected body without
-              batch norm, dropout or skip connections, :class:`~lumin_inferno.models.SoftmaxTemperatureTail`);
-              otherwise :class:`UnsupportedNetworkError`.
-            - ``"forward"``: one Jacobian-vector product per nuisance on a separate background pass (double-vjp
-              trick, batched over nuisances); any network.
+              reordered, events of affected processes first. Needs a chain of known layers; otherwise
+              :class:`UnsupportedNetworkError`.
+            - ``"forward"``: one Jacobian-vector product per nuisance on a separate pass over the affected events
+              (double-vjp trick, batched over nuisances); any network.
             - ``"reverse"``: the transform is applied in ``on_batch_begin`` with the nuisances as leaf tensors at
-              nominal values, and the Jacobian is taken by batched reverse-mode autograd through LUMIN's pass.
+              0, and the Jacobian is taken by batched reverse-mode autograd through LUMIN's pass.
             - ``"auto"`` (default): ``"recorded"`` where the network allows it, else ``"forward"``.
-        flush_denormals: flush denormal numbers to zero on the CPU during each batch (:class:`DenormalFlush`;
-            the previous mode is restored after the batch). Saturated softmax tails otherwise slow training ~1.4×.
+        flush_denormals: flush denormal numbers to zero on the CPU during each batch (:class:`DenormalFlush`).
 
     Attributes (after training):
-        history: ``{"train": [...], "valid": [...]}`` per-batch loss values (variance of the POI).
+        history: ``{"train": [...], "valid": [...]}`` per-batch objective values; ``sigma``:
+            ``{"train": {poi: [...]}, "valid": {poi: [...]}}`` each POI's expected σ per batch.
         jacobian_used: the mode in effect (``"auto"`` resolved), and ``jacobian_note`` why, when it fell back.
     """
 
     def __init__(
         self,
-        poi: Parameter,
-        background: Union[float, Parameter],
-        shape_nuisances: Sequence[Parameter] = (),
+        analysis: Analysis,
         transform: Optional[InputTransform] = None,
-        signal_class: int = 1,
         jacobian: str = "auto",
         flush_denormals: bool = True,
     ):
         super().__init__()
-        self.flush_denormals = flush_denormals
-        self._denormals = DenormalFlush(flush_denormals)
-        self.poi = poi
-        self.background = background
-        self.shape_nuisances = list(shape_nuisances)
-        self.transform = transform
-        self.signal_class = signal_class
+        if not isinstance(analysis, Analysis):
+            raise ConfigurationError(f"InfernoCallback takes an Analysis, got {type(analysis).__name__}")
+        stored = [s.name for s in analysis.systematics if s.kind in ("inputs", "weights")]
+        if stored:
+            raise ConfigurationError(
+                f"systematic(s) {stored} come from shifted inputs/weights in the fold file: train with "
+                "ApproxInfernoCallback, or declare them as exact 'transform' systematics"
+            )
         if jacobian not in _JACOBIAN_MODES:
             raise InvalidModelSpec(f"jacobian must be one of {_JACOBIAN_MODES}, got {jacobian!r}")
-        self.jacobian = jacobian
-        names = [poi.name] + ([background.name] if isinstance(background, Parameter) else [])
-        names += [p.name for p in self.shape_nuisances]
-        if len(set(names)) != len(names):
-            raise InvalidModelSpec(f"parameter names must be unique, got {names}")
-        if self.shape_nuisances and transform is None:
+        undeclared = [s.name for s in analysis.systematics_of("transform") if not s.shifts]
+        if undeclared and transform is None:
             raise InvalidModelSpec(
-                f"shape nuisances {[p.name for p in self.shape_nuisances]} need an input transform "
-                "(transform=callable(x, nuisances, mask))"
+                f"transform systematic(s) {undeclared} declare no input shifts: pass transform=callable(x, "
+                "nuisances, mask) that applies them"
             )
-        if isinstance(background, Parameter) and background.nominal <= 0 or not isinstance(
-            background, Parameter
-        ) and float(background) <= 0:
-            raise InvalidModelSpec(f"background yield must be > 0, got {background}")
-        if not poi.nominal > 0:
-            raise InvalidModelSpec(f"the signal yield (poi {poi.name!r}) must be > 0 at nominal, got {poi.nominal}")
+        self.analysis = analysis
+        self.transform = transform
+        self.jacobian = jacobian
+        self.flush_denormals = flush_denormals
+        self._denormals = DenormalFlush(flush_denormals)
+        self.nuisances: List[str] = list(dict.fromkeys(s.name for s in analysis.systematics_of("transform")))
+        self._acts: Dict[str, set] = {}
+        for s in analysis.systematics_of("transform"):
+            self._acts.setdefault(s.name, set()).update(s.processes)
         self._reset()
 
     # --------------------------------------------------------------------------------------------------- state
     def _reset(self) -> None:
         self.history: Dict[str, List[float]] = {"train": [], "valid": []}
+        self.sigma: Dict[str, Dict[str, List[float]]] = {
+            s: {p: [] for p in self.analysis.poi_names} for s in ("train", "valid")
+        }
         self._checked_output = False
         self._checked_transform = False
-        self._alpha: Optional[Tensor] = None
-        self._x_nominal: Optional[Tensor] = None
-        self._n_bkg: Optional[int] = None  # recorded mode: the batch is reordered, background rows first
         self._checked_tangents = False
         self._checked_input_tangents = False
+        self._delta: Optional[Tensor] = None
+        self._x_aff: Optional[Tensor] = None
+        self._n_aff: Optional[int] = None
+        self._process_events: Dict[str, int] = {}
         if getattr(self, "_tangents", None) is not None:
             self._tangents.detach()
         self._tangents: Optional[ForwardTangents] = None
+        self._transform = self.transform
         self.jacobian_used = self.jacobian
         self.jacobian_note = ""
-
-    def _nuisance_nominals(self, like: Tensor) -> Tensor:
-        return torch.tensor([p.nominal for p in self.shape_nuisances], dtype=like.dtype, device=like.device)
-
-    def _apply_transform(self, x: Tensor, alpha: Tensor, mask: Tensor) -> Tensor:
-        nuisances = {p.name: alpha[i] for i, p in enumerate(self.shape_nuisances)}
-        out = self.transform(x, nuisances, mask)
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            raise InputTransformError(
-                f"the input transform must return a tensor of the input shape {tuple(x.shape)}, got "
-                f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
-            )
-        return out
-
-    def _check_transform(self, x: Tensor, mask: Tensor) -> None:
-        """Once per training: the transform must be the identity at nominal values and must not write in place."""
-        with torch.no_grad():
-            before, version = x.clone(), x._version  # the version counter moves on any in-place write
-            out = self._apply_transform(x, self._nuisance_nominals(x), mask)
-            if x._version != version or not torch.equal(x, before):
-                raise InputTransformError("the input transform modified its input in place; build a new tensor")
-            if not torch.allclose(out, x, rtol=1e-5, atol=1e-6):
-                worst = (out - x).abs().max().item()
-                raise InputTransformError(
-                    f"the input transform does not return the inputs unchanged at the nominal nuisance values "
-                    f"(max |Δx| = {worst:.3g}); check the nominal values of {[p.name for p in self.shape_nuisances]}"
-                )
-        self._checked_transform = True
 
     # --------------------------------------------------------------------------------------------------- hooks
     def on_train_begin(self) -> None:
         super().on_train_begin()
         self._reset()
-        prepare_fit_for_batch_loss(self.model.fit_params)
-        if self.shape_nuisances and self.jacobian in ("auto", "recorded"):
+        fp = self.model.fit_params
+        prepare_fit_for_batch_loss(fp)
+        if self.nuisances and self._transform is None:
+            from ..data.shifts import InputShiftTransform
+
+            fy = getattr(fp, "fy", None)
+            if fy is None:
+                raise ConfigurationError("input shifts need LUMIN's fit_params.fy for the features and input pipe")
+            self._transform = InputShiftTransform(self.analysis, list(fy.cont_feats) + list(fy.cat_feats),
+                                                  getattr(fy, "input_pipe", None))
+        if self.analysis.mc_stat:
+            self._count_events(fp)
+        if self.nuisances and self.jacobian in ("auto", "recorded"):
             try:
                 self._tangents = ForwardTangents(self.model.model)
             except UnsupportedNetworkError as err:
@@ -236,6 +167,20 @@ class InfernoCallback(Callback):
                 self.jacobian_used = "recorded"
         elif self.jacobian == "auto":
             self.jacobian_used = "forward"
+
+    def _count_events(self, fp) -> None:
+        """Events per process in the fold file: the batch's Σ(w·p)² is scaled by (batch events)/(these) to estimate
+        the MC variance of templates from the whole sample."""
+        fy = getattr(fp, "fy", None)
+        if fy is None:
+            raise ConfigurationError("MC statistics in training need LUMIN's fit_params.fy (or mc_stat=False)")
+        targets = np.concatenate([np.asarray(fy.get_column("targets", n_folds=1, fold_idx=i)).reshape(-1)
+                                  for i in range(fy.n_folds)])
+        for p in self.analysis.summary_processes:
+            n = int(np.isin(targets, p.labels).sum())
+            if n == 0:
+                raise EmptyProcessError(f"process {p.name!r} (labels {p.labels}) has no events in the fold file")
+            self._process_events[p.name] = n
 
     def on_train_end(self) -> None:
         super().on_train_end()
@@ -252,53 +197,43 @@ class InfernoCallback(Callback):
         if warn:
             warnings.warn(f"InfernoCallback: using jacobian='forward': {why}", RuntimeWarning, stacklevel=2)
 
-    def _process_masks(self, y: Tensor) -> Tensor:
+    @restores_denormals
+    def on_batch_begin(self) -> None:
+        fp = self.model.fit_params
+        self._denormals.begin()
+        self._n_aff = None
+        if fp.state == "test":
+            return
+        y = fp.y
         if y is None:
             raise TargetShapeError("InfernoCallback needs targets (process labels) in the fold file")
         if not (y.dim() == 1 or (y.dim() == 2 and y.shape[1] == 1)):
             raise TargetShapeError(
                 f"targets must be one column of process labels, shape (n,) or (n, 1); got {tuple(y.shape)}"
             )
-        y = y.reshape(-1)
-        is_sig = y == self.signal_class
-        if not self._checked_output and not torch.all((y == y.round()) & torch.isfinite(y)):
-            raise TargetShapeError("targets must be integer process labels (signal_class for signal, else background)")
-        n_sig = int(is_sig.sum())
-        if n_sig == 0 or n_sig == len(y):
-            missing = "signal" if n_sig == 0 else "background"
-            raise EmptyProcessError(
-                f"a {self.model.fit_params.state} batch of {len(y)} events has no {missing} events "
-                f"(signal_class={self.signal_class}); use larger or stratified batches"
-            )
-        return is_sig
-
-    @restores_denormals
-    def on_batch_begin(self) -> None:
-        fp = self.model.fit_params
-        self._denormals.begin()
-        self._n_bkg = None
-        if fp.state == "test":
-            return
-        self._is_sig = self._process_masks(fp.y)
-        self._x_nominal = fp.x
-        if not self.shape_nuisances:
+        self._masks = process_masks(y.reshape(-1), self.analysis, fp.state, not self._checked_output)
+        if not self.nuisances:
             return
         if isinstance(fp.x, tuple):
-            raise InputTransformError("shape-nuisance transforms of matrix inputs are not supported")
-        is_bkg = ~self._is_sig
+            raise InputTransformError("input transforms of matrix inputs are not supported")
+        affected = self._affected(self._masks)
         if not self._checked_transform:
-            self._check_transform(fp.x, is_bkg)
-        if self._tangents is not None:  # background rows first, so that they are a view of every activation
-            order = torch.cat((is_bkg.nonzero().squeeze(1), self._is_sig.nonzero().squeeze(1)))
+            self._check_transform(fp.x, affected)
+        if self._tangents is not None:  # affected rows first, so that they are a view of every activation
+            order = torch.cat((affected.nonzero().squeeze(1), (~affected).nonzero().squeeze(1)))
             fp.x, fp.y = fp.x[order], fp.y[order]
             if fp.w is not None:
                 fp.w = fp.w[order]
-            self._is_sig, self._x_nominal = self._is_sig[order], fp.x
-            self._n_bkg = int(is_bkg.sum())
+            self._masks = {k: m[order] for k, m in self._masks.items()}
+            self._n_aff = int(affected.sum())
+            self._x_aff = fp.x[: self._n_aff]
             self._tangents.arm()
         elif self.jacobian == "reverse":
-            self._alpha = self._nuisance_nominals(fp.x).requires_grad_(True)
-            fp.x = self._apply_transform(fp.x, self._alpha, is_bkg)
+            self._delta = torch.zeros(len(self.nuisances), dtype=fp.x.dtype, device=fp.x.device, requires_grad=True)
+            fp.x = self._apply(fp.x, self._delta, self._masks)
+        else:
+            self._x_aff = fp.x[affected]
+            self._aff_index = affected
 
     @restores_denormals
     def on_forwards_end(self) -> None:
@@ -307,117 +242,199 @@ class InfernoCallback(Callback):
             return
         probs = fp.y_pred
         if not self._checked_output:
-            self._check_output(probs)
+            check_softmax_output(probs)
+            if probs.shape[1] != self.analysis.n_bins:
+                raise ConfigurationError(
+                    f"the network has {probs.shape[1]} outputs but the analysis's summary has n_bins = "
+                    f"{self.analysis.n_bins}"
+                )
+            self._checked_output = True
         w = torch.ones(len(probs), dtype=probs.dtype, device=probs.device) if fp.w is None else fp.w.reshape(-1)
         if len(w) != len(probs):
             raise TargetShapeError(f"{len(probs)} events but {len(w)} weights; weights must be one value per event")
-        if self._n_bkg is not None:  # recorded mode: rows are background first
-            nb = self._n_bkg
-            probs_sig, w_sig, probs_bkg, w_bkg = probs[nb:], w[nb:], probs[:nb], w[:nb]
-        else:
-            is_sig, is_bkg = self._is_sig, ~self._is_sig
-            probs_sig, w_sig, probs_bkg, w_bkg = probs[is_sig], w[is_sig], probs[is_bkg], w[is_bkg]
-        sig_shape = self._soft_template(probs_sig, w_sig, "signal")
-        bkg_shape = self._soft_template(probs_bkg, w_bkg, "background")
-        if self.shape_nuisances:
-            jac = self._background_jacobian(bkg_shape, w_bkg)
-        else:
-            jac = bkg_shape.new_zeros(len(bkg_shape), 0)
-        nu, dnu, precision = linearised_signal_background(
-            sig_shape + TEMPLATE_FLOOR, bkg_shape + TEMPLATE_FLOOR, jac, self.poi, self.background, self.shape_nuisances
-        )
-        var = poi_variance(fisher_from_jacobian(nu, dnu, precision), 0)
-        fp.loss_val = var
-        self.history[fp.state].append(float(var.detach()))
+        model = self.template_model(probs, w)
+        info = fisher_information(model)
+        a = self.analysis
+        value = objective_value(info, [model.index(p) for p in a.objective_pois], a.objective.kind,
+                                a.objective.weights)
+        fp.loss_val = value
+        self.history[fp.state].append(float(value.detach()))
+        with torch.no_grad():
+            var = poi_covariance(info.detach(), model.poi_indices).diagonal()
+        for p, v in zip(model.pois, var.tolist()):
+            self.sigma[fp.state][p].append(math.sqrt(max(v, 0.0)))
 
     def on_batch_end(self) -> None:
-        self._alpha, self._x_nominal, self._n_bkg = None, None, None
+        self._delta, self._x_aff, self._n_aff = None, None, None
         self._denormals.end()
 
     # -------------------------------------------------------------------------------------------------- pieces
-    def _check_output(self, probs: Tensor) -> None:
-        check_softmax_output(probs)
-        self._checked_output = True
+    def _affected(self, masks: Dict[str, Tensor]) -> Tensor:
+        """Events of any process a transform nuisance acts on."""
+        names = {p for acts in self._acts.values() for p in acts if p in masks}
+        return torch.stack([masks[p] for p in names]).any(0)
 
-    @staticmethod
-    def _soft_template(probs: Tensor, w: Tensor, process: str) -> Tensor:
-        """Soft histogram Σ w·p / Σ w over the process's events (fraction of its yield per bin), float64."""
-        total = w.sum()
-        if not total > 0:
-            raise EmptyProcessError(f"{process} events in this batch have zero total weight")
-        return (w[:, None] * probs).sum(0).double() / total.double()
+    def _row_masks(self, masks: Dict[str, Tensor]) -> Tensor:
+        """``[K, n]``: 1 where nuisance k acts on the row's process."""
+        rows = []
+        for name in self.nuisances:
+            m = torch.zeros_like(next(iter(masks.values())))
+            for p in self._acts[name]:
+                if p in masks:
+                    m = m | masks[p]
+            rows.append(m)
+        return torch.stack(rows)
 
-    def _background_jacobian(self, bkg_shape: Tensor, w_bkg: Tensor) -> Tensor:
-        """∂(background template)/∂(shape nuisances), ``[n_bins, n_nuisances]``, differentiable w.r.t. the net."""
-        if self.jacobian == "reverse":
-            n_bins = bkg_shape.shape[0]
-            eye = torch.eye(n_bins, dtype=bkg_shape.dtype, device=bkg_shape.device)
-            (jac,) = torch.autograd.grad(
-                bkg_shape, self._alpha, grad_outputs=eye, is_grads_batched=True, create_graph=True
+    def _apply(self, x: Tensor, delta: Tensor, masks: Dict[str, Tensor]) -> Tensor:
+        """The transform with nuisance k at δ_k on the rows it acts on (per-row values, mask all True)."""
+        rm = self._row_masks(masks).to(x.dtype)
+        values = {name: delta[k] * rm[k] for k, name in enumerate(self.nuisances)}
+        out = self._transform(x, values, torch.ones(len(x), dtype=torch.bool, device=x.device))
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            raise InputTransformError(
+                f"the input transform must return a tensor of the input shape {tuple(x.shape)}, got "
+                f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
             )
-            return jac
-        if self._n_bkg is not None:
-            jac = self._recorded_jacobian(w_bkg)
+        return out
+
+    def _check_transform(self, x: Tensor, affected: Tensor) -> None:
+        """Once per training: the transform must be the identity at α = 0 and must not write in place."""
+        with torch.no_grad():
+            before, version = x.clone(), x._version  # the version counter moves on any in-place write
+            zeros = {n: torch.zeros((), dtype=x.dtype, device=x.device) for n in self.nuisances}
+            out = self._transform(x, zeros, affected)
+            if x._version != version or not torch.equal(x, before):
+                raise InputTransformError("the input transform modified its input in place; build a new tensor")
+            if not isinstance(out, Tensor) or out.shape != x.shape:
+                raise InputTransformError(
+                    f"the input transform must return a tensor of the input shape {tuple(x.shape)}, got "
+                    f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}"
+                )
+            if not torch.allclose(out, x, rtol=1e-5, atol=1e-6):
+                worst = (out - x).abs().max().item()
+                raise InputTransformError(
+                    f"the input transform does not return the inputs unchanged at the nominal nuisance values "
+                    f"(max |Δx| = {worst:.3g}); check the nominal values of {self.nuisances}"
+                )
+        self._checked_transform = True
+
+    def _weight_matrix(self, w: Tensor, masks: Dict[str, Tensor], totals: Dict[str, Tensor], processes) -> Tensor:
+        """``[P, n]``: w/W_p on the rows of process p (so that matrix × probs = the soft templates)."""
+        return torch.stack([torch.where(masks[p], w.double(), torch.zeros_like(w, dtype=torch.float64)) / totals[p]
+                            for p in processes])
+
+    def template_model(self, probs: Tensor, w: Tensor):
+        """The binned likelihood of this batch: soft templates of every process from LUMIN's forward pass, their
+        derivatives along each transform nuisance (templates T ± ∂T/∂α at α = ±1), MC variances, fixed channels."""
+        a, masks, state = self.analysis, self._masks, self.model.fit_params.state
+        totals, nominal, variance = {}, {}, {}
+        for p in a.summary_processes:
+            m = masks[p.name]
+            total = w[m].sum().double()
+            if not total > 0:
+                raise EmptyProcessError(f"events of process {p.name!r} in this {state} batch have zero total weight")
+            totals[p.name] = total
+            contrib = w[m][:, None].double() * probs[m].double() / total
+            nominal[p.name] = contrib.sum(0)
+            if self._process_events:
+                variance[p.name] = (contrib * contrib).sum(0) * (int(m.sum()) / self._process_events[p.name])
+        shifted: Dict[Tuple[str, str], Tuple[Tensor, Tensor]] = {}
+        if self.nuisances:
+            users = [p.name for p in a.summary_processes if any(p.name in acts for acts in self._acts.values())]
+            jac = self._jacobian(probs, w, users, totals)  # [P_users, bins, K]
+            for i, p in enumerate(users):
+                for k, name in enumerate(self.nuisances):
+                    if p in self._acts[name]:
+                        shifted[(p, name)] = (nominal[p] + jac[i, :, k], nominal[p] - jac[i, :, k])
+        return template_model(a, SummaryTemplates(nominal, shifted, variance if self._process_events else None))
+
+    # ------------------------------------------------------------------------------------------ Jacobians
+    def _jacobian(self, probs: Tensor, w: Tensor, users: List[str], totals) -> Tensor:
+        """∂(template of each process in ``users``)/∂α, ``[len(users), n_bins, K]``, differentiable w.r.t. the net."""
+        if self.jacobian == "reverse":
+            wm = self._weight_matrix(w, self._masks, totals, users)
+            templates = wm @ probs.double()  # [P, bins], a function of δ through fp.x
+            flat = templates.reshape(-1)
+            eye = torch.eye(len(flat), dtype=flat.dtype, device=flat.device)
+            (jac,) = torch.autograd.grad(flat, self._delta, grad_outputs=eye, is_grads_batched=True,
+                                         create_graph=True)
+            return jac.reshape(len(users), -1, len(self.nuisances))
+        if self._n_aff is not None:
+            jac = self._recorded_jacobian(w, users, totals)
             if jac is not None:
                 return jac
-        return self._forward_jacobian(w_bkg)
+        return self._forward_jacobian(w, users, totals)
 
-    def _input_tangents(self, x_bkg: Tensor) -> Tensor:
-        """∂x/∂θ_k of the background inputs, ``[K, n_bkg, n_inputs]``: the transform's own ``tangents`` method if
-        it has one (checked once against autograd), else autograd."""
-        own = getattr(self.transform, "tangents", None)
+    def _aff_masks(self) -> Dict[str, Tensor]:
+        """Process masks restricted to the affected rows (in the order of ``_x_aff``)."""
+        if self._n_aff is not None:
+            return {k: m[: self._n_aff] for k, m in self._masks.items()}
+        return {k: m[self._aff_index] for k, m in self._masks.items()}
+
+    def _aff_weights(self, w: Tensor) -> Tensor:
+        return w[: self._n_aff] if self._n_aff is not None else w[self._aff_index]
+
+    def _input_tangents(self, x_aff: Tensor, masks: Dict[str, Tensor]) -> Tensor:
+        """∂x/∂α_k of the affected inputs, ``[K, n_aff, n_inputs]``, zero on rows k does not act on: the transform's
+        own ``tangents`` method if it has one (checked once against autograd), else autograd."""
+        rm = self._row_masks(masks).to(x_aff.dtype)[:, :, None]
+        own = getattr(self._transform, "tangents", None)
         if own is None:
-            return self._autograd_input_tangents(x_bkg)
-        names = [p.name for p in self.shape_nuisances]
+            return self._autograd_input_tangents(x_aff, masks)
         with torch.no_grad():
-            tangents = own(x_bkg.detach(), names)
+            tangents = own(x_aff.detach(), list(self.nuisances))
+        if not isinstance(tangents, Tensor) or tangents.shape != (len(self.nuisances), *x_aff.shape):
+            got = tuple(tangents.shape) if isinstance(tangents, Tensor) else type(tangents).__name__
+            raise InputTransformError(
+                f"transform.tangents must return [K={len(self.nuisances)}, n, n_inputs] = "
+                f"{(len(self.nuisances), *x_aff.shape)}, got {got}"
+            )
+        tangents = tangents * rm
         if not self._checked_input_tangents:
-            expected = self._autograd_input_tangents(x_bkg)
-            if not isinstance(tangents, Tensor) or tangents.shape != expected.shape:
-                got = tuple(tangents.shape) if isinstance(tangents, Tensor) else type(tangents).__name__
-                raise InputTransformError(
-                    f"transform.tangents must return [K={len(names)}, n, n_inputs] = {tuple(expected.shape)}, got {got}"
-                )
+            expected = self._autograd_input_tangents(x_aff, masks)
             if not torch.allclose(tangents, expected, rtol=1e-4, atol=1e-6):
                 worst = float((tangents - expected).abs().max())
                 raise InputTransformError(
                     f"transform.tangents differs from the autograd derivative of the transform by up to {worst:.3g}"
-                    f" (nuisances {names}); fix it or remove the method"
+                    f" (nuisances {self.nuisances}); fix it or remove the method"
                 )
             self._checked_input_tangents = True
         return tangents
 
-    def _autograd_input_tangents(self, x_bkg: Tensor) -> Tensor:
-        """∂x/∂θ_k of the background inputs, ``[K, n_bkg, n_inputs]``, exact (double-vjp through the transform:
-        cheap, the transform acts on the inputs only; no graph to the network)."""
-        mask = torch.ones(len(x_bkg), dtype=torch.bool, device=x_bkg.device)
-        alpha = self._nuisance_nominals(x_bkg).requires_grad_(True)
+    def _autograd_input_tangents(self, x_aff: Tensor, masks: Dict[str, Tensor]) -> Tensor:
+        """Exact ∂x/∂α_k by the double-vjp trick through the transform (cheap: inputs only, no network)."""
+        delta = torch.zeros(len(self.nuisances), dtype=x_aff.dtype, device=x_aff.device, requires_grad=True)
         with torch.enable_grad():
-            x_shifted = self._apply_transform(x_bkg.detach(), alpha, mask)
+            x_shifted = self._apply(x_aff.detach(), delta, masks)
             u = torch.zeros_like(x_shifted, requires_grad=True)
-            (jt_u,) = torch.autograd.grad(x_shifted, alpha, grad_outputs=u, create_graph=True)
-            eye = torch.eye(len(alpha), dtype=jt_u.dtype, device=jt_u.device)
-            (tangents,) = torch.autograd.grad(jt_u, u, grad_outputs=eye, is_grads_batched=True)
+            (jt_u,) = torch.autograd.grad(x_shifted, delta, grad_outputs=u, create_graph=True, allow_unused=True)
+            if jt_u is None:
+                raise InputTransformError(f"the input transform does not depend on the nuisances {self.nuisances}")
+            eye = torch.eye(len(delta), dtype=jt_u.dtype, device=jt_u.device)
+            (tangents,) = torch.autograd.grad(jt_u, u, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
+        if tangents is None:
+            raise InputTransformError(f"the input transform does not depend on the nuisances {self.nuisances}")
         return tangents
 
-    def _recorded_jacobian(self, w_bkg: Tensor) -> Optional[Tensor]:
-        """∂(background template)/∂θ from the activations of LUMIN's forward pass (rows 0..n_bkg-1); ``None`` when
-        the recorded pass is not the one that produced ``y_pred`` (then the generic route is used)."""
+    def _recorded_jacobian(self, w: Tensor, users: List[str], totals) -> Optional[Tensor]:
+        """From the activations of LUMIN's forward pass (rows 0..n_aff-1); ``None`` when the recorded pass is not
+        the one that produced ``y_pred`` (then the generic route is used)."""
         fp = self.model.fit_params
         if self._tangents.output is not fp.y_pred:
             self._fall_back("the recorded forward pass is not the one that produced y_pred", warn=True)
             return None
-        nb = self._n_bkg
+        masks = self._aff_masks()
+        wm = self._weight_matrix(self._aff_weights(w), masks, totals, users)  # [P, n_aff]
         try:
-            t_out = self._tangents.jvp(self._input_tangents(self._x_nominal[:nb]))  # [K, nb, bins]
+            t_out = self._tangents.jvp(self._input_tangents(self._x_aff, masks))  # [K, n_aff, bins]
         except UnsupportedNetworkError as err:
             problem = str(err)
         else:
-            jac = torch.einsum("knb,n->bk", t_out, w_bkg / w_bkg.sum()).double()
+            jac = torch.einsum("knb,pn->pbk", t_out.double(), wm)
             if self._checked_tangents:
                 return jac
             # once: the chain rule over the listed layers must match the generic Jacobian of this network
-            generic = self._forward_jacobian(w_bkg).detach()
+            generic = self._forward_jacobian(w, users, totals).detach()
             scale = generic.abs().max().clamp(min=1e-12)
             worst = float((jac.detach() - generic).abs().max() / scale)
             if torch.allclose(jac.detach(), generic, rtol=1e-3, atol=1e-4 * float(scale)):
@@ -432,65 +449,22 @@ class InfernoCallback(Callback):
         self._fall_back(problem, warn=True)
         return None
 
-    def _forward_jacobian(self, w_bkg: Tensor) -> Tensor:
+    def _forward_jacobian(self, w: Tensor, users: List[str], totals) -> Tensor:
         # JVPs J·e_k by the double-vjp trick: g(u) = Jᵀu is linear in u, so ∂(g·e_k)/∂u = J e_k. Two reverse passes
-        # through a background-only forward pass; measured faster than torch.func.jacfwd's forward-mode
+        # through a pass over the affected events; measured faster than torch.func.jacfwd's forward-mode
         # decompositions on CPU (benchmarks/README.md) and free of forward-AD gaps in arbitrary LUMIN blocks.
-        x_bkg = self._x_nominal[~self._is_sig]
-        mask = torch.ones(len(x_bkg), dtype=torch.bool, device=x_bkg.device)
-        alpha = self._nuisance_nominals(x_bkg).requires_grad_(True)
-        w_norm = (w_bkg / w_bkg.sum())[:, None]
-        template = (w_norm * self.model.model(self._apply_transform(x_bkg, alpha, mask))).sum(0)
-        u = torch.zeros_like(template, requires_grad=True)
-        (jt_u,) = torch.autograd.grad(template, alpha, grad_outputs=u, create_graph=True)
-        eye = torch.eye(len(alpha), dtype=jt_u.dtype, device=jt_u.device)
-        (jac_t,) = torch.autograd.grad(jt_u, u, grad_outputs=eye, is_grads_batched=True, create_graph=True)
-        return jac_t.transpose(0, 1).double()
-
-    def template_model(self, sig_shape: Tensor, bkg_shape: Tensor, jac: Optional[Tensor]) -> TemplateModel:
-        """The binned likelihood of this batch: soft templates, linear in the shape nuisances (exact at first
-        order, which is all the Fisher information at the nominal point needs)."""
-        sig = sig_shape + TEMPLATE_FLOOR
-        bkg = bkg_shape + TEMPLATE_FLOOR
-        systs = [
-            ShapeSystematic(p.name, "background", shift_up=bkg + jac[:, i], shift_down=bkg - jac[:, i], step=1.0)
-            for i, p in enumerate(self.shape_nuisances)
-        ]
-        return signal_background_model(
-            torch.stack([sig, bkg]), self.poi, self.background, self.shape_nuisances, systs
-        )
-
-
-def check_softmax_output(probs: Tensor) -> None:
-    """Raise :class:`ConfigurationError` unless ``probs`` is ``[n_events, n_bins ≥ 2]`` of rows of probabilities,
-    the output INFERNO-style losses need (a softmax, not LUMIN's log-softmax multiclass tail)."""
-    if probs.dim() != 2 or probs.shape[1] < 2:
-        raise ConfigurationError(
-            f"INFERNO needs a softmax output over >= 2 bins, got model output of shape {tuple(probs.shape)}; "
-            "use tail=SoftmaxTemperatureTail in the ModelBuilder"
-        )
-    sums = probs.detach().sum(1)
-    if (probs.detach() < 0).any() or not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
-        raise ConfigurationError(
-            "model output rows are not probabilities (non-negative, summing to 1); INFERNO needs a softmax "
-            "output: use tail=SoftmaxTemperatureTail (and not a 'multiclass' objective, whose tail is log-softmax)"
-        )
-
-
-def prepare_fit_for_batch_loss(fp) -> None:
-    """Set LUMIN's ``fit_params`` up for a loss the callback computes per batch (INFERNO-style): no LUMIN loss
-    function, gradients in validation too, monitors told the loss is not a mean over events; and raise
-    :class:`ConfigurationError` when the batch size exceeds a training fold (LUMIN would yield no batch)."""
-    fp.loss_func = None  # LUMIN skips its own loss (model.py:130); the callback sets loss_val in on_forwards_end
-    fp.val_requires_grad = True  # the loss needs derivatives in validation too
-    for c in fp.cbs:  # the loss is a per-batch statistic, not a mean over events
-        if hasattr(c, "loss_is_meaned"):
-            c.loss_is_meaned = False
-    fy, bs = getattr(fp, "fy", None), getattr(fp, "bs", None)
-    if fy is not None and bs is not None and getattr(fp, "trn_idxs", None):
-        too_small = {i: n for i in fp.trn_idxs if (n := fy.get_data_count(i)) < bs}
-        if too_small:
-            raise ConfigurationError(
-                f"batch size {bs} is larger than training fold(s) {too_small} (events per fold): LUMIN would "
-                "yield no batch. Use a smaller bs or fewer, larger folds."
-            )
+        masks = self._aff_masks()
+        x_aff = self._x_aff
+        wm = self._weight_matrix(self._aff_weights(w), masks, totals, users)
+        delta = torch.zeros(len(self.nuisances), dtype=x_aff.dtype, device=x_aff.device, requires_grad=True)
+        templates = (wm @ self.model.model(self._apply(x_aff, delta, masks)).double()).reshape(-1)
+        u = torch.zeros_like(templates, requires_grad=True)
+        (jt_u,) = torch.autograd.grad(templates, delta, grad_outputs=u, create_graph=True, allow_unused=True)
+        if jt_u is None:
+            raise InputTransformError(f"the input transform does not depend on the nuisances {self.nuisances}")
+        eye = torch.eye(len(delta), dtype=jt_u.dtype, device=jt_u.device)
+        (jac_t,) = torch.autograd.grad(jt_u, u, grad_outputs=eye, is_grads_batched=True, create_graph=True,
+                                       allow_unused=True)
+        if jac_t is None:
+            raise InputTransformError(f"the input transform does not depend on the nuisances {self.nuisances}")
+        return jac_t.transpose(0, 1).reshape(len(users), -1, len(self.nuisances))

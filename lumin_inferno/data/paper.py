@@ -119,10 +119,35 @@ class PaperTransform:
 
 
 @dataclass
+class PaperNuisanceTransform:
+    """:class:`PaperTransform` with the nuisances in analysis units α (0 = nominal): r = r₀ + step_r·α_r and
+    λ = λ₀ + step_λ·α_λ, so that α = ±1 are the ±step templates (default :data:`TEMPLATE_SHIFTS`). Picklable."""
+
+    steps: Dict[str, float] = field(default_factory=lambda: dict(TEMPLATE_SHIFTS))
+    base: PaperTransform = field(default_factory=lambda: PaperTransform())
+
+    def _physical(self, nuisances: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        nominal = {"r": self.base.r0, "lambda": self.base.lambda0}
+        unknown = set(nuisances) - set(nominal)
+        if unknown:
+            raise KeyError(f"the paper's transform has nuisances 'r' and 'lambda', not {sorted(unknown)}")
+        return {k: nominal[k] + self.steps[k] * v for k, v in nuisances.items()}
+
+    def __call__(self, x: Tensor, nuisances: Dict[str, Tensor], mask: Tensor) -> Tensor:
+        return self.base(x, self._physical(nuisances), mask)
+
+    def tangents(self, x: Tensor, names: Sequence[str]) -> Tensor:
+        """∂x'/∂α = step · ∂x'/∂θ of :meth:`PaperTransform.tangents`."""
+        scale = torch.tensor([self.steps[n] for n in names], dtype=x.dtype, device=x.device)
+        return self.base.tangents(x, names) * scale[:, None, None]
+
+
+@dataclass
 class PaperBenchmark:
     """One of the paper's benchmarks 0–4: which nuisances float and how they are constrained.
 
-    ``callback_kwargs()`` gives the arguments of :class:`~lumin_inferno.callbacks.InfernoCallback`.
+    :meth:`analysis` is its :class:`~lumin_inferno.analysis.Analysis` (exact or from shifted inputs) and
+    :meth:`transform` the input transform of the exact one.
     """
 
     index: int
@@ -130,10 +155,13 @@ class PaperBenchmark:
     background: Union[float, Parameter]
     shape_nuisances: List[Parameter] = field(default_factory=list)
 
-    def analysis(self, n_bins: int = 10, steps: Optional[Dict[str, float]] = None, mc_stat: bool = False):
-        """The benchmark as an :class:`~lumin_inferno.analysis.Analysis` whose shape nuisances are ±``steps``
-        shifted inputs stored in the fold file (``"inputs"`` systematics, default :data:`TEMPLATE_SHIFTS`), as
-        approximate INFERNO trains on them.
+    def analysis(
+        self, n_bins: int = 10, steps: Optional[Dict[str, float]] = None, mc_stat: bool = False, kind: str = "inputs"
+    ):
+        """The benchmark as an :class:`~lumin_inferno.analysis.Analysis`. ``kind="inputs"``: the shape nuisances
+        are ±``steps`` shifted inputs stored in the fold file (default :data:`TEMPLATE_SHIFTS`), as approximate
+        INFERNO trains on them; ``kind="transform"``: exact, through :class:`PaperNuisanceTransform` (``steps``
+        are then the units of α), as exact INFERNO trains on them.
 
         The POI is the signal strength ``mu`` (signal yield s = 50 μ, so σ(s) = 50 σ(μ)); a constrained
         background (benchmark 4) is the factor ``k_b`` ~ N(1, 0.1); each shape nuisance α is measured in units of
@@ -155,7 +183,7 @@ class PaperBenchmark:
             processes=(Process("signal", float(self.poi.nominal), labels=(1,), role="signal"),
                        Process("background", background_yield, labels=(0,))),
             factors=tuple(factors),
-            systematics=tuple(Systematic(p.name, "inputs", ("background",)) for p in self.shape_nuisances),
+            systematics=tuple(Systematic(p.name, kind, ("background",)) for p in self.shape_nuisances),
             nuisances=tuple(
                 Nuisance(p.name, None if p.constraint is None else p.constraint / steps[p.name])
                 for p in self.shape_nuisances
@@ -164,13 +192,9 @@ class PaperBenchmark:
             mc_stat=mc_stat,
         )
 
-    def callback_kwargs(self) -> dict:
-        return {
-            "poi": self.poi,
-            "background": self.background,
-            "shape_nuisances": list(self.shape_nuisances),
-            "transform": PaperTransform(),
-        }
+    def transform(self, steps: Optional[Dict[str, float]] = None) -> "PaperNuisanceTransform":
+        """The input transform of :meth:`analysis` with ``kind="transform"``."""
+        return PaperNuisanceTransform(dict(TEMPLATE_SHIFTS if steps is None else steps))
 
 
 def paper_benchmark(index: int) -> PaperBenchmark:

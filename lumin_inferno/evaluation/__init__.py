@@ -1,6 +1,12 @@
 """Evaluation of trained summary statistics (hard-assigned templates, expected uncertainties) and plots."""
 
-from .analysis import expected_poi_uncertainties, foldfile_template_model, hard_summary_templates
+from .analysis import (
+    analysis_template_model,
+    expected_poi_uncertainties,
+    foldfile_template_model,
+    hard_summary_templates,
+    transform_shifted_bins,
+)
 from .ensemble import AlignedEnsemble, InfernoEnsemble, align_ensemble, load_inferno_ensemble, save_inferno_ensemble
 from .importance import (
     ColumnSubsetTransform,
@@ -18,10 +24,12 @@ from .independence import (
     plot_output_vs_nuisance,
 )
 from .plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
-from .templates import align_bins, aligned_mean_probs, argmax_bins, asimov_template_model, expected_uncertainty, hard_templates, uniform_bins
+from .templates import align_bins, aligned_mean_probs, argmax_bins, expected_uncertainty, hard_templates, uniform_bins
 
 __all__ = [
     "hard_summary_templates",
+    "transform_shifted_bins",
+    "analysis_template_model",
     "foldfile_template_model",
     "expected_poi_uncertainties",
     "AlignedEnsemble",
@@ -44,4 +52,4 @@ __all__ = [
     "plot_templates",
     "plot_profile_curves",
     "plot_sigma_summary",
-"align_bins", "aligned_mean_probs", "argmax_bins", "uniform_bins", "hard_templates", "asimov_template_model", "expected_uncertainty"]
+"align_bins", "aligned_mean_probs", "argmax_bins", "uniform_bins", "hard_templates", "expected_uncertainty"]

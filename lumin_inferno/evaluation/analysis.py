@@ -17,7 +17,10 @@ from ..exceptions import ConfigurationError, EmptyProcessError, FoldFileError, T
 from ..statistics.fit import profile_interval
 from ..statistics.likelihood import TemplateModel
 
-__all__ = ["hard_summary_templates", "foldfile_template_model", "expected_poi_uncertainties"]
+__all__ = [
+    "hard_summary_templates", "transform_shifted_bins", "analysis_template_model", "foldfile_template_model",
+    "expected_poi_uncertainties",
+]
 
 BinFunction = Callable[[np.ndarray], np.ndarray]
 
@@ -92,19 +95,76 @@ def hard_summary_templates(
                     torch.as_tensor(_histogram(bins[m], np.asarray(v, dtype=np.float64).reshape(-1)[m], n_bins)[0] / total)
                     for v in shifted_weights[s.column]
                 )
-            else:
-                raise ConfigurationError(
-                    f"systematic {s.name!r} is an exact input transform; evaluate it with shifted inputs"
-                )
+            else:  # "transform": the inputs moved by the transform to α = ±1, binned (transform_shifted_bins)
+                key = f"transform:{s.name}"
+                if not shifted_bins or key not in shifted_bins:
+                    raise ConfigurationError(
+                        f"no transformed-input bins for exact systematic {s.name!r}: evaluate with its transform "
+                        "(analysis_template_model(..., transform=...))"
+                    )
+                pair = [np.asarray(b)[m] for b in shifted_bins[key]]
+                shifted[(pname, s.name)] = tuple(torch.as_tensor(_histogram(b, w[m], n_bins)[0] / total) for b in pair)
     return SummaryTemplates(nominal, shifted, variance)
 
 
+def transform_shifted_bins(
+    analysis: Analysis, bin_function: BinFunction, inputs: np.ndarray, targets: np.ndarray, transform
+) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Bins of the inputs moved by ``transform`` to α = ±1 for every ``"transform"`` systematic (on the events of
+    the processes it acts on; the others keep their inputs), keyed ``"transform:<name>"`` for
+    :func:`hard_summary_templates`."""
+    exact = analysis.systematics_of("transform")
+    if not exact:
+        return {}
+    if transform is None:
+        raise ConfigurationError(
+            f"exact systematic(s) {[s.name for s in exact]} need their input transform to be evaluated"
+        )
+    targets = np.asarray(targets).reshape(-1)
+    x = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
+    out = {}
+    for name in dict.fromkeys(s.name for s in exact):
+        procs = {p for s in exact if s.name == name for p in s.processes}
+        labels = [v for p in analysis.summary_processes if p.name in procs for v in p.labels]
+        mask = torch.as_tensor(np.isin(targets, labels))
+        pair = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                moved = transform(x, {name: torch.tensor(sign)}, mask)
+            pair.append(np.asarray(bin_function(moved.numpy())))
+        out[f"transform:{name}"] = (pair[0], pair[1])
+    return out
+
+
+def analysis_template_model(
+    analysis: Analysis,
+    bin_function: BinFunction,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    weights: Optional[np.ndarray] = None,
+    transform=None,
+    shifted_inputs: Optional[Mapping[str, Tuple[np.ndarray, np.ndarray]]] = None,
+    shifted_weights: Optional[Mapping[str, Tuple[np.ndarray, np.ndarray]]] = None,
+) -> TemplateModel:
+    """The analysis's binned likelihood (float64) of the summary ``bin_function`` on an evaluation sample:
+    hard-assigned templates of every process, ``"transform"`` systematics from ``transform`` at α = ±1,
+    ``"inputs"`` systematics from ``shifted_inputs`` (column → (up inputs, down inputs)), ``"weights"`` ones from
+    ``shifted_weights`` (column → (up, down) weights), MC statistics from Σw², and the fixed channels."""
+    bins = {c: (np.asarray(bin_function(up)), np.asarray(bin_function(down)))
+            for c, (up, down) in (shifted_inputs or {}).items()}
+    bins.update(transform_shifted_bins(analysis, bin_function, inputs, targets, transform))
+    templates = hard_summary_templates(analysis, np.asarray(bin_function(inputs)), targets, weights, bins,
+                                       shifted_weights)
+    return template_model(analysis, templates)
+
+
 def foldfile_template_model(
-    analysis: Analysis, bin_function: BinFunction, fy, fold_idx: int = 0
+    analysis: Analysis, bin_function: BinFunction, fy, fold_idx: int = 0, transform=None
 ) -> TemplateModel:
     """The analysis's binned likelihood with the summary ``bin_function`` (inputs array → integer bins) applied
     to fold ``fold_idx`` of ``fy`` (a LUMIN ``FoldYielder`` or a fold-file path with shifted systematics), its
-    shifted inputs and up/down weights (:mod:`lumin_inferno.data.systematics`)."""
+    shifted inputs and up/down weights (:mod:`lumin_inferno.data.systematics`) and, for ``"transform"``
+    systematics, ``transform`` (default: the declared input shifts through ``fy``'s input pipe)."""
     if not hasattr(fy, "get_fold"):
         from lumin.nn.data.fold_yielder import FoldYielder
 
@@ -113,17 +173,18 @@ def foldfile_template_model(
     inputs = [s.column for s in analysis.systematics_of("inputs")]
     weights = [s.column for s in analysis.systematics_of("weights")]
     shifted = read_fold_systematics(fy, fold_idx, inputs, weights) if inputs or weights else None
-    shifted_bins: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+    shifted_inputs: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
     if shifted is not None:
         ignore = set(getattr(fy, "_ignore_feats", []))
         columns = [i for i, f in enumerate(fy.input_feats) if f not in ignore]
-        for column, (up, down) in shifted.inputs.items():
-            shifted_bins[column] = (np.asarray(bin_function(up[:, columns])), np.asarray(bin_function(down[:, columns])))
-    templates = hard_summary_templates(
-        analysis, np.asarray(bin_function(data["inputs"])), data["targets"], data["weights"], shifted_bins,
-        None if shifted is None else shifted.weights,
-    )
-    return template_model(analysis, templates)
+        shifted_inputs = {c: (up[:, columns], down[:, columns]) for c, (up, down) in shifted.inputs.items()}
+    if transform is None and analysis.systematics_of("transform"):
+        from ..data.shifts import InputShiftTransform
+
+        transform = InputShiftTransform(analysis, list(fy.cont_feats) + list(fy.cat_feats),
+                                        getattr(fy, "input_pipe", None))
+    return analysis_template_model(analysis, bin_function, data["inputs"], data["targets"], data["weights"],
+                                   transform, shifted_inputs, None if shifted is None else shifted.weights)
 
 
 def expected_poi_uncertainties(model: TemplateModel, observed=None) -> Dict[str, float]:

@@ -13,10 +13,11 @@ LUMIN weights ensemble members by :math:`w_m \\propto 1/L_m` with :math:`L_m` th
 loss is the expected variance of the POI, :math:`L_m = \\sigma_m^2(s) > 0` in events², smaller is better, so the
 weights are inverse-variance weights: positive, finite and larger for better members, as for a classification loss.
 
-Saving (:func:`save_inferno_ensemble`) writes LUMIN's own ensemble files (``ensemble_{i}.h5``,
-``ensemble_weights.pkl``, ``ensemble_builder.pkl``, ``ensemble_results.pkl``: the format of ``Ensemble.save``) and
-next to them the InfernoCallback configuration (pickle) and a JSON manifest with the permutations and file checksums,
-all into a temporary directory that is renamed into place.
+Saving (:func:`save_inferno_ensemble`) writes data only: each member's tensors (LUMIN's ``Model.save``), the
+:class:`~lumin_inferno.analysis.Analysis` as JSON and a JSON manifest with the weights, the permutations and file
+checksums, into a temporary directory that is renamed into place. Loading never unpickles (a saved ensemble from a
+colleague cannot run code): tensors are read with ``torch.load(weights_only=True)`` into the networks of the
+``ModelBuilder`` the caller passes.
 """
 
 from __future__ import annotations
@@ -24,10 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -35,7 +33,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ..exceptions import ConfigurationError, TargetShapeError
-from ..statistics.likelihood import Parameter
 from .templates import align_bins
 
 __all__ = [
@@ -48,10 +45,10 @@ __all__ = [
 
 #: Name of the manifest written by :func:`save_inferno_ensemble`.
 MANIFEST = "inferno_ensemble.json"
-_CONFIG = "inferno_callback.pkl"
-_STEM = "ensemble"  # LUMIN's base name: ensemble_{i}.h5, ensemble_weights.pkl, ...
+ANALYSIS_FILE = "analysis.json"
+_STEM = "ensemble"  # LUMIN's base name: ensemble_{i}.h5
 _FORMAT = "lumin_inferno.inferno_ensemble"
-_VERSION = 1
+_VERSION = 2
 
 
 def _as_array(x: Any) -> np.ndarray:
@@ -192,16 +189,16 @@ def align_ensemble(
 # ------------------------------------------------------------------------------------------------- save / load
 @dataclass
 class InfernoEnsemble:
-    """What :func:`load_inferno_ensemble` returns: the LUMIN ``Ensemble``, the InfernoCallback configuration it was
-    trained with, and the bin permutations.
+    """What :func:`load_inferno_ensemble` returns: the LUMIN ``Ensemble``, the :class:`~lumin_inferno.analysis.
+    Analysis` it was trained for, and the bin permutations.
 
-    ``aligned`` is the :class:`AlignedEnsemble` (prediction with aligned bins), ``callback()`` a fresh
-    :class:`~lumin_inferno.callbacks.InfernoCallback` with the saved configuration and ``callback_partial()`` the
-    ``functools.partial`` to pass to ``train_models(cb_partials=...)``.
+    ``aligned`` is the :class:`AlignedEnsemble` (prediction with aligned bins); ``callback_partial(transform)``
+    the ``functools.partial`` of :class:`~lumin_inferno.callbacks.InfernoCallback` for ``train_models`` (the
+    transform of custom exact systematics is code, so it is passed in, never loaded).
     """
 
     ensemble: Any
-    callback_kwargs: Dict[str, Any]
+    analysis: Any
     permutations: List[np.ndarray]
     reference: int = 0
     metadata: Dict[str, Any] = field(default_factory=dict)
@@ -210,24 +207,10 @@ class InfernoEnsemble:
     def aligned(self) -> AlignedEnsemble:
         return AlignedEnsemble(list(self.ensemble.models), self.ensemble.weights, self.permutations, self.reference)
 
-    def callback_partial(self) -> partial:
+    def callback_partial(self, transform: Any = None) -> partial:
         from ..callbacks.inferno import InfernoCallback
 
-        return partial(InfernoCallback, **self.callback_kwargs)
-
-    def callback(self) -> Any:
-        return self.callback_partial()()
-
-
-def _describe(value: Any) -> Any:
-    """JSON view of one InfernoCallback argument (the pickle is authoritative; this is for people and diffs)."""
-    if isinstance(value, Parameter):
-        return {"Parameter": asdict(value)}
-    if isinstance(value, (list, tuple)):
-        return [_describe(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return {"repr": repr(value), "type": f"{type(value).__module__}.{type(value).__qualname__}"}
+        return partial(InfernoCallback, self.analysis, transform=transform)
 
 
 def _sha256(path: Path) -> str:
@@ -241,38 +224,32 @@ def _sha256(path: Path) -> str:
 def save_inferno_ensemble(
     directory: Union[str, Path],
     ensemble: Any,
-    callback_kwargs: Mapping[str, Any],
+    analysis: Any,
     permutations: Optional[Sequence[Sequence[int]]] = None,
     reference: Optional[int] = None,
-    model_builder: Any = None,
     overwrite: bool = False,
 ) -> Path:
-    """Save an INFERNO ensemble with everything needed to use it and to rebuild its training callback.
+    """Save an INFERNO ensemble with the analysis it was trained for, as data only (no pickles).
 
     Args:
         directory: target directory (created; its parent must exist). Written as a temporary sibling directory and
             renamed into place, so a failed save leaves no partial directory and an existing save untouched.
-        ensemble: a LUMIN ``Ensemble`` or an :class:`AlignedEnsemble` (its permutations are used unless given).
-        callback_kwargs: the keyword arguments of :class:`~lumin_inferno.callbacks.InfernoCallback` (poi,
-            background, shape_nuisances, transform, ...), e.g. ``paper_benchmark(2).callback_kwargs()``; must be
-            picklable (a module-level transform function or a dataclass such as ``PaperTransform``, not a lambda).
+        ensemble: a LUMIN ``Ensemble``, an :class:`AlignedEnsemble` (its permutations are used unless given) or a
+            list of LUMIN models.
+        analysis: the :class:`~lumin_inferno.analysis.Analysis`.
         permutations: per member, the aligned column order (see :func:`align_ensemble`); ``None`` = identity.
         reference: index of the reference member (stored for information).
-        model_builder: the ``ModelBuilder``; default the ensemble's (or its first model's).
         overwrite: replace an existing save at ``directory``.
 
     Returns:
-        The directory. Files: ``ensemble_{i}.h5`` (one per member), ``ensemble_weights.pkl``,
-        ``ensemble_builder.pkl``, ``ensemble_results.pkl`` (LUMIN's ``Ensemble.save`` format, readable with
-        ``Ensemble.from_save(directory / "ensemble")`` for fewer than 10 members), ``inferno_callback.pkl`` and the
-        manifest ``inferno_ensemble.json``.
-
-    Raises:
-        ConfigurationError: existing target without ``overwrite``, missing parent, invalid permutations, a
-            configuration that InfernoCallback rejects or that cannot be pickled.
+        The directory. Files: ``ensemble_{i}.h5`` (one per member, LUMIN's ``Model.save``: tensors only),
+        ``analysis.json`` and the manifest ``inferno_ensemble.json`` (weights, permutations, SHA-256 of each file).
     """
-    from ..callbacks.inferno import InfernoCallback
+    from ..analysis import Analysis
+    from ..io import atomic_directory
 
+    if not isinstance(analysis, Analysis):
+        raise ConfigurationError(f"save_inferno_ensemble needs the Analysis, got {type(analysis).__name__}")
     directory = Path(directory)
     if not directory.parent.is_dir():
         raise ConfigurationError(f"parent directory {directory.parent} does not exist")
@@ -287,38 +264,15 @@ def save_inferno_ensemble(
         permutations = ensemble.permutations if permutations is None else permutations
         reference = ensemble.reference if reference is None else reference
     n_bins = int(models[0].get_out_size())
+    if n_bins != analysis.n_bins:
+        raise ConfigurationError(f"the members have {n_bins} output bins but the analysis has n_bins = {analysis.n_bins}")
     perms = _check_permutations(
         [np.arange(n_bins)] * len(models) if permutations is None else permutations, len(models), n_bins
     )
-    kwargs = dict(callback_kwargs)
-    try:
-        InfernoCallback(**kwargs)  # the configuration must be one the callback accepts
-    except Exception as err:
-        raise ConfigurationError(f"InfernoCallback rejects the configuration: {type(err).__name__}: {err}") from err
-    try:
-        config_bytes = pickle.dumps(kwargs, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as err:
-        raise ConfigurationError(
-            f"the InfernoCallback configuration cannot be pickled ({type(err).__name__}: {err}); use a module-level "
-            "transform function or a dataclass (e.g. PaperTransform), not a lambda or closure"
-        ) from err
-    builder = model_builder or getattr(ensemble, "model_builder", None) or getattr(models[0], "model_builder", None)
-    if builder is None:
-        raise ConfigurationError("no ModelBuilder: pass model_builder= (needed to rebuild the members on load)")
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         for i, m in enumerate(models):
             m.save(str(tmp / f"{_STEM}_{i}.h5"))
-        with open(tmp / f"{_STEM}_weights.pkl", "wb") as fh:
-            pickle.dump(np.asarray(weights), fh)
-        with open(tmp / f"{_STEM}_builder.pkl", "wb") as fh:
-            pickle.dump(builder, fh)
-        results = getattr(ensemble, "results", None)
-        if results is not None:
-            with open(tmp / f"{_STEM}_results.pkl", "wb") as fh:
-                pickle.dump(results, fh)
-        (tmp / _CONFIG).write_bytes(config_bytes)
+        (tmp / ANALYSIS_FILE).write_text(analysis.to_json())
         files = sorted(p.name for p in tmp.iterdir())
         manifest = {
             "format": _FORMAT,
@@ -328,43 +282,31 @@ def save_inferno_ensemble(
             "weights": [float(w) for w in weights],
             "reference": None if reference is None else int(reference),
             "permutations": [p.tolist() for p in perms],
-            "callback": {k: _describe(v) for k, v in kwargs.items()},
             "files": {name: _sha256(tmp / name) for name in files},
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
-            os.replace(directory, old / directory.name)
-            try:
-                os.replace(tmp, directory)
-            except BaseException:
-                os.replace(old / directory.name, directory)  # put the previous save back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # last: its presence marks a complete save
     return directory
 
 
-def load_inferno_ensemble(directory: Union[str, Path], verify: bool = True) -> InfernoEnsemble:
-    """Load what :func:`save_inferno_ensemble` wrote.
+def load_inferno_ensemble(
+    directory: Union[str, Path], model_builder: Any, verify: bool = True
+) -> InfernoEnsemble:
+    """Load what :func:`save_inferno_ensemble` wrote, without unpickling anything: the analysis from JSON, the
+    weights and permutations from the manifest, and each member's tensors with ``torch.load(weights_only=True)``
+    into networks built by ``model_builder`` (the architecture is code: build it as the saved ensemble was built;
+    a mismatch is a named error).
 
-    Members are read in numeric order ``ensemble_0.h5, ensemble_1.h5, …`` (LUMIN's ``Ensemble.load`` globs them
-    lexicographically and so pairs weights with the wrong models from 10 members on).
-
-    Args:
-        directory: the saved directory.
-        verify: check every file against the SHA-256 checksum in the manifest.
+    Members are read in numeric order ``ensemble_0.h5, ensemble_1.h5, …``.
 
     Raises:
         ConfigurationError: missing directory, manifest or file; unreadable or inconsistent manifest; checksum
-            mismatch; a file that cannot be unpickled or loaded.
+            mismatch; member tensors that do not fit ``model_builder``'s network.
     """
+    import torch
     from lumin.nn.ensemble.ensemble import Ensemble
     from lumin.nn.models.model import Model
+
+    from ..analysis import Analysis
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -376,14 +318,14 @@ def load_inferno_ensemble(directory: Union[str, Path], verify: bool = True) -> I
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("format") != _FORMAT:
             raise ValueError(f"format is {manifest.get('format')!r}")
-        if int(manifest["version"]) > _VERSION:
-            raise ValueError(f"version {manifest['version']} is newer than this lumin_inferno reads ({_VERSION})")
+        if int(manifest["version"]) != _VERSION:
+            raise ValueError(f"version {manifest['version']} is not the one this lumin_inferno reads ({_VERSION})")
         n_models, n_bins, files = int(manifest["n_models"]), int(manifest["n_bins"]), dict(manifest["files"])
         weights = np.asarray(manifest["weights"], dtype=float)
         perms = _check_permutations(manifest["permutations"], n_models, n_bins)
     except (ValueError, KeyError, TypeError, ConfigurationError) as err:
         raise ConfigurationError(f"corrupt manifest {manifest_path}: {type(err).__name__}: {err}") from err
-    needed = [f"{_STEM}_{i}.h5" for i in range(n_models)] + [f"{_STEM}_builder.pkl", _CONFIG]
+    needed = [f"{_STEM}_{i}.h5" for i in range(n_models)] + [ANALYSIS_FILE]
     missing = [name for name in needed if not (directory / name).is_file() or name not in files]
     missing += [name for name in files if not (directory / name).is_file() and name not in missing]
     if missing:
@@ -392,32 +334,30 @@ def load_inferno_ensemble(directory: Union[str, Path], verify: bool = True) -> I
         bad = [name for name, digest in files.items() if _sha256(directory / name) != digest]
         if bad:
             raise ConfigurationError(f"checksum mismatch in {directory}: {bad} changed since the save (corrupt?)")
-    try:
-        with open(directory / f"{_STEM}_builder.pkl", "rb") as fh:
-            builder = pickle.load(fh)
-        with open(directory / _CONFIG, "rb") as fh:
-            callback_kwargs = pickle.load(fh)
-        models = []
-        for i in range(n_models):
-            m = Model(builder)
-            m.load(str(directory / f"{_STEM}_{i}.h5"))
-            models.append(m)
-        results = None
-        if (directory / f"{_STEM}_results.pkl").is_file():
-            with open(directory / f"{_STEM}_results.pkl", "rb") as fh:
-                results = pickle.load(fh)
-    except Exception as err:
-        raise ConfigurationError(
-            f"cannot load the saved INFERNO ensemble {directory}: {type(err).__name__}: {err}"
-        ) from err
+    analysis = Analysis.load(directory / ANALYSIS_FILE)
+    models = []
+    for i in range(n_models):
+        path = directory / f"{_STEM}_{i}.h5"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            m = Model(model_builder)
+            m.model.load_state_dict(state["model"])
+            m.opt.load_state_dict(state["opt"])
+            m.input_mask = state.get("input_mask")
+        except Exception as err:
+            raise ConfigurationError(
+                f"member {path.name} of {directory} does not load into model_builder's network: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        models.append(m)
     if any(int(m.get_out_size()) != n_bins for m in models):
         raise ConfigurationError(f"members of {directory} do not have {n_bins} output bins as the manifest says")
-    ensemble = Ensemble.from_models(models, weights=weights, results=results, model_builder=builder)
+    ensemble = Ensemble.from_models(models, weights=weights, model_builder=model_builder)
     ensemble.weights = weights  # exactly as saved (from_models renormalises, which can move the last bit)
     reference = manifest.get("reference")
     return InfernoEnsemble(
         ensemble=ensemble,
-        callback_kwargs=callback_kwargs,
+        analysis=analysis,
         permutations=perms,
         reference=0 if reference is None else int(reference),
         metadata={k: v for k, v in manifest.items() if k not in ("permutations", "weights")},

@@ -1,10 +1,10 @@
 """Feature importance in units of the measurement: how much the expected σ(POI) grows without a feature.
 
-The metric is the expected uncertainty on the parameter of interest (the signal yield s, in events) of the
-hard-binned summary statistic on a held-out sample, built exactly as in the final evaluation
-(:func:`~lumin_inferno.evaluation.asimov_template_model`: nominal templates and shape-nuisance templates from the
-input transform, Asimov data, nuisances profiled through √(H⁻¹)ₛₛ or the profile likelihood) — not the
-classifier's loss, which for INFERNO is not even defined outside training.
+The metric is the expected uncertainty on the (first) parameter of interest of an
+:class:`~lumin_inferno.analysis.Analysis`, in its units, of the hard-binned summary statistic on a held-out sample,
+built exactly as in the final evaluation (:func:`~lumin_inferno.evaluation.analysis_template_model`: nominal
+templates and shape-systematic templates, Asimov data, every other parameter profiled through √(H⁻¹)_poi,poi or the
+profile likelihood) — not the classifier's loss, which for INFERNO is not even defined outside training.
 
 * **Permutation importance** of feature j: Δσⱼ = σ(s | column j shuffled across events) − σ(s), averaged over
   ``n_repeats`` shuffles (spread = their standard deviation). Shuffling happens on the *nominal* inputs, before the
@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from ..exceptions import ConfigurationError, FailedMinimization, SingularHessianError, TargetShapeError
-from ..statistics.likelihood import Parameter
-from .templates import BinFunction, asimov_template_model, expected_uncertainty
+from .analysis import analysis_template_model
+from .templates import BinFunction, expected_uncertainty
 
 __all__ = [
     "poi_uncertainty",
@@ -47,36 +47,26 @@ PathLike = Union[str, Path]
 
 def poi_uncertainty(
     bin_function: BinFunction,
+    analysis,
     inputs: np.ndarray,
     targets: np.ndarray,
-    weights: Optional[np.ndarray],
-    n_bins: int,
-    poi: Parameter,
-    background: Union[float, Parameter],
-    shape_nuisances: Sequence[Parameter] = (),
+    weights: Optional[np.ndarray] = None,
     transform=None,
-    steps: Optional[Mapping[str, float]] = None,
     method: str = "hessian",
-    signal_class: int = 1,
 ) -> float:
-    """Expected σ(POI) (events, for a signal-yield POI) of the hard-binned statistic on the sample: the metric of the
-    importances.
+    """Expected σ of the analysis's first POI (its units) of the hard-binned statistic on the sample: the metric
+    of the importances.
 
-    A shape nuisance the statistic is blind to (its ±step templates equal the nominal one in every bin, e.g. λ for
+    A shape systematic the statistic is blind to (its ±1σ templates equal the nominal one in every bin, e.g. λ for
     a statistic that does not read x2) is left out of the likelihood: its Fisher-information row is zero, so it does
-    not change σ(POI), but an unconstrained one would make the Hessian singular. Returns ``inf`` if the remaining
-    likelihood still has no finite variance (singular Hessian, failed profile).
+    not change σ(POI), but a free one would make the Hessian singular. Returns ``inf`` if the remaining likelihood
+    still has no finite variance (singular Hessian, failed profile).
     """
-    model = asimov_template_model(
-        bin_function, inputs, targets, weights, n_bins, poi, background, shape_nuisances, transform, steps, signal_class
-    )
+    model = analysis_template_model(analysis, bin_function, inputs, targets, weights, transform)
     blind = _blind_nuisances(model)
     if blind:
-        kept = [p for p in shape_nuisances if p.name not in blind]
-        model = asimov_template_model(
-            bin_function, inputs, targets, weights, n_bins, poi, background, kept, transform if kept else None, steps,
-            signal_class,
-        )
+        model = analysis_template_model(analysis.without_nuisances(blind), bin_function, inputs, targets, weights,
+                                        transform)
     try:
         return float(expected_uncertainty(model, method))
     except (SingularHessianError, FailedMinimization):
@@ -84,40 +74,33 @@ def poi_uncertainty(
 
 
 def _blind_nuisances(model) -> List[str]:
-    """Names of shape nuisances whose up and down templates equal the nominal template of their process."""
+    """Names of shape nuisances whose up and down templates equal the nominal template of every process."""
     rows = {p: i for i, p in enumerate(model.processes)}
-    blind = []
+    moving = set()
+    names = set()
     for syst in model.shape_systematics:
+        names.add(syst.parameter)
         nominal = model.templates[rows[syst.process]]
         shifts = (syst.shift_up, syst.shift_down)
-        if all(torch.allclose(t.to(nominal.dtype), nominal, rtol=0.0, atol=1e-15) for t in shifts):
-            blind.append(syst.parameter)
-    return blind
+        if not all(torch.allclose(t.to(nominal.dtype), nominal, rtol=0.0, atol=1e-15) for t in shifts):
+            moving.add(syst.parameter)
+    return sorted(names - moving)
 
 
-def nuisances_acting_on(
-    transform,
-    shape_nuisances: Sequence[Parameter],
-    columns: Sequence[int],
-    n_features: int,
-    steps: Optional[Mapping[str, float]] = None,
-) -> List[Parameter]:
-    """The shape nuisances whose input transform moves at least one of ``columns`` (probed numerically on random
-    inputs, every event in the mask, each nuisance moved by its step or 1). A statistic trained on other columns
-    only is blind to the rest; leave them out of its InfernoCallback, whose loss would otherwise be singular."""
+def nuisances_acting_on(transform, analysis, columns: Sequence[int], n_features: int) -> List[str]:
+    """The ``"transform"`` nuisances of ``analysis`` whose input transform moves at least one of ``columns``
+    (probed numerically on random inputs, every event in the mask, each nuisance at α = 1). A statistic trained on
+    other columns only is blind to the rest; drop them (``analysis.without_nuisances``) for its InfernoCallback,
+    whose loss would otherwise be singular."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(64, n_features, generator=gen, dtype=torch.float32).abs() + 0.5  # positive: valid for rates
     mask = torch.ones(64, dtype=torch.bool)
-    nominal = {p.name: torch.tensor(float(p.nominal)) for p in shape_nuisances}
     cols = list(columns)
     out = []
     with torch.no_grad():
-        base = transform(x, nominal, mask)
-        for p in shape_nuisances:
-            moved = dict(nominal)
-            moved[p.name] = torch.tensor(float(p.nominal) + float((steps or {}).get(p.name, 1.0)))
-            if not torch.allclose(transform(x, moved, mask)[:, cols], base[:, cols]):
-                out.append(p)
+        for name in dict.fromkeys(s.name for s in analysis.systematics_of("transform")):
+            if not torch.allclose(transform(x, {name: torch.tensor(1.0)}, mask)[:, cols], x[:, cols]):
+                out.append(name)
     return out
 
 
@@ -130,32 +113,26 @@ def _names(features: Optional[Sequence[str]], n: int) -> List[str]:
 
 def permutation_importance(
     bin_function: BinFunction,
+    analysis,
     inputs: np.ndarray,
     targets: np.ndarray,
-    weights: Optional[np.ndarray],
-    n_bins: int,
-    poi: Parameter,
-    background: Union[float, Parameter],
-    shape_nuisances: Sequence[Parameter] = (),
+    weights: Optional[np.ndarray] = None,
     transform=None,
-    steps: Optional[Mapping[str, float]] = None,
     features: Optional[Sequence[str]] = None,
     columns: Optional[Sequence[int]] = None,
     n_repeats: int = 3,
     method: str = "hessian",
     seed: int = 0,
-    signal_class: int = 1,
 ) -> pd.DataFrame:
     """Permutation importance of each input feature, measured as the increase of the expected σ(POI).
 
     Args:
         bin_function: maps an inputs array ``[n, n_features]`` to integer bins (e.g. ``AlignedEnsemble`` or
             ``lambda x: argmax_bins(model.predict(x))``).
+        analysis: the :class:`~lumin_inferno.analysis.Analysis` (σ of its first POI is the metric).
         inputs, targets, weights: a held-out sample (e.g. ``FoldYielder.get_fold(i)`` of a fold not used for
             training), nominal inputs.
-        n_bins, poi, background, shape_nuisances, transform, steps: the likelihood, as for
-            :func:`~lumin_inferno.evaluation.asimov_template_model` (the InfernoCallback configuration and the
-            template steps, e.g. ``TEMPLATE_SHIFTS``).
+        transform: the input transform of the analysis's ``"transform"`` systematics.
         features: names of the input columns (default ``x0, x1, ...``).
         columns: which columns to test (default all).
         n_repeats: shuffles per feature; the spread is their standard deviation.
@@ -164,7 +141,7 @@ def permutation_importance(
 
     Returns:
         DataFrame, one row per feature, sorted by decreasing ``delta_sigma``: ``feature``, ``column``, ``sigma``
-        (σ(s) with every feature intact), ``sigma_permuted`` (mean over repeats), ``delta_sigma`` (mean Δσ, events),
+        (σ(POI) with every feature intact), ``sigma_permuted`` (mean over repeats), ``delta_sigma`` (mean Δσ),
         ``delta_sigma_std`` (spread over repeats; 0 for one repeat), ``relative`` (Δσ/σ), ``n_repeats``.
     """
     x = np.asarray(getattr(inputs, "values", inputs), dtype=np.float32)
@@ -178,10 +155,7 @@ def permutation_importance(
         raise ConfigurationError(f"columns {cols} out of range for {x.shape[1]} features")
 
     def sigma(data: np.ndarray) -> float:
-        return poi_uncertainty(
-            bin_function, data, targets, weights, n_bins, poi, background, shape_nuisances, transform, steps, method,
-            signal_class,
-        )
+        return poi_uncertainty(bin_function, analysis, data, targets, weights, transform, method)
 
     nominal = sigma(x)
     rng = np.random.default_rng(seed)
@@ -211,19 +185,14 @@ def permutation_importance(
 
 def drop_column_importance(
     train_function: Callable[[Sequence[int]], BinFunction],
+    analysis,
     inputs: np.ndarray,
     targets: np.ndarray,
-    weights: Optional[np.ndarray],
-    n_bins: int,
-    poi: Parameter,
-    background: Union[float, Parameter],
-    shape_nuisances: Sequence[Parameter] = (),
+    weights: Optional[np.ndarray] = None,
     transform=None,
-    steps: Optional[Mapping[str, float]] = None,
     features: Optional[Sequence[str]] = None,
     columns: Optional[Sequence[int]] = None,
     method: str = "hessian",
-    signal_class: int = 1,
     reference: Optional[BinFunction] = None,
 ) -> pd.DataFrame:
     """Drop-column importance: retrain without each feature and measure how much σ(POI) grows.
@@ -232,9 +201,9 @@ def drop_column_importance(
         train_function: ``train_function(kept_columns)`` trains a summary statistic on the input columns
             ``kept_columns`` (indices into the full input array, in order) and returns its bin function, which takes
             ``inputs[:, kept_columns]``. Called once with every column (the reference) and once per tested column.
-        inputs, ..., signal_class: the held-out sample and likelihood as for :func:`permutation_importance`. The
-            shape-nuisance transform is applied to the *full* inputs, then the dropped column is removed, so
-            nuisances acting on the remaining features still enter.
+        analysis, inputs, targets, weights, transform: as for :func:`permutation_importance`. The transform is
+            applied to the *full* inputs, then the dropped column is removed, so nuisances acting on the remaining
+            features still enter.
         reference: the bin function of a statistic already trained with every column (same procedure), to save
             the reference training; by default ``train_function(all columns)`` is called.
 
@@ -249,10 +218,8 @@ def drop_column_importance(
 
     def sigma(kept: List[int], fn: Optional[BinFunction] = None) -> float:
         fn = train_function(kept) if fn is None else fn
-        return poi_uncertainty(
-            lambda data: fn(np.asarray(data)[:, kept]), x, targets, weights, n_bins, poi, background, shape_nuisances,
-            transform, steps, method, signal_class,
-        )
+        return poi_uncertainty(lambda data: fn(np.asarray(data)[:, kept]), analysis, x, targets, weights, transform,
+                               method)
 
     sigma_all = sigma(every, reference)
     rows = []
@@ -299,7 +266,7 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_feature_importance(
-    table: pd.DataFrame, path: PathLike, title: str = "", relative: bool = False
+    table: pd.DataFrame, path: PathLike, title: str = "", relative: bool = False, poi: str = "POI"
 ) -> Path:
     """Horizontal bars of Δσ(POI) per feature (most important on top) with the spread over repeats as error bars;
     written atomically to ``path`` (format from the suffix). ``relative=True`` plots Δσ/σ in percent."""
@@ -322,7 +289,7 @@ def plot_feature_importance(
         ax.set_yticks(y)
         ax.set_yticklabels(t["feature"].tolist())
         sigma0 = float(table["sigma"].iloc[0])
-        ax.set_xlabel("Δσ(s) / σ(s) [%]" if relative else "Δσ(s) [events]")
+        ax.set_xlabel(f"Δσ({poi}) / σ({poi}) [%]" if relative else f"Δσ({poi})")
         label = title or "importance for the measurement"
-        ax.set_title(f"{label}\nσ(s) = {sigma0:.2f} events with every feature intact", fontsize=14, loc="left")
+        ax.set_title(f"{label}\nσ({poi}) = {sigma0:.4g} with every feature intact", fontsize=14, loc="left")
     return Path(path)

@@ -16,13 +16,7 @@ import torch
 from ..exceptions import EmptyProcessError, InvalidModelSpec, TargetShapeError
 from ..statistics.fit import profile_interval
 from ..statistics.hessian import expected_poi_uncertainty
-from ..statistics.likelihood import (
-    TEMPLATE_FLOOR,
-    Parameter,
-    ShapeSystematic,
-    TemplateModel,
-    signal_background_model,
-)
+from ..statistics.likelihood import TemplateModel
 
 __all__ = [
     "argmax_bins",
@@ -30,7 +24,6 @@ __all__ = [
     "align_bins",
     "aligned_mean_probs",
     "hard_templates",
-    "asimov_template_model",
     "expected_uncertainty",
 ]
 
@@ -96,66 +89,6 @@ def hard_templates(
             raise EmptyProcessError(f"the evaluation sample has no {name} events")
         out.append(np.bincount(bins[mask], weights=w[mask], minlength=n_bins)[:n_bins] / total)
     return out[0], out[1]
-
-
-def asimov_template_model(
-    bin_function: BinFunction,
-    inputs: np.ndarray,
-    targets: np.ndarray,
-    weights: Optional[np.ndarray],
-    n_bins: int,
-    poi: Parameter,
-    background: Union[float, Parameter],
-    shape_nuisances: Sequence[Parameter] = (),
-    transform=None,
-    steps: Optional[Mapping[str, float]] = None,
-    signal_class: int = 1,
-) -> TemplateModel:
-    """The binned likelihood of a trained summary statistic on a test sample (float64, hard assignment).
-
-    Args:
-        bin_function: maps an inputs array to integer bins in [0, n_bins).
-        inputs, targets, weights: the test sample (e.g. ``FoldYielder.get_fold(0)``).
-        poi, background, shape_nuisances, transform: as for :class:`~lumin_inferno.callbacks.InfernoCallback`.
-        steps: per shape nuisance, the physical shift used for the up/down templates (e.g. r: 0.2, lambda: 0.5).
-    """
-    targets = np.asarray(targets).reshape(-1)
-    sig, bkg = hard_templates(bin_function(inputs), targets, weights, n_bins, signal_class)
-    systs = []
-    if shape_nuisances:
-        if transform is None:
-            raise InvalidModelSpec("shape nuisances need the input transform to build shifted templates")
-        steps = dict(steps or {})
-        missing = [p.name for p in shape_nuisances if p.name not in steps]
-        if missing:
-            raise InvalidModelSpec(f"no template step given for shape nuisance(s) {missing}")
-        x = torch.as_tensor(np.asarray(inputs, dtype=np.float32))
-        is_bkg = torch.as_tensor(targets != signal_class)
-        nominal = {p.name: torch.tensor(float(p.nominal)) for p in shape_nuisances}
-        for p in shape_nuisances:
-            shifted = []
-            for sign in (+1.0, -1.0):
-                values = dict(nominal)
-                values[p.name] = torch.tensor(p.nominal + sign * steps[p.name])
-                with torch.no_grad():
-                    xs = transform(x, values, is_bkg).numpy()
-                shifted.append(hard_templates(bin_function(xs), targets, weights, n_bins, signal_class)[1])
-            systs.append(
-                ShapeSystematic(
-                    p.name,
-                    "background",
-                    torch.as_tensor(shifted[0] + TEMPLATE_FLOOR),
-                    torch.as_tensor(shifted[1] + TEMPLATE_FLOOR),
-                    step=float(steps[p.name]),
-                )
-            )
-    return signal_background_model(
-        torch.as_tensor(np.stack([sig, bkg]) + TEMPLATE_FLOOR, dtype=torch.float64),
-        poi,
-        background,
-        shape_nuisances,
-        systs,
-    )
 
 
 def expected_uncertainty(model: TemplateModel, method: str = "profile") -> float:

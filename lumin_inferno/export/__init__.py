@@ -4,12 +4,8 @@ pyhf (HistFactory JSON) workspace for the binned likelihood of its hard-assigned
 from .histfactory import parse_datacard, write_combine_datacard, write_histfactory_xml
 from .onnx import OUTPUT_MODES, SummaryStatisticModule, export_onnx
 from .pyhf import (
-    MODIFIER_SETTINGS,
-    SHAPE_MATCHING,
-    analysis_modifier_settings,
-    analysis_workspace,
-    pyhf_parameter_map,
-    pyhf_poi_scale,
+    pyhf_modifier_settings,
+    pyhf_nuisance_scales,
     pyhf_poi_uncertainty,
     pyhf_workspace,
     write_pyhf_workspace,
@@ -22,13 +18,9 @@ __all__ = [
     "OUTPUT_MODES",
     "SummaryStatisticModule",
     "export_onnx",
-    "MODIFIER_SETTINGS",
-    "SHAPE_MATCHING",
     "pyhf_workspace",
     "write_pyhf_workspace",
-    "pyhf_poi_scale",
-    "pyhf_parameter_map",
     "pyhf_poi_uncertainty",
-    "analysis_workspace",
-    "analysis_modifier_settings",
+    "pyhf_modifier_settings",
+    "pyhf_nuisance_scales",
 ]

@@ -1,7 +1,7 @@
 """The final-fit inputs of an :class:`~lumin_inferno.analysis.Analysis` in the two formats HEP fits read besides
 pyhf JSON: HistFactory XML with ROOT histograms (through ``pyhf.writexml``, which writes the histograms with
 uproot; read back by ``pyhf.readxml`` or ROOT's ``hist2workspace``) and a CMS combine datacard with its ROOT shapes
-file (uproot). Both are written from the same pyhf workspace (:func:`~lumin_inferno.export.pyhf.analysis_workspace`),
+file (uproot). Both are written from the same pyhf workspace (:func:`~lumin_inferno.export.pyhf.pyhf_workspace`),
 so the three exports describe one likelihood; each is written into a temporary directory that replaces the target
 only when complete.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from ..exceptions import ConfigurationError
 from ..io import atomic_directory
 from ..statistics.likelihood import TemplateModel
-from .pyhf import analysis_workspace
+from .pyhf import pyhf_workspace
 
 __all__ = ["write_histfactory_xml", "write_combine_datacard", "parse_datacard", "DATACARD", "SHAPES_FILE"]
 
@@ -39,7 +39,7 @@ def write_histfactory_xml(
             "HistFactory XML reserves the name 'lumi' for its luminosity parameter, so the systematic 'lumi' would be "
             "dropped on reading; rename it (e.g. 'lumi_13TeV')"
         )
-    spec = analysis_workspace(analysis, model, observations)
+    spec = pyhf_workspace(analysis, model, observations)
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
         (tmp / "config").mkdir()
@@ -71,8 +71,9 @@ def write_combine_datacard(
     Lines: ``shapes * * shapes.root $CHANNEL/$PROCESS $CHANNEL/$PROCESS_$SYSTEMATIC``; one bin per channel with
     ``observation -1`` (the ``data_obs`` histogram, default the Asimov counts); every process present in a channel
     (signals with process index ≤ 0), ``rate -1`` (from the histograms); each shape systematic as ``shape`` with
-    ``<process>_<name>Up/Down`` histograms; each normalisation systematic as ``lnN`` (κ, or κ_down/κ_up when
-    asymmetric); each factor as a ``rateParam`` shared by name across channels and processes (a constrained one
+    ``<process>_<name>Up/Down`` histograms (our ±1 templates; the column holds the nuisance's constraint width c,
+    by which combine scales its unit Gaussian, so c = 2 means templates at ±½σ; a free nuisance is ``shapeU``);
+    each normalisation systematic as ``lnN`` (κ^c, or κ_down^c/κ_up^c when asymmetric); each factor as a ``rateParam`` shared by name across channels and processes (a constrained one
     also as ``param``); ``* autoMCStats 0`` when the analysis has MC statistics, with each MC process's √Σw² as
     the histograms' errors (processes without MC statistics carry zero errors).
 
@@ -84,7 +85,10 @@ def write_combine_datacard(
     """
     import uproot
 
-    spec = analysis_workspace(analysis, model, observations)
+    spec = pyhf_workspace(analysis, model, observations)
+    tm = model.detached()
+    templates = {(s.parameter, s.process): s for s in tm.shape_systematics}
+    slices = tm.channel_slices()
     directory = Path(directory)
     signals = [p.name for p in analysis.processes if p.role == "signal"]
     backgrounds = [p.name for p in analysis.processes if p.role == "background"]
@@ -106,9 +110,12 @@ def write_combine_datacard(
                     variances = np.asarray(stat[0]["data"]) ** 2 if stat else None
                     f[f"{ch['name']}/{sample['name']}"] = _hist(np.asarray(sample["data"]), variances)
                     for (t, name), m in mods.items():
-                        if t == "histosys":
-                            for suffix, key in (("Up", "hi_data"), ("Down", "lo_data")):
-                                f[f"{ch['name']}/{sample['name']}_{name}{suffix}"] = _hist(np.asarray(m["data"][key]))
+                        if t == "histosys" and name in shapes:  # our ±1 templates (pyhf's hi/lo are at ±1σ)
+                            ss = templates[(name, sample["name"])]
+                            sl = slices[ch["name"]]
+                            for suffix, tmpl in (("Up", ss.shift_up), ("Down", ss.shift_down)):
+                                counts = tm.yields[sample["name"]] * tmpl[sl].numpy()
+                                f[f"{ch['name']}/{sample['name']}_{name}{suffix}"] = _hist(counts)
         lines = [
             f"# combine datacard of a lumin_inferno Analysis (POIs: {', '.join(analysis.poi_names)})",
             "# text2workspace.py datacard.txt -o workspace.root",
@@ -129,9 +136,12 @@ def write_combine_datacard(
             "-" * 40,
         ]
         for name in shapes:
-            entries = ["1" if any(m["type"] == "histosys" and m["name"] == name for m in s["modifiers"]) else "-"
+            # combine scales the unit Gaussian by the column's value before interpolating: our α = c θ
+            c = analysis.nuisance(name).constraint
+            value = "1" if c is None else f"{c:.6g}"
+            entries = [value if any(m["type"] == "histosys" and m["name"] == name for m in s["modifiers"]) else "-"
                        for _, _, s in columns]
-            lines.append(f"{name} shape " + " ".join(entries))
+            lines.append(f"{name} {'shapeU' if c is None else 'shape'} " + " ".join(entries))
         for name in dict.fromkeys(s.name for s in norm):
             entries = []
             for _, p, _ in columns:
@@ -139,7 +149,8 @@ def write_combine_datacard(
                 if not kappa:
                     entries.append("-")
                     continue
-                up, down = kappa[0].kappa_up, kappa[0].kappa_down
+                c = analysis.nuisance(name).constraint  # pyhf_workspace has refused free ones
+                up, down = kappa[0].kappa_up ** c, kappa[0].kappa_down ** c  # κ^(cθ): exact for code1
                 entries.append(f"{up:.6g}" if abs(up * down - 1.0) < 1e-12 else f"{down:.6g}/{up:.6g}")
             lines.append(f"{name} lnN " + " ".join(entries))
         lines.append("-" * 40)

@@ -19,7 +19,6 @@ from .likelihood import (
     ShapeSystematic,
     StatError,
     TemplateModel,
-    linearised_signal_background,
     poisson_nll,
 )
 
@@ -37,7 +36,6 @@ __all__ = [
     "nll_hessian",
     "fisher_information",
     "fisher_from_jacobian",
-    "linearised_signal_background",
     "covariance",
     "poi_variance",
     "expected_poi_uncertainty",

@@ -33,8 +33,6 @@ __all__ = [
     "NormSystematic",
     "StatError",
     "TemplateModel",
-    "signal_background_model",
-    "linearised_signal_background",
     "poisson_nll",
     "TEMPLATE_FLOOR",
 ]
@@ -512,71 +510,3 @@ class TemplateModel:
     def constraint_precision(self) -> Tensor:
         """Diagonal of the constraint terms' Hessian, 1/σ² for constrained parameters and 0 otherwise."""
         return torch.where(self._constrained, 1.0 / (self._sigma * self._sigma), torch.zeros_like(self._sigma))
-
-
-def signal_background_model(
-    templates: Tensor,
-    poi: Parameter,
-    background: Union[float, Parameter],
-    shape_nuisances: Sequence[Parameter] = (),
-    shape_systematics: Sequence[ShapeSystematic] = (),
-) -> TemplateModel:
-    """The two-process model of INFERNO: ``templates`` rows (signal, background); the signal yield is the POI, the
-    background yield a fixed number or a (free / constrained) parameter; shape nuisances act on the background."""
-    params = [poi]
-    if isinstance(background, Parameter):
-        params.append(background)
-        bkg_yield: Union[str, float] = background.name
-    else:
-        bkg_yield = float(background)
-    return TemplateModel(
-        processes=["signal", "background"],
-        templates=templates,
-        yields={"signal": poi.name, "background": bkg_yield},
-        parameters=params + list(shape_nuisances),
-        poi=poi.name,
-        shape_systematics=list(shape_systematics),
-    )
-
-
-def linearised_signal_background(
-    signal: Tensor,
-    background_template: Tensor,
-    background_slopes: Tensor,
-    poi: Parameter,
-    background: Union[float, Parameter],
-    shape_nuisances: Sequence[Parameter] = (),
-) -> Tuple[Tensor, Tensor, Tensor]:
-    r"""ν, ∂ν/∂θ and the constraint precisions at the nominal point of the two-process INFERNO model whose
-    background template moves linearly in the shape nuisances, :math:`B + \sum_k (\theta_k - \theta^0_k)\,
-    \partial B/\partial\theta_k`, in closed form (no :class:`TemplateModel` is built; this is the hot path of every
-    INFERNO training step).
-
-    Equal to ``model.expected``, ``model.jacobian`` and ``model.constraint_precision`` of
-    :func:`signal_background_model` with ``ShapeSystematic(shift_up=B + slope, shift_down=B - slope, step=1)``
-    (tested). Parameter order: POI (the signal yield), the background yield if it is a :class:`Parameter`, then
-    ``shape_nuisances``.
-
-    Args:
-        signal / background_template: ``[n_bins]`` templates (fraction of the process's yield per bin).
-        background_slopes: ``[n_bins, n_shape]`` ∂B/∂θ_k per unit of each shape nuisance.
-    Returns:
-        ``(nu [n_bins], jacobian [n_bins, n_par], precision [n_par])`` with ν in events.
-    """
-    s0 = float(poi.nominal)
-    b_free = isinstance(background, Parameter)
-    b0 = float(background.nominal) if b_free else float(background)
-    nu = s0 * signal + b0 * background_template
-    columns = [signal[:, None]] + ([background_template[:, None]] if b_free else [])
-    if len(shape_nuisances):
-        if background_slopes.shape != (len(signal), len(shape_nuisances)):
-            raise InvalidModelSpec(
-                f"background_slopes must be [n_bins={len(signal)}, n_shape={len(shape_nuisances)}], got "
-                f"{tuple(background_slopes.shape)}"
-            )
-        columns.append(b0 * background_slopes)
-    params = [poi] + ([background] if b_free else []) + list(shape_nuisances)
-    precision = torch.tensor(
-        [0.0 if p.constraint is None else 1.0 / p.constraint**2 for p in params], dtype=nu.dtype, device=nu.device
-    )
-    return nu, torch.cat(columns, dim=1), precision

@@ -23,11 +23,12 @@ import torch
 
 from ..callbacks.inferno import InfernoCallback
 from ..callbacks.schedules import TemperatureSchedule
-from ..data.paper import TEMPLATE_SHIFTS, analytic_limit, paper_benchmark, write_paper_foldfiles
+from ..data.paper import SIGNAL_YIELD, analytic_limit, paper_benchmark, write_paper_foldfiles
 from ..exceptions import ConfigurationError
 from ..evaluation.plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
 from ..evaluation.ensemble import align_ensemble
-from ..evaluation.templates import argmax_bins, asimov_template_model, expected_uncertainty, uniform_bins
+from ..evaluation.analysis import analysis_template_model
+from ..evaluation.templates import argmax_bins, expected_uncertainty, uniform_bins
 from ..statistics.fit import profile_scan
 from ..models.tails import SoftmaxTemperatureTail
 
@@ -164,18 +165,8 @@ def _summary(values: List[float]) -> Dict[str, float]:
 def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
     """The hard-binned Asimov TemplateModel of one summary statistic on the test sample, for one benchmark."""
     bm = paper_benchmark(benchmark)
-    return asimov_template_model(
-        bin_fn,
-        test["inputs"],
-        test["targets"],
-        test["weights"],
-        settings.n_bins,
-        bm.poi,
-        bm.background,
-        bm.shape_nuisances,
-        bm.callback_kwargs()["transform"],
-        TEMPLATE_SHIFTS,
-    )
+    return analysis_template_model(bm.analysis(settings.n_bins, kind="transform"), bin_fn, test["inputs"],
+                                   test["targets"], test["weights"], transform=bm.transform())
 
 
 def _bin_functions(models: list, inferno: bool, n_bins: int, reference_inputs: np.ndarray) -> list:
@@ -224,7 +215,8 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
         for name, k in bar(jobs):
             inferno = k is not None
             builder = _model_builder(settings, fy, inferno)
-            cbs = [partial(InfernoCallback, **paper_benchmark(k).callback_kwargs())] if inferno else None
+            cbs = [partial(InfernoCallback, paper_benchmark(k).analysis(settings.n_bins, kind="transform"),
+                           transform=paper_benchmark(k).transform())] if inferno else None
             if inferno and settings.inferno_lr_schedule != "constant":
                 cbs.append(_lr_schedule(settings))
             if inferno and settings.temperature_start is not None:
@@ -251,8 +243,9 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
         k, models, _ = trained[name]
         fns = _bin_functions(models, k is not None, settings.n_bins, test["inputs"])
         tms = [_evaluate(fn, test, settings, j) for fn in fns]
-        sigmas = [expected_uncertainty(tm, settings.eval_method) for tm in tms]
-        hessian = [expected_uncertainty(tm, "hessian") for tm in tms[: len(models)]]  # the paper's √(H⁻¹)ₛₛ
+        # σ(s) = s₀ σ(μ): the analysis's POI is the signal strength
+        sigmas = [SIGNAL_YIELD * expected_uncertainty(tm, settings.eval_method) for tm in tms]
+        hessian = [SIGNAL_YIELD * expected_uncertainty(tm, "hessian") for tm in tms[: len(models)]]  # √(H⁻¹)ₛₛ
         entry = {"per_model": sigmas[: len(models)], **_summary(sigmas[: len(models)]),
                  "hessian": {"per_model": hessian, **_summary(hessian)}}
         if len(sigmas) > len(models):
@@ -301,7 +294,7 @@ def _plots(plot_dir: Path, trained: dict, templates: dict, table: dict, settings
         width = 2.5 * table[k]["ce"]["median"]
         grid = np.linspace(max(50.0 - width, 1.0), 50.0 + width, 25)  # s ≥ 0 is the POI's physical bound
         for label, tm in (("cross-entropy", templates["cross-entropy"][k]), (f"INFERNO {k}", templates[f"INFERNO {k}"][k])):
-            curves[label] = (grid, profile_scan(tm, grid))
+            curves[label] = (grid, profile_scan(tm, grid / SIGNAL_YIELD))  # the POI is μ = s / s₀
         plot_profile_curves(curves, plot_dir / f"profile_{k}.png")
     plot_sigma_summary(table, plot_dir / "sigma_summary.png")
 

@@ -5,7 +5,9 @@ import math
 
 import pytest
 
-from lumin_inferno.analysis import Analysis, FixedChannel, NormFactor, Nuisance, Objective, Process, Systematic
+from lumin_inferno.analysis import (
+    Analysis, FixedChannel, InputShift, NormFactor, Nuisance, Objective, Process, Systematic,
+)
 from lumin_inferno.exceptions import InvalidModelSpec
 
 from .conftest import make_analysis
@@ -69,7 +71,8 @@ def test_bad_analysis_is_named(changes, message):
         (lambda: Systematic("x", "norm", ("ggH",), kappa_up=-1.1), "must be > 0"),
         (lambda: Systematic("x", "inputs", ("ggH",), kappa_up=1.1), "takes no kappa"),
         (lambda: Systematic("x", "shape", ("ggH",)), "kind must be one of"),
-        (lambda: Systematic("x", "transform", ("ggH",)), "needs its input shifts"),
+        (lambda: Systematic("x", "inputs", ("ggH",), shifts=(InputShift("pt", scale=0.1),)), "takes no input shifts"),
+        (lambda: InputShift("pt"), "changes nothing"),
         (lambda: FixedChannel("cr", {"ttbar": (1.0, -2.0)}), "channel 'cr', process 'ttbar': yields must be >= 0"),
         (lambda: FixedChannel("cr", {"ttbar": (1.0, float("nan"))}), "must be finite"),
         (lambda: FixedChannel("cr", {"ttbar": (1.0, 0.0)}), r"bin\(s\) \[1\] have no expected events"),

@@ -97,6 +97,13 @@ def _drive_approx(model, cb, fy, bs=600, seed=0, fold=0, tamper=None):
     return loss.detach(), grads, (x, labels, w, rows, by)
 
 
+def _exact(benchmark, steps=None, n_bins=6):
+    """Exact INFERNO on the same analysis, α in units of the same template steps."""
+    steps = steps or {"r": 0.2, "lambda": 0.5}
+    bm = paper_benchmark(benchmark)
+    return InfernoCallback(bm.analysis(n_bins, steps=steps, kind="transform"), transform=bm.transform(steps))
+
+
 def _drive_exact(model, cb, x, y, w):
     model.fit_params = FitParams(cbs=[cb], state="train", x=x, y=y, w=w, loss_func=None)
     cb.set_model(model)
@@ -171,10 +178,10 @@ def test_linear_shape_effect_approx_equals_exact(shifted_file, inferno_builder):
     model.model = LinearProbs()
     cb = ApproxInfernoCallback(_analysis(1, n_bins=4))
     la, ga, (x, labels, w, _, _) = _drive_approx(model, cb, fy)
-    le, ge = _drive_exact(model, InfernoCallback(**paper_benchmark(1).callback_kwargs()), x, labels, w)
-    assert float(la) * S0**2 == pytest.approx(float(le), rel=1e-6)  # Var(s) = 50² Var(μ)
-    assert float((ga[0] * S0**2 - ge[0]).norm() / ge[0].norm()) < 1e-4  # float32 network: agree to rounding
-    assert cb.sigma["train"]["mu"][-1] * S0 == pytest.approx(float(le) ** 0.5, rel=1e-6)
+    le, ge = _drive_exact(model, _exact(1, n_bins=4), x, labels, w)
+    assert float(la) == pytest.approx(float(le), rel=1e-6)  # both Var(μ), α in units of the same steps
+    assert float((ga[0] - ge[0]).norm() / ge[0].norm()) < 1e-4  # float32 network: agree to rounding
+    assert cb.sigma["train"]["mu"][-1] == pytest.approx(float(le) ** 0.5, rel=1e-6)
 
 
 def _smooth_builder(cont_feats):
@@ -200,9 +207,9 @@ def test_small_shifts_of_a_smooth_network_approach_exact(tmp_path):
     model = Model(_smooth_builder(fy.cont_feats))
     cb = ApproxInfernoCallback(_analysis(2, steps={"r": 0.01, "lambda": 0.01}, n_bins=6))
     la, ga, (x, labels, w, _, _) = _drive_approx(model, cb, fy, bs=300)
-    le, ge = _drive_exact(model, InfernoCallback(**paper_benchmark(2).callback_kwargs()), x, labels, w)
-    assert float(la) * S0**2 == pytest.approx(float(le), rel=5e-4)
-    flat_a = torch.cat([g.flatten() for g in ga]) * S0**2
+    le, ge = _drive_exact(model, _exact(2, steps={"r": 0.01, "lambda": 0.01}), x, labels, w)
+    assert float(la) == pytest.approx(float(le), rel=5e-4)
+    flat_a = torch.cat([g.flatten() for g in ga])
     flat_e = torch.cat([g.flatten() for g in ge])
     assert float((flat_a - flat_e).norm() / flat_e.norm()) < 5e-3
 

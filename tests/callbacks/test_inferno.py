@@ -30,7 +30,16 @@ from lumin_inferno import (
 )
 from lumin_inferno.callbacks import DenormalFlush
 from lumin_inferno.callbacks.inferno import denormals_flushed
-from lumin_inferno.data.paper import PaperTransform
+from lumin_inferno.data.paper import PaperNuisanceTransform
+
+S0 = 50.0  # the paper's signal yield: Var(s) = 50² Var(μ)
+
+
+def paper_cb(benchmark, n_bins=6, **kwargs):
+    """InfernoCallback on the paper's benchmark as an Analysis (exact transform nuisances)."""
+    bm = paper_benchmark(benchmark)
+    transform = kwargs.pop("transform", bm.transform())
+    return InfernoCallback(bm.analysis(n_bins=n_bins, kind="transform"), transform=transform, **kwargs)
 
 _HAS_FTZ = torch.set_flush_denormal(False)  # True where the CPU can flush denormals (x86 with SSE3)
 
@@ -51,7 +60,7 @@ def test_train_models_two_models_lowers_loss_and_gets_fresh_state(paper_foldfile
     instances = []
 
     def make_cb():
-        cb = InfernoCallback(**paper_benchmark(2).callback_kwargs())
+        cb = paper_cb(2)
         instances.append(cb)
         return cb
 
@@ -61,19 +70,20 @@ def test_train_models_two_models_lowers_loss_and_gets_fresh_state(paper_foldfile
     for cb, hist, res in zip(instances, histories, results):
         train, valid = hist[0]["Training"], hist[0]["Validation"]
         assert len(valid) == 3
-        # the logged losses are the callback's (variance of s, events^2), not a mean over events
+        # the logged losses are the callback's (variance of μ), not a mean over events
         assert np.isclose(valid[-1], cb.history["valid"][-1])
         assert min(valid) == pytest.approx(res["loss"])
         assert np.mean(cb.history["train"][-4:]) < np.mean(cb.history["train"][:4])
         assert min(valid) < cb.history["train"][0]  # better than the untrained network
         # sigma(s) is bounded below by the background-free limit sqrt(s) and above by no separation sqrt(s+b)...
-        assert 50 < valid[-1] < 5 * 1050
+        assert 50 / S0**2 < valid[-1] < 5 * 1050 / S0**2
+        assert cb.sigma["valid"]["mu"][-1] == pytest.approx(valid[-1] ** 0.5, rel=1e-9)
 
 
 def test_ensemble_hard_bins(paper_foldfiles, inferno_builder, tmp_path):
     fy = FoldYielder(paper_foldfiles[0])
     builder = inferno_builder(fy.cont_feats, n_bins=5)
-    results, _, _ = _train(fy, builder, tmp_path / "w", [partial(InfernoCallback, **paper_benchmark(1).callback_kwargs())])
+    results, _, _ = _train(fy, builder, tmp_path / "w", [lambda: paper_cb(1, n_bins=5)])
     with contextlib.redirect_stdout(io.StringIO()):
         ens = Ensemble.from_results(results, size=2, model_builder=builder, metric="loss")
     x = FoldYielder(paper_foldfiles[1]).get_fold(0)["inputs"][:300]
@@ -127,12 +137,12 @@ def test_recorded_forward_and_reverse_jacobians_agree(paper_foldfiles, inferno_b
     model = Model(inferno_builder(fy.cont_feats))
     x, y, w = _batch(paper_foldfiles)
     w = w * torch.linspace(0.5, 1.5, len(w))[:, None]  # non-trivial weights
-    kw = paper_benchmark(benchmark).callback_kwargs()
-    recorded = InfernoCallback(**kw)
+    recorded = paper_cb(benchmark)
+    BM = benchmark
     res_rec = _loss_and_grads(model, recorded, x, y, w)
     assert recorded.jacobian_used == "recorded"
-    res_fwd = _loss_and_grads(model, InfernoCallback(jacobian="forward", **kw), x, y, w)
-    res_rev = _loss_and_grads(model, InfernoCallback(jacobian="reverse", **kw), x, y, w)
+    res_fwd = _loss_and_grads(model, paper_cb(BM, jacobian="forward"), x, y, w)
+    res_rev = _loss_and_grads(model, paper_cb(BM, jacobian="reverse"), x, y, w)
     _assert_same_loss_and_grads(res_fwd, res_rev)
     _assert_same_loss_and_grads(res_fwd, res_rec)
     # the batch the caller passed in is untouched (the recorded mode reorders a copy, background first)
@@ -146,10 +156,10 @@ def test_recorded_jacobian_with_smooth_activations(paper_foldfiles, inferno_buil
     fy = FoldYielder(paper_foldfiles[0])
     model = Model(inferno_builder(fy.cont_feats, act=act))
     x, y, w = _batch(paper_foldfiles)
-    kw = paper_benchmark(3).callback_kwargs()
-    cb = InfernoCallback(jacobian="recorded", **kw)
+    BM = 3
+    cb = paper_cb(BM, jacobian="recorded")
     _assert_same_loss_and_grads(_loss_and_grads(model, cb, x, y, w),
-                                _loss_and_grads(model, InfernoCallback(jacobian="forward", **kw), x, y, w))
+                                _loss_and_grads(model, paper_cb(BM, jacobian="forward"), x, y, w))
     assert cb.jacobian_used == "recorded"
 
 
@@ -159,13 +169,13 @@ def test_unsupported_network_falls_back_or_raises(paper_foldfiles, inferno_build
     fy = FoldYielder(paper_foldfiles[0])
     model = Model(inferno_builder(fy.cont_feats, **body))
     x, y, w = _batch(paper_foldfiles)
-    kw = paper_benchmark(2).callback_kwargs()
-    auto = InfernoCallback(**kw)
+    BM = 2
+    auto = paper_cb(BM)
     loss, _ = _loss_and_grads(model, auto, x, y, w)
     assert auto.jacobian_used == "forward" and "no recorded tangents" in auto.jacobian_note
     assert torch.isfinite(loss)
     with pytest.raises(UnsupportedNetworkError, match="BatchNorm1d|dropout with p=0.1|dense/res"):
-        _loss_and_grads(model, InfernoCallback(jacobian="recorded", **kw), x, y, w)
+        _loss_and_grads(model, paper_cb(BM, jacobian="recorded"), x, y, w)
 
 
 class _SkipsSecondLayer(torch.nn.Sequential):
@@ -188,14 +198,14 @@ def test_recorded_jacobian_checked_against_generic_on_first_batch(paper_foldfile
     body = model.model[1]
     body.layers = chain(*body.layers)
     x, y, w = _batch(paper_foldfiles)
-    kw = paper_benchmark(2).callback_kwargs()
-    auto = InfernoCallback(**kw)
+    BM = 2
+    auto = paper_cb(BM)
     with pytest.warns(RuntimeWarning, match="plain chain"):
         res_auto = _loss_and_grads(model, auto, x, y, w)
     assert auto.jacobian_used == "forward"
-    _assert_same_loss_and_grads(res_auto, _loss_and_grads(model, InfernoCallback(jacobian="forward", **kw), x, y, w))
+    _assert_same_loss_and_grads(res_auto, _loss_and_grads(model, paper_cb(BM, jacobian="forward"), x, y, w))
     with pytest.raises(UnsupportedNetworkError, match="plain chain"):
-        _loss_and_grads(model, InfernoCallback(jacobian="recorded", **kw), x, y, w)
+        _loss_and_grads(model, paper_cb(BM, jacobian="recorded"), x, y, w)
 
 
 def test_transform_tangents_method_is_checked(paper_foldfiles, inferno_builder):
@@ -203,20 +213,19 @@ def test_transform_tangents_method_is_checked(paper_foldfiles, inferno_builder):
     fy = FoldYielder(paper_foldfiles[0])
     model = Model(inferno_builder(fy.cont_feats))
     x, y, w = _batch(paper_foldfiles)
-    kw = paper_benchmark(2).callback_kwargs()
 
     class NoTangents:  # the same transform, derivatives by autograd
         def __call__(self, x, nuisances, mask):
-            return PaperTransform()(x, nuisances, mask)
+            return PaperNuisanceTransform()(x, nuisances, mask)
 
-    class WrongTangents(PaperTransform):
+    class WrongTangents(PaperNuisanceTransform):
         def tangents(self, x, names):
             return 2 * super().tangents(x, names)
 
-    _assert_same_loss_and_grads(_loss_and_grads(model, InfernoCallback(**kw), x, y, w),
-                                _loss_and_grads(model, InfernoCallback(**{**kw, "transform": NoTangents()}), x, y, w))
+    _assert_same_loss_and_grads(_loss_and_grads(model, paper_cb(2), x, y, w),
+                                _loss_and_grads(model, paper_cb(2, transform=NoTangents()), x, y, w))
     with pytest.raises(InputTransformError, match="tangents differs"):
-        _loss_and_grads(model, InfernoCallback(**{**kw, "transform": WrongTangents()}), x, y, w)
+        _loss_and_grads(model, paper_cb(2, transform=WrongTangents()), x, y, w)
 
 
 def test_loss_equals_inverse_hessian_of_exact_nll(paper_foldfiles, inferno_builder):
@@ -226,11 +235,12 @@ def test_loss_equals_inverse_hessian_of_exact_nll(paper_foldfiles, inferno_build
     fy = FoldYielder(paper_foldfiles[0])
     model = Model(inferno_builder(fy.cont_feats))
     x, y, w = _batch(paper_foldfiles)
-    bm = paper_benchmark(4)
-    kw = bm.callback_kwargs()
-    loss, _ = _loss_and_grads(model, InfernoCallback(**kw), x, y, w)
+    loss, _ = _loss_and_grads(model, paper_cb(4), x, y, w)
+    loss = loss * S0**2  # Var(s) in events²
 
-    transform, net = kw["transform"], model.model
+    from lumin_inferno.data.paper import PaperTransform
+
+    transform, net = PaperTransform(), model.model
     sig, bkg = y.view(-1) == 1, y.view(-1) == 0
     with torch.no_grad():
         sig_shape = net(x[sig]).double().mean(0) + 1e-7
@@ -258,7 +268,7 @@ def test_callback_is_inert_at_prediction(paper_foldfiles, inferno_builder):
     fy = FoldYielder(paper_foldfiles[0])
     model = Model(inferno_builder(fy.cont_feats))
     x = fy.get_fold(0)["inputs"][:50]
-    cb = InfernoCallback(**paper_benchmark(2).callback_kwargs())
+    cb = paper_cb(2)
     assert np.allclose(model.predict(x, cbs=[cb]), model.predict(x))
 
 
@@ -271,55 +281,57 @@ def _one_batch_error(paper_foldfiles, inferno_builder, cb, x=None, y=None, w=Non
 
 
 def test_batch_without_signal_or_background(paper_foldfiles, inferno_builder):
-    cb = InfernoCallback(**paper_benchmark(2).callback_kwargs())
+    cb = paper_cb(2)
     x, y, w = _batch(paper_foldfiles, 200)
-    with pytest.raises(EmptyProcessError, match="no signal events"):
+    with pytest.raises(EmptyProcessError, match="no events of process 'signal'"):
         _one_batch_error(paper_foldfiles, inferno_builder, cb, y=torch.zeros_like(y))
-    with pytest.raises(EmptyProcessError, match="no background events"):
-        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(2).callback_kwargs()),
-                         y=torch.ones_like(y))
+    with pytest.raises(EmptyProcessError, match="no events of process 'background'"):
+        _one_batch_error(paper_foldfiles, inferno_builder, paper_cb(2), y=torch.ones_like(y))
     with pytest.raises(EmptyProcessError, match="zero total weight"):
-        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(0).callback_kwargs()),
+        _one_batch_error(paper_foldfiles, inferno_builder, paper_cb(0),
                          w=torch.where(y.view(-1) == 1, 0.0, 1.0).unsqueeze(1))
 
 
 def test_wrong_target_shape(paper_foldfiles, inferno_builder):
     x, y, w = _batch(paper_foldfiles, 200)
     with pytest.raises(TargetShapeError, match="one column"):
-        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(2).callback_kwargs()),
+        _one_batch_error(paper_foldfiles, inferno_builder, paper_cb(2),
                          y=torch.cat([y, 1 - y], 1))
     with pytest.raises(TargetShapeError, match="integer process labels"):
-        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(2).callback_kwargs()),
+        _one_batch_error(paper_foldfiles, inferno_builder, paper_cb(2),
                          y=y * 0.5 + 0.25)
 
 
 def test_transform_errors(paper_foldfiles, inferno_builder):
-    kw = paper_benchmark(2).callback_kwargs()
     drops_column = lambda x, nuis, mask: x[:, :2]  # noqa: E731
     with pytest.raises(InputTransformError, match="input shape"):
-        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**{**kw, "transform": drops_column}))
-    not_identity = PaperTransform(r0=0.3)  # believes the sample was generated at r = 0.3
+        _one_batch_error(paper_foldfiles, inferno_builder, paper_cb(2, transform=drops_column))
+    not_identity = lambda x, nuis, mask: PaperNuisanceTransform()(x, nuis, mask) + 0.05  # noqa: E731
     with pytest.raises(InputTransformError, match="unchanged at the nominal"):
-        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**{**kw, "transform": not_identity}))
+        _one_batch_error(paper_foldfiles, inferno_builder, paper_cb(2, transform=not_identity))
+    ignores = lambda x, nuis, mask: x * 1.0  # noqa: E731  (does not depend on the nuisances at all)
+    with pytest.raises(InputTransformError, match="does not depend on the nuisances"):
+        _one_batch_error(paper_foldfiles, inferno_builder, paper_cb(2, transform=ignores, jacobian="forward"))
 
     def in_place(x, nuis, mask):
         x[:, 0] += 0.0 * nuis["r"]
         return x
 
     with pytest.raises(InputTransformError, match="in place"):
-        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**{**kw, "transform": in_place}))
+        _one_batch_error(paper_foldfiles, inferno_builder, paper_cb(2, transform=in_place))
 
 
 def test_spec_mismatches():
-    with pytest.raises(InvalidModelSpec, match="need an input transform"):
-        InfernoCallback(poi=Parameter("s", 50.0), background=1000.0, shape_nuisances=[Parameter("r", 0.0)])
-    with pytest.raises(InvalidModelSpec, match="unique"):
-        InfernoCallback(poi=Parameter("s", 50.0), background=Parameter("s", 1000.0))
+    bm = paper_benchmark(2)
+    with pytest.raises(InvalidModelSpec, match=r"\['r', 'lambda'\] declare no input shifts"):
+        InfernoCallback(bm.analysis(kind="transform"))
     with pytest.raises(InvalidModelSpec, match="jacobian"):
-        InfernoCallback(poi=Parameter("s", 50.0), background=1000.0, jacobian="central")
-    assert InfernoCallback(poi=Parameter("s", 50.0), background=1000.0).jacobian == "auto"
-    with pytest.raises(InvalidModelSpec, match="background yield"):
-        InfernoCallback(poi=Parameter("s", 50.0), background=0.0)
+        InfernoCallback(bm.analysis(kind="transform"), transform=bm.transform(), jacobian="central")
+    assert InfernoCallback(paper_benchmark(0).analysis()).jacobian == "auto"
+    with pytest.raises(ConfigurationError, match="train with ApproxInfernoCallback"):
+        InfernoCallback(bm.analysis(kind="inputs"))
+    with pytest.raises(ConfigurationError, match="takes an Analysis"):
+        InfernoCallback({"poi": Parameter("s", 50.0)})
 
 
 def test_model_without_softmax_output(paper_foldfiles, tmp_path):
@@ -334,7 +346,7 @@ def test_model_without_softmax_output(paper_foldfiles, tmp_path):
                                   cat_embedder=CatEmbedder([], []), model_args={"body": {"width": 8, "depth": 1}})
     for builder, match in ((sigmoid, ">= 2 bins"), (logsoftmax, "not probabilities")):
         with pytest.raises(ConfigurationError, match=match):
-            _one_batch_error(paper_foldfiles, None, InfernoCallback(**paper_benchmark(0).callback_kwargs()),
+            _one_batch_error(paper_foldfiles, None, paper_cb(0),
                              builder=builder)
 
 
@@ -342,7 +354,7 @@ def test_batch_size_larger_than_fold(paper_foldfiles, inferno_builder, tmp_path)
     fy = FoldYielder(paper_foldfiles[0])
     with pytest.raises(ConfigurationError, match="larger than training fold"):
         _train(fy, inferno_builder(fy.cont_feats), tmp_path / "w",
-               [partial(InfernoCallback, **paper_benchmark(0).callback_kwargs())], n_models=1, bs=100_000)
+               [lambda: paper_cb(0)], n_models=1, bs=100_000)
 
 
 # ------------------------------------------------------------------------------------------- denormal numbers
@@ -384,7 +396,7 @@ class _ProbeDenormals(Callback):
 def test_denormals_flushed_inside_lumin_batches_only(paper_foldfiles, inferno_builder, tmp_path, flush):
     fy = FoldYielder(paper_foldfiles[0])
     seen: list = []
-    cbs = [partial(InfernoCallback, flush_denormals=flush, **paper_benchmark(2).callback_kwargs()),
+    cbs = [lambda: paper_cb(2, flush_denormals=flush),
            partial(_ProbeDenormals, seen)]
     _train(fy, inferno_builder(fy.cont_feats), tmp_path / "w", cbs, n_models=1, n_epochs=1)
     assert len(seen) > 2 and set(seen) == {flush}  # training and validation batches alike
@@ -397,20 +409,133 @@ def test_flushing_denormals_leaves_loss_and_gradients(paper_foldfiles, inferno_b
     fy = FoldYielder(paper_foldfiles[0])
     model = Model(inferno_builder(fy.cont_feats))
     x, y, w = _batch(paper_foldfiles)
-    kw = paper_benchmark(4).callback_kwargs()
-    on = _loss_and_grads(model, InfernoCallback(flush_denormals=True, **kw), x, y, w)
-    off = _loss_and_grads(model, InfernoCallback(flush_denormals=False, **kw), x, y, w)
+    on = _loss_and_grads(model, paper_cb(4, flush_denormals=True), x, y, w)
+    off = _loss_and_grads(model, paper_cb(4, flush_denormals=False), x, y, w)
     _assert_same_loss_and_grads(on, off)
 
 
 @pytest.mark.skipif(not _HAS_FTZ, reason="this CPU cannot flush denormal numbers")
 def test_error_in_a_batch_does_not_leave_denormals_flushed(paper_foldfiles, inferno_builder):
     x, y, w = _batch(paper_foldfiles, 200)
-    with pytest.raises(EmptyProcessError, match="no signal"):  # raised in on_batch_begin
-        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(2).callback_kwargs()),
+    with pytest.raises(EmptyProcessError, match="process 'signal'"):  # raised in on_batch_begin
+        _one_batch_error(paper_foldfiles, inferno_builder, paper_cb(2),
                          y=torch.zeros_like(y))
     assert not denormals_flushed()
     with pytest.raises(EmptyProcessError, match="zero total weight"):  # raised in on_forwards_end
-        _one_batch_error(paper_foldfiles, inferno_builder, InfernoCallback(**paper_benchmark(0).callback_kwargs()),
+        _one_batch_error(paper_foldfiles, inferno_builder, paper_cb(0),
                          w=torch.where(y.view(-1) == 1, 0.0, 1.0).unsqueeze(1))
     assert not denormals_flushed()
+
+
+# ------------------------------------------------------------------------------- several processes, declared shifts
+def _four_process_file(directory: Path, n_per_class: int = 800, seed: int = 0):
+    """sig_a, sig_b, bkg_1, bkg_2 (labels 0-3) on three raw features, stored standardised with a fitted
+    StandardScaler that the FoldYielder gets as its input pipe."""
+    import pandas as pd
+    from sklearn.preprocessing import StandardScaler
+
+    from lumin_inferno.data.systematics import write_systematics_foldfile
+
+    rng = np.random.default_rng(seed)
+    means = {0: (60.0, 0.5, 1.0), 1: (45.0, -0.5, 2.0), 2: (40.0, 0.0, 0.0), 3: (55.0, 1.0, -1.0)}
+    feats = ["pt", "eta", "mass"]
+    df = pd.concat([pd.DataFrame(rng.normal(m, (10.0, 1.0, 1.0), (n_per_class, 3)), columns=feats).assign(label=k)
+                    for k, m in means.items()]).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    pipe = StandardScaler().fit(df[feats].to_numpy())
+    df[feats] = pipe.transform(df[feats].to_numpy()).astype(np.float32)
+    df["weight"] = np.float32(1.0)
+    path = write_systematics_foldfile(directory / "four", df, 3, feats, "label", {}, {"none": (df["weight"],
+                                      df["weight"])}, wgt_feat="weight", strat_key="label")
+    return FoldYielder(path, input_pipe=pipe)
+
+
+def _four_process_analysis(**changes):
+    from lumin_inferno.analysis import (Analysis, FixedChannel, InputShift, NormFactor, Objective, Process,
+                                        Systematic)
+
+    d = dict(
+        processes=(Process("sig_a", 40.0, labels=(0,), role="signal"), Process("sig_b", 25.0, labels=(1,),
+                                                                               role="signal"),
+                   Process("bkg_1", 500.0, labels=(2,)), Process("bkg_2", 300.0, labels=(3,))),
+        factors=(NormFactor("mu_a", ("sig_a",)), NormFactor("mu_b", ("sig_b",)),
+                 NormFactor("k_2", ("bkg_2",), poi=False)),
+        systematics=(Systematic("pt_scale", "transform", ("sig_a", "sig_b", "bkg_1", "bkg_2"),
+                                shifts=(InputShift("pt", scale=0.03),)),
+                     Systematic("eta_shift", "transform", ("bkg_1",), shifts=(InputShift("eta", shift=0.2),)),
+                     Systematic("lumi_13TeV", "norm", ("sig_a", "sig_b", "bkg_1"), kappa_up=1.025)),
+        channels=(FixedChannel("cr", {"bkg_2": (150.0, 120.0), "bkg_1": (20.0, 10.0)},
+                               variations={"pt_scale": {"bkg_2": ((153.0, 118.0), (147.0, 122.0))}},
+                               mc_uncertainty={"bkg_2": (9.0, 8.0)}),),
+        n_bins=6,
+        objective=Objective("generalised_variance"),
+    )
+    d.update(changes)
+    return Analysis(**d)
+
+
+def _fy_loss_and_grads(model, cb, fy, n=600):
+    fold = fy.get_fold(0)
+    x = torch.tensor(fold["inputs"][:n])
+    y = torch.tensor(fold["targets"][:n], dtype=torch.float32)
+    w = torch.tensor(fold["weights"][:n]) * torch.linspace(0.5, 1.5, n)[:, None]
+    model.fit_params = FitParams(cbs=[cb], state="train", x=x, y=y, w=w, loss_func=None, fy=fy)
+    cb.set_model(model)
+    cb.on_train_begin()
+    cb.on_batch_begin()
+    model.fit_params.y_pred = model.model(model.fit_params.x)
+    cb.on_forwards_end()
+    loss = model.fit_params.loss_val
+    grads = torch.autograd.grad(loss, list(model.model.parameters()))
+    cb.on_batch_end()
+    cb.on_train_end()
+    return loss.detach(), grads
+
+
+def test_several_processes_declared_shifts_all_jacobians_agree(inferno_builder, tmp_path):
+    torch.manual_seed(8)
+    fy = _four_process_file(tmp_path)
+    model = Model(inferno_builder(fy.cont_feats))
+    a = _four_process_analysis()
+    rec = InfernoCallback(a)
+    res = {"recorded": _fy_loss_and_grads(model, rec, fy)}
+    assert rec.jacobian_used == "recorded"
+    for mode in ("forward", "reverse"):
+        res[mode] = _fy_loss_and_grads(model, InfernoCallback(a, jacobian=mode), fy)
+    _assert_same_loss_and_grads(res["forward"], res["recorded"])
+    _assert_same_loss_and_grads(res["forward"], res["reverse"])
+    assert set(rec.sigma["train"]) == {"mu_a", "mu_b"}
+
+
+def test_declared_shift_is_the_physical_shift_through_the_input_pipe(tmp_path):
+    """InputShiftTransform moves the raw feature by scale·x (+ shift) per unit α, in standardised space."""
+    from lumin_inferno.data.shifts import InputShiftTransform
+
+    fy = _four_process_file(tmp_path)
+    a = _four_process_analysis()
+    t = InputShiftTransform(a, fy.cont_feats, fy.input_pipe)
+    x = torch.tensor(fy.get_fold(0)["inputs"][:50], dtype=torch.float64)
+    moved = t(x, {"pt_scale": torch.tensor(1.5, dtype=torch.float64)}, torch.ones(50, dtype=torch.bool))
+    raw, raw_moved = (fy.input_pipe.inverse_transform(v.numpy()) for v in (x, moved))
+    assert np.allclose(raw_moved[:, 0], raw[:, 0] * (1 + 1.5 * 0.03), rtol=1e-10)
+    assert np.allclose(raw_moved[:, 1:], raw[:, 1:])
+    shifted = t(x, {"eta_shift": torch.tensor(-1.0, dtype=torch.float64)}, torch.ones(50, dtype=torch.bool))
+    assert np.allclose(fy.input_pipe.inverse_transform(shifted.numpy())[:, 1], raw[:, 1] - 0.2, atol=1e-10)
+
+
+def test_several_processes_train_through_train_models(inferno_builder, tmp_path):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    fy = _four_process_file(tmp_path)
+    instances = []
+
+    def make():
+        instances.append(InfernoCallback(_four_process_analysis()))
+        return instances[-1]
+
+    _, histories, _ = _train(fy, inferno_builder(fy.cont_feats), tmp_path / "w", [make], n_models=1, n_epochs=4,
+                             bs=600)
+    cb, valid = instances[0], histories[0][0]["Validation"]
+    assert np.isclose(valid[-1], cb.history["valid"][-1])
+    assert np.mean(cb.history["train"][-3:]) < np.mean(cb.history["train"][:3])
+    assert valid[-1] <= 2 * np.log(cb.sigma["valid"]["mu_a"][-1] * cb.sigma["valid"]["mu_b"][-1]) + 1e-9

@@ -27,7 +27,7 @@ def test_temperature_is_annealed_per_epoch_and_seen_by_the_loss(paper_foldfiles,
             super().on_forwards_end()
 
     def make_inferno():
-        infernos.append(SpyInferno(**paper_benchmark(2).callback_kwargs()))
+        infernos.append(SpyInferno(paper_benchmark(2).analysis(6, kind="transform"), transform=paper_benchmark(2).transform()))
         return infernos[-1]
 
     with contextlib.redirect_stdout(io.StringIO()):

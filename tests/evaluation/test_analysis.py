@@ -12,7 +12,7 @@ from lumin_inferno.evaluation.analysis import (
     expected_poi_uncertainties, foldfile_template_model, hard_summary_templates,
 )
 from lumin_inferno.exceptions import EmptyProcessError, FoldFileError, TargetShapeError
-from lumin_inferno.export.pyhf import analysis_modifier_settings, analysis_workspace, pyhf_poi_uncertainty
+from lumin_inferno.export.pyhf import pyhf_modifier_settings, pyhf_workspace, pyhf_poi_uncertainty
 
 FEATS = ["x0", "x1"]
 N_BINS = 4
@@ -84,8 +84,8 @@ def test_templates_are_the_weighted_histograms(events, foldfile):
 def test_sigma_agrees_with_pyhf_on_the_export(foldfile):
     model = foldfile_template_model(ANALYSIS, bin_function, foldfile)
     ours = expected_poi_uncertainties(model)
-    theirs = pyhf_poi_uncertainty(analysis_workspace(ANALYSIS, model),
-                                  modifier_settings=analysis_modifier_settings(ANALYSIS))
+    theirs = pyhf_poi_uncertainty(pyhf_workspace(ANALYSIS, model),
+                                  modifier_settings=pyhf_modifier_settings(ANALYSIS))
     assert set(ours) == {"mu"} and 0 < ours["mu"] < 1
     assert ours["mu"] == pytest.approx(theirs, rel=1e-3)
 

@@ -76,7 +76,7 @@ def test_alignment_undoes_a_relabelling_that_lumin_averages_away(inferno_builder
 
 
 def test_lumin_weights_inferno_members_by_inverse_variance(paper_foldfiles, inferno_builder, tmp_path):
-    """train_models' result "loss" is the best validation Var(s) (events²); Ensemble.from_results weights 1/loss."""
+    """train_models' result "loss" is the best validation Var(μ); Ensemble.from_results weights 1/loss."""
     from lumin.nn.data.fold_yielder import FoldYielder
     from lumin.nn.ensemble.ensemble import Ensemble
     from lumin.nn.training.train import train_models
@@ -88,16 +88,21 @@ def test_lumin_weights_inferno_members_by_inverse_variance(paper_foldfiles, infe
     with contextlib.redirect_stdout(io.StringIO()):
         results, _, _ = train_models(
             fy, n_models=2, bs=1000, model_builder=builder, n_epochs=1, live_fdbk=False, savepath=tmp_path / "w",
-            cb_partials=[partial(InfernoCallback, **paper_benchmark(1).callback_kwargs())],
+            cb_partials=[partial(InfernoCallback, paper_benchmark(1).analysis(4, kind="transform"),
+                                 transform=paper_benchmark(1).transform())],
         )
         ens = Ensemble.from_results(results, size=2, model_builder=builder, metric="loss", verbose=False)
     losses = np.array(sorted(r["loss"] for r in results))
     assert (losses > 0).all() and np.isfinite(losses).all()
-    assert np.sqrt(losses.min()) > np.sqrt(50)  # a σ(s) in events, above the signal-only Poisson limit √s
+    assert 50 * np.sqrt(losses.min()) > np.sqrt(50)  # σ(s) = 50 σ(μ), above the signal-only Poisson limit √s
     expected = (1 / losses) / (1 / losses).sum()  # members sorted by loss, best first
     assert np.allclose(ens.weights, expected)
     aligned = align_ensemble(ens, FoldYielder(paper_foldfiles[1]).get_fold(0)["inputs"][:2000])
     assert aligned.reference == 0 and aligned.weights[0] >= aligned.weights[1]
+
+
+def _paper_analysis(k, n_bins=5):
+    return paper_benchmark(k).analysis(n_bins, kind="transform")
 
 
 def test_save_load_round_trip(inferno_builder, tmp_path):
@@ -107,77 +112,92 @@ def test_save_load_round_trip(inferno_builder, tmp_path):
     x = _x(2000, seed=3)
     ens = Ensemble.from_models([m1, m2], weights=[0.4, 0.6], model_builder=b)
     aligned = align_ensemble(ens, x)
-    kwargs = paper_benchmark(4).callback_kwargs()
-    target = save_inferno_ensemble(tmp_path / "ens", aligned, kwargs)
+    analysis = _paper_analysis(4)
+    target = save_inferno_ensemble(tmp_path / "ens", aligned, analysis)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ens"]  # no temporary left behind
-    manifest = json.loads((target / MANIFEST).read_text())
-    assert manifest["callback"]["background"] == {"Parameter": {"name": "b", "nominal": 1000.0, "constraint": 100.0,
-                                                                 "bounds": [0.0, None]}}
-    loaded = load_inferno_ensemble(target)
-    assert loaded.callback_kwargs == kwargs  # Parameters and PaperTransform compare by value
-    cb = loaded.callback()
-    assert isinstance(cb, InfernoCallback) and cb.poi == kwargs["poi"]
-    assert cb.shape_nuisances == kwargs["shape_nuisances"] and cb.background == kwargs["background"]
-    assert loaded.callback_partial().keywords == kwargs
+    assert sorted(p.name for p in target.iterdir()) == ["analysis.json", "ensemble_0.h5", "ensemble_1.h5",
+                                                         "inferno_ensemble.json"]  # data only, no pickles
+    loaded = load_inferno_ensemble(target, b)
+    assert loaded.analysis == analysis
+    transform = paper_benchmark(4).transform()
+    cb = loaded.callback_partial(transform)()
+    assert isinstance(cb, InfernoCallback) and cb.analysis == analysis and cb.transform is transform
     assert [p.tolist() for p in loaded.permutations] == [p.tolist() for p in aligned.permutations]
     assert loaded.reference == aligned.reference
     assert np.allclose(loaded.ensemble.weights, [0.4, 0.6])
     assert np.array_equal(loaded.aligned.predict(x), aligned.predict(x))
     assert np.array_equal(loaded.ensemble.predict(x, verbose=False), ens.predict(x, verbose=False))
-    # the ensemble files are LUMIN's own format
-    with contextlib.redirect_stdout(io.StringIO()):
-        lumin_loaded = Ensemble.from_save(str(target / "ensemble"))
-    assert np.array_equal(lumin_loaded.predict(x, verbose=False), ens.predict(x, verbose=False))
 
     # overwrite is explicit and replaces the save as a whole
     with pytest.raises(ConfigurationError, match="exists"):
-        save_inferno_ensemble(target, ens, kwargs)
-    save_inferno_ensemble(target, ens, paper_benchmark(0).callback_kwargs(), overwrite=True)
-    again = load_inferno_ensemble(target)
-    assert again.callback_kwargs == paper_benchmark(0).callback_kwargs()
+        save_inferno_ensemble(target, ens, analysis)
+    save_inferno_ensemble(target, ens, _paper_analysis(0), overwrite=True)
+    again = load_inferno_ensemble(target, b)
+    assert again.analysis == _paper_analysis(0)
     assert all(np.array_equal(p, np.arange(5)) for p in again.permutations)  # a plain Ensemble: identity
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ens"]
 
 
 def test_save_rejects_bad_configuration(inferno_builder, tmp_path):
     b, m1, m2, _ = _pair(inferno_builder)
-    kwargs = paper_benchmark(2).callback_kwargs()
-    with pytest.raises(ConfigurationError, match="cannot be pickled"):
-        save_inferno_ensemble(tmp_path / "a", [m1, m2], {**kwargs, "transform": lambda x, n, m: x})
-    with pytest.raises(ConfigurationError, match="rejects"):
-        save_inferno_ensemble(tmp_path / "a", [m1, m2], {**kwargs, "transform": None})
+    analysis = _paper_analysis(2)
+    with pytest.raises(ConfigurationError, match="needs the Analysis"):
+        save_inferno_ensemble(tmp_path / "a", [m1, m2], {"poi": "s"})
+    with pytest.raises(ConfigurationError, match="5 output bins but the analysis has n_bins = 7"):
+        save_inferno_ensemble(tmp_path / "a", [m1, m2], _paper_analysis(2, n_bins=7))
     with pytest.raises(ConfigurationError, match="permutation"):
-        save_inferno_ensemble(tmp_path / "a", [m1, m2], kwargs, permutations=[[0, 1, 2, 3, 4], [0, 1, 2, 3]])
+        save_inferno_ensemble(tmp_path / "a", [m1, m2], analysis, permutations=[[0, 1, 2, 3, 4], [0, 1, 2, 3]])
     with pytest.raises(ConfigurationError, match="does not exist"):
-        save_inferno_ensemble(tmp_path / "missing" / "a", [m1, m2], kwargs)
+        save_inferno_ensemble(tmp_path / "missing" / "a", [m1, m2], analysis)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "precious.txt").write_text("keep")
     with pytest.raises(ConfigurationError, match="not a saved INFERNO ensemble"):
-        save_inferno_ensemble(tmp_path / "data", [m1, m2], kwargs, overwrite=True)
+        save_inferno_ensemble(tmp_path / "data", [m1, m2], analysis, overwrite=True)
     assert (tmp_path / "data" / "precious.txt").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 def test_load_missing_or_corrupt_files_raise(inferno_builder, tmp_path):
     b, m1, m2, _ = _pair(inferno_builder)
-    kwargs = paper_benchmark(1).callback_kwargs()
+    analysis = _paper_analysis(1)
     with pytest.raises(ConfigurationError, match="not a directory"):
-        load_inferno_ensemble(tmp_path / "nothing")
-    target = save_inferno_ensemble(tmp_path / "ens", [m1, m2], kwargs)
+        load_inferno_ensemble(tmp_path / "nothing", b)
+    target = save_inferno_ensemble(tmp_path / "ens", [m1, m2], analysis)
     (target / "ensemble_1.h5").unlink()
     with pytest.raises(ConfigurationError, match="lacks"):
-        load_inferno_ensemble(target)
-    target = save_inferno_ensemble(tmp_path / "ens", [m1, m2], kwargs, overwrite=True)
-    data = (target / "inferno_callback.pkl").read_bytes()
-    (target / "inferno_callback.pkl").write_bytes(data[: len(data) // 2])  # a truncated file
+        load_inferno_ensemble(target, b)
+    target = save_inferno_ensemble(tmp_path / "ens", [m1, m2], analysis, overwrite=True)
+    data = (target / "ensemble_0.h5").read_bytes()
+    (target / "ensemble_0.h5").write_bytes(data[: len(data) // 2])  # a truncated file
     with pytest.raises(ConfigurationError, match="checksum"):
-        load_inferno_ensemble(target)
-    with pytest.raises(ConfigurationError, match="cannot load"):
-        load_inferno_ensemble(target, verify=False)  # unverified, the pickle itself is unreadable
-    target = save_inferno_ensemble(tmp_path / "ens", [m1, m2], kwargs, overwrite=True)
+        load_inferno_ensemble(target, b)
+    with pytest.raises(ConfigurationError, match="ensemble_0.h5 .* does not load"):
+        load_inferno_ensemble(target, b, verify=False)
+    target = save_inferno_ensemble(tmp_path / "ens", [m1, m2], analysis, overwrite=True)
+    wider = inferno_builder(FEATS, n_bins=5, width=32)
+    with pytest.raises(ConfigurationError, match="does not load into model_builder's network"):
+        load_inferno_ensemble(target, wider)
     (target / MANIFEST).write_text("{not json")
     with pytest.raises(ConfigurationError, match="corrupt manifest"):
-        load_inferno_ensemble(target)
+        load_inferno_ensemble(target, b)
     (target / MANIFEST).unlink()
     with pytest.raises(ConfigurationError, match="has no"):
-        load_inferno_ensemble(target)
+        load_inferno_ensemble(target, b)
+
+
+def test_load_never_unpickles(inferno_builder, tmp_path):
+    """A member file that would run code when unpickled is refused, not executed."""
+    import pickle
+
+    b, m1, m2, _ = _pair(inferno_builder)
+    target = save_inferno_ensemble(tmp_path / "ens", [m1, m2], _paper_analysis(1))
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"model": Payload(), "opt": {}, "input_mask": None}, target / "ensemble_0.h5", pickle_module=pickle)
+    with pytest.raises(ConfigurationError, match="does not load"):
+        load_inferno_ensemble(target, b, verify=False)
+    assert not marker.exists()

@@ -6,7 +6,15 @@ import torch
 
 from lumin_inferno import EmptyProcessError, Parameter, TargetShapeError, paper_benchmark
 from lumin_inferno.data.paper import TEMPLATE_SHIFTS, FEATURES, PaperTransform, sample_paper, standardise
-from lumin_inferno.evaluation import argmax_bins, asimov_template_model, expected_uncertainty, hard_templates, uniform_bins
+from lumin_inferno.evaluation import analysis_template_model, argmax_bins, expected_uncertainty, hard_templates, uniform_bins
+
+S0 = 50.0  # the paper's signal yield: σ(s) = 50 σ(μ)
+
+
+def _model(bins, x, y, w, n_bins, k, transform=True):
+    bm = paper_benchmark(k)
+    return analysis_template_model(bm.analysis(n_bins, kind="transform"), bins, x, y, w,
+                                   bm.transform() if transform else None)
 
 
 def test_binning_helpers():
@@ -26,34 +34,33 @@ def _sample(n=4000):
 def test_one_bin_gives_sqrt_s_plus_b():
     x, y, w = _sample()
     bm = paper_benchmark(0)
-    tm = asimov_template_model(lambda a: np.zeros(len(a), dtype=int), x, y, w, 1, bm.poi, bm.background)
-    assert expected_uncertainty(tm, "hessian") == pytest.approx(np.sqrt(1050), rel=1e-5)
-    assert expected_uncertainty(tm, "profile") == pytest.approx(np.sqrt(1050), rel=3e-3)
+    from lumin_inferno.analysis import Analysis, NormFactor, Process
+
+    one_bin = Analysis(processes=(Process("signal", 50.0, labels=(1,)), Process("background", 1000.0, labels=(0,))),
+                       factors=(NormFactor("mu", ("signal",)),), n_bins=2, mc_stat=False)
+    tm = analysis_template_model(one_bin, lambda a: np.zeros(len(a), dtype=int), x, y, w)  # bin 1 stays empty
+    assert S0 * expected_uncertainty(tm, "hessian") == pytest.approx(np.sqrt(1050), rel=1e-5)
+    assert S0 * expected_uncertainty(tm, "profile") == pytest.approx(np.sqrt(1050), rel=3e-3)
 
 
 def test_perfect_separation_gives_sqrt_s():
     x, y, w = _sample()
     bm = paper_benchmark(0)
     truth = dict(zip(map(bytes, x), y))  # an oracle binning by label
-    tm = asimov_template_model(lambda a: np.array([truth[bytes(r)] for r in a]), x, y, w, 2, bm.poi, bm.background)
-    assert expected_uncertainty(tm, "hessian") == pytest.approx(np.sqrt(50), rel=1e-4)
+    tm = _model(lambda a: np.array([truth[bytes(r)] for r in a]), x, y, w, 2, 0)
+    assert S0 * expected_uncertainty(tm, "hessian") == pytest.approx(np.sqrt(50), rel=1e-4)
 
 
-def test_shape_nuisance_inflates_uncertainty_and_needs_steps():
+def test_shape_nuisance_inflates_uncertainty_and_needs_its_transform():
     x, y, w = _sample(20_000)
     bins = lambda a: uniform_bins(1 / (1 + np.exp(-(-a[:, 0] * 2.2 - 2.0 + 0.5 * a[:, 2]))), 10)  # noqa: E731
-    b0, b1 = paper_benchmark(0), paper_benchmark(1)
-    t = PaperTransform()
-    s0 = expected_uncertainty(asimov_template_model(bins, x, y, w, 10, b0.poi, b0.background), "hessian")
-    s1 = expected_uncertainty(
-        asimov_template_model(bins, x, y, w, 10, b1.poi, b1.background, b1.shape_nuisances, t, TEMPLATE_SHIFTS),
-        "hessian",
-    )
+    s0 = expected_uncertainty(_model(bins, x, y, w, 10, 0), "hessian")
+    s1 = expected_uncertainty(_model(bins, x, y, w, 10, 1), "hessian")
     assert s1 > s0 * 1.05
-    from lumin_inferno import InvalidModelSpec
+    from lumin_inferno import ConfigurationError
 
-    with pytest.raises(InvalidModelSpec, match="no template step"):
-        asimov_template_model(bins, x, y, w, 10, b1.poi, b1.background, b1.shape_nuisances, t, {})
+    with pytest.raises(ConfigurationError, match=r"exact systematic\(s\) \['r'\] need their input transform"):
+        _model(bins, x, y, w, 10, 1, transform=False)
 
 
 def test_align_bins_recovers_a_permutation_and_ensembles_average_aligned_bins():

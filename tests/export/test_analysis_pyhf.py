@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lumin_inferno.analysis import template_model
-from lumin_inferno.export.pyhf import analysis_modifier_settings, analysis_workspace, pyhf_poi_uncertainty
+from lumin_inferno.export.pyhf import pyhf_modifier_settings, pyhf_workspace, pyhf_poi_uncertainty
 from lumin_inferno.statistics import fit, nll_hessian, profile_interval
 
 from ..analysis.conftest import make_analysis, make_templates
@@ -28,8 +28,8 @@ def pytorch_backend():
 def test_hessian_equals_pyhf_autodiff(code, pytorch_backend):
     a = make_analysis(code)
     m = template_model(a, make_templates(a))
-    ws = pyhf.Workspace(analysis_workspace(a, m))
-    pdf = ws.model(modifier_settings=analysis_modifier_settings(a))
+    ws = pyhf.Workspace(pyhf_workspace(a, m))
+    pdf = ws.model(modifier_settings=pyhf_modifier_settings(a))
     names = pdf.config.par_names
     assert sorted(names) == sorted(m.parameter_names)
     data = torch.as_tensor(ws.data(pdf), dtype=D)
@@ -49,10 +49,10 @@ def test_hessian_equals_pyhf_autodiff(code, pytorch_backend):
 def test_profile_sigma_of_every_poi_equals_pyhf():
     a = make_analysis()
     m = template_model(a, make_templates(a))
-    spec = analysis_workspace(a, m)
+    spec = pyhf_workspace(a, m)
     for poi in a.poi_names:
         ours = profile_interval(m, poi=poi).sigma
-        theirs = pyhf_poi_uncertainty(spec, modifier_settings=analysis_modifier_settings(a), poi=poi)
+        theirs = pyhf_poi_uncertainty(spec, modifier_settings=pyhf_modifier_settings(a), poi=poi)
         assert ours == pytest.approx(theirs, rel=1e-3), poi
 
 
@@ -60,9 +60,9 @@ def test_cabinetry_fits_the_workspace_to_our_values():
     cabinetry = pytest.importorskip("cabinetry")
     a = make_analysis()
     m = template_model(a, make_templates(a))
-    spec = analysis_workspace(a, m)
+    spec = pyhf_workspace(a, m)
     shifted = m.expected(m.nominal() + torch.tensor([0.3, -0.2] + [0.0] * (len(m.parameters) - 2), dtype=D))
-    spec_obs = analysis_workspace(a, m, observations=shifted.detach())
+    spec_obs = pyhf_workspace(a, m, observations=shifted.detach())
     pdf, data = cabinetry.model_utils.model_and_data(spec_obs)
     result = cabinetry.fit.fit(pdf, data)
     ours = fit(m, shifted.detach())

@@ -10,7 +10,7 @@ import uproot
 from lumin_inferno.analysis import template_model
 from lumin_inferno.exceptions import ConfigurationError
 from lumin_inferno.export.histfactory import parse_datacard, write_combine_datacard, write_histfactory_xml
-from lumin_inferno.export.pyhf import analysis_modifier_settings, analysis_workspace, pyhf_poi_uncertainty
+from lumin_inferno.export.pyhf import pyhf_modifier_settings, pyhf_workspace, pyhf_poi_uncertainty
 from lumin_inferno.statistics import profile_interval
 
 from ..analysis.conftest import make_analysis, make_templates
@@ -31,7 +31,7 @@ def test_xml_round_trip_gives_our_sigma_for_every_poi(analysis_and_model, tmp_pa
     spec = pyhf.readxml.parse(moved / "combination.xml", moved)
     for poi in a.poi_names:
         ours = profile_interval(m, poi=poi).sigma
-        theirs = pyhf_poi_uncertainty(spec, modifier_settings=analysis_modifier_settings(a), poi=poi)
+        theirs = pyhf_poi_uncertainty(spec, modifier_settings=pyhf_modifier_settings(a), poi=poi)
         assert theirs == pytest.approx(ours, rel=1e-3), poi
 
 
@@ -55,7 +55,7 @@ def test_datacard_lines_and_shapes(analysis_and_model, tmp_path):
     assert ("mu_ggH", "summary", "ggH", 1.0, "[0,10]") in parsed["rate_params"]
     assert ("k_tt", "ttbar_cr", "ttbar", 1.0, "[0,10]") in parsed["rate_params"]
     assert parsed["auto_mc_stats"]
-    spec = analysis_workspace(a, m)
+    spec = pyhf_workspace(a, m)
     with uproot.open(tmp_path / "combine" / "shapes.root") as f:
         for ch in spec["channels"]:
             for sample in ch["samples"]:
@@ -72,16 +72,29 @@ def test_datacard_lines_and_shapes(analysis_and_model, tmp_path):
         assert np.allclose(data, m.asimov().detach().numpy()[: a.n_bins], rtol=1e-12)
 
 
-def test_exports_refuse_what_they_cannot_write_and_leave_nothing(tmp_path):
+def test_datacard_scales_nuisances_whose_templates_are_not_one_sigma(tmp_path):
+    """A nuisance with constraint width 2 (templates at ±½σ): combine's column is 2 and its Up/Down histograms are
+    our ±1 templates; lnN κ becomes κ² for it."""
     from lumin_inferno.analysis import Analysis, Nuisance
 
     a = make_analysis()
     d = {f: getattr(a, f) for f in a.__dataclass_fields__}
-    wide = Analysis(**{**d, "nuisances": (Nuisance("jes", 2.0),)})
+    wide = Analysis(**{**d, "nuisances": (Nuisance("jes", 2.0), Nuisance("lumi_13TeV", 2.0))})
     m = template_model(wide, make_templates(wide))
+    parsed = parse_datacard(write_combine_datacard(wide, m, tmp_path / "combine"))
+    assert parsed["systematics"]["jes"] == ("shape", ["2", "2", "2", "2", "2", "-", "-"])
+    assert parsed["systematics"]["lumi_13TeV"][1][0] == f"{1.025 ** 2:.6g}"
+    jes = [s for s in m.shape_systematics if s.parameter == "jes" and s.process == "ggH"][0]
+    with uproot.open(tmp_path / "combine" / "shapes.root") as f:
+        up = f["summary/ggH_jesUp"].values()
+    assert np.allclose(up, float(m.yields["ggH"]) * jes.shift_up[: a.n_bins].numpy(), rtol=1e-12)
+
+
+def test_exports_leave_nothing_behind_on_error(tmp_path):
+    a, m = make_analysis(), None
     for write in (write_combine_datacard, write_histfactory_xml):
-        with pytest.raises(ConfigurationError, match=r"nuisance\(s\) \['jes'\]"):
-            write(wide, m, tmp_path / "out")
+        with pytest.raises(ConfigurationError, match="observations"):
+            write(a, template_model(a, make_templates(a)), tmp_path / "out", observations=np.ones(3))
         assert not (tmp_path / "out").exists()
     assert not list(tmp_path.iterdir())  # no temporary directory left behind
 

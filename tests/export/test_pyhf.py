@@ -1,4 +1,5 @@
-"""pyhf export: the workspace describes our likelihood, and pyhf's σ(POI) equals ours (paper benchmarks 2, 3, 4)."""
+"""pyhf export of the paper's benchmarks as Analyses: the workspace describes our likelihood, and pyhf's σ(POI)
+equals ours within per-benchmark tolerances (exact where the nuisances' templates are at ±1σ)."""
 
 import json
 
@@ -6,22 +7,29 @@ import numpy as np
 import pytest
 import torch
 
-from lumin_inferno import ConfigurationError, NormSystematic, Parameter, TemplateModel, paper_benchmark
-from lumin_inferno.data.paper import TEMPLATE_SHIFTS, PaperTransform
-from lumin_inferno.evaluation import asimov_template_model, expected_uncertainty, uniform_bins
+from lumin_inferno import ConfigurationError, paper_benchmark
+from lumin_inferno.evaluation import analysis_template_model, expected_uncertainty, uniform_bins
 from lumin_inferno.export.pyhf import (
-    pyhf_parameter_map,
-    pyhf_poi_scale,
+    pyhf_modifier_settings,
+    pyhf_nuisance_scales,
     pyhf_poi_uncertainty,
     pyhf_workspace,
     write_pyhf_workspace,
 )
 
 pyhf = pytest.importorskip("pyhf")
-pytestmark = pytest.mark.filterwarnings("ignore:.*RefResolver:DeprecationWarning")  # pyhf 0.7's use of jsonschema
 
-#: Templates at ±1σ of the constraints of benchmarks 3 and 4: then the export is exact (c = σ/step = 1).
+#: Templates at ±1σ of the constraints of benchmarks 3 and 4: then the export is exact (c = 1).
 ONE_SIGMA_STEPS = {"r": 0.4, "lambda": 1.0}
+#: Relative tolerances of pyhf's σ against ours, per benchmark, about 2× the differences measured on this sample
+#: (profile: 8e-7, 1.0e-3, 1.1e-3, 5.1e-4, 8.4e-3; Hessian: 7e-8, 3.4e-5, 3.6e-5, 1.6e-6, 5.2e-6). The Hessian (the
+#: Fisher information at nominal) is matched exactly up to the free nuisances' wide constraint (benchmarks 1, 2:
+#: 100× their expected uncertainty); the profile differs because the paper's templates are at ±0.5σ (c = 2),
+#: matched to second order at nominal, while the profile moves the nuisances beyond ±1 template step, where our
+#: code4p extrapolates linearly and pyhf's is still polynomial in α' = α/c (benchmark 4 the most, its interval is
+#: the widest). With templates at ±1σ the export is exact (test below).
+PROFILE_TOLERANCE = {0: 1e-5, 1: 2e-3, 2: 2.5e-3, 3: 1e-3, 4: 1.7e-2}
+HESSIAN_TOLERANCE = {0: 1e-6, 1: 7e-5, 2: 7e-5, 3: 4e-6, 4: 1.2e-5}
 
 
 @pytest.fixture(scope="module")
@@ -37,143 +45,91 @@ def _bins(x: np.ndarray) -> np.ndarray:
     return uniform_bins(1 / (1 + np.exp(-(-2.2 * x[:, 0] - 2.0 + 0.5 * x[:, 2]))), 10)
 
 
-def _paper_model(sample, benchmark: int, steps=TEMPLATE_SHIFTS) -> TemplateModel:
+def _paper(sample, benchmark: int, steps=None):
     bm = paper_benchmark(benchmark)
-    return asimov_template_model(
-        _bins, *sample, 10, bm.poi, bm.background, bm.shape_nuisances, PaperTransform(), steps
-    )
-
-
-def _pyhf_model(spec):
-    ws = pyhf.Workspace(spec)
-    return ws, ws.model(), np.asarray(ws.data(ws.model()))
+    analysis = bm.analysis(10, steps=steps, kind="transform")
+    return analysis, analysis_template_model(analysis, _bins, *sample, transform=bm.transform(steps))
 
 
 @pytest.mark.parametrize("benchmark", [0, 1, 2, 3, 4])
 def test_pyhf_sigma_equals_ours(test_sample, tmp_path, benchmark):
-    model = _paper_model(test_sample, benchmark)
-    path = write_pyhf_workspace(model, tmp_path / "workspace.json")
+    analysis, model = _paper(test_sample, benchmark)
+    path = write_pyhf_workspace(analysis, model, tmp_path / "workspace.json")
     spec = json.loads(path.read_text())  # what a downstream user loads
-    ws, pdf, data = _pyhf_model(spec)
+    settings = pyhf_modifier_settings(analysis)
+    ws = pyhf.Workspace(spec)
+    pdf = ws.model(modifier_settings=settings)
+    data = np.asarray(ws.data(pdf))
     # the observations are our Asimov data, and pyhf's expectation at its initial values (our nominal) equals them
-    asimov = model.asimov().numpy()
+    asimov = model.asimov().detach().numpy()
     assert np.allclose(data[: pdf.config.nmaindata], asimov, rtol=1e-12)
     assert np.allclose(pdf.expected_actualdata(pdf.config.suggested_init()), asimov, rtol=1e-9)
-
-    scale = pyhf_poi_scale(model)
-    assert scale == 50.0
-    ours_profile, ours_hessian = expected_uncertainty(model, "profile"), expected_uncertainty(model, "hessian")
-    pyhf_profile = pyhf_poi_uncertainty(spec, "profile", scale)
-    pyhf_hessian = pyhf_poi_uncertainty(spec, "hessian", scale)
-    print(f"benchmark {benchmark}: σ(s) profile ours {ours_profile:.4f} pyhf {pyhf_profile:.4f}; "
-          f"hessian ours {ours_hessian:.4f} pyhf {pyhf_hessian:.4f}")
-    assert pyhf_profile == pytest.approx(ours_profile, rel=1e-2)
-    assert pyhf_hessian == pytest.approx(ours_hessian, rel=1e-3)
+    for method, tolerance in (("profile", PROFILE_TOLERANCE), ("hessian", HESSIAN_TOLERANCE)):
+        ours = expected_uncertainty(model, method)
+        theirs = pyhf_poi_uncertainty(spec, method, modifier_settings=settings)
+        print(f"benchmark {benchmark} {method}: σ(s) ours {50 * ours:.4f} pyhf {50 * theirs:.4f} "
+              f"({theirs / ours - 1:+.2e})")
+        assert theirs == pytest.approx(ours, rel=tolerance[benchmark])
 
 
 def test_templates_at_one_sigma_export_exactly(test_sample):
-    model = _paper_model(test_sample, 4, ONE_SIGMA_STEPS)
-    spec = pyhf_workspace(model)
-    _, pdf, data = _pyhf_model(spec)
-    # -ln L differences between parameter points agree (both are Poisson + Gaussian constraints, up to constants)
-    mapping = pyhf_parameter_map(model)
+    analysis, model = _paper(test_sample, 3, ONE_SIGMA_STEPS)
+    assert pyhf_nuisance_scales(analysis, model) == {"r": 1.0, "lambda": 1.0}
+    spec = pyhf_workspace(analysis, model)
+    pdf = pyhf.Workspace(spec).model(modifier_settings=pyhf_modifier_settings(analysis))
+    data = np.asarray(pyhf.Workspace(spec).data(pdf))
     order = pdf.config.par_order
+    perm = [model.index(n) for n in order]
     rng = np.random.default_rng(3)
     theta0 = model.nominal()
-
-    def to_pyhf(theta):
-        pars = np.zeros(len(order))
-        for i, name in enumerate(model.parameter_names):
-            pyhf_name, offset, scale = mapping[name]
-            pars[order.index(pyhf_name)] = (float(theta[i]) - offset) / scale
-        return pars
-
-    observed = model.asimov()
-    ref_ours = float(model.nll(theta0.double(), observed))
-    ref_pyhf = -float(pdf.logpdf(to_pyhf(theta0), data)[0])
-    for _ in range(5):
-        theta = theta0 + torch.as_tensor(rng.normal(size=len(theta0)) * [10.0, 50.0, 0.2, 0.5], dtype=theta0.dtype)
-        ours = float(model.nll(theta.double(), observed)) - ref_ours
-        theirs = -float(pdf.logpdf(to_pyhf(theta), data)[0]) - ref_pyhf
+    observed = model.asimov().detach()
+    ref = float(model.nll(theta0, observed)), -float(pdf.logpdf(theta0[perm].numpy(), data)[0])
+    for _ in range(5):  # −ln L differences between parameter points agree: the same function of the same parameters
+        theta = theta0 + torch.as_tensor(rng.normal(size=len(theta0)) * [0.2, 0.5, 0.5], dtype=theta0.dtype)
+        ours = float(model.nll(theta, observed)) - ref[0]
+        theirs = -float(pdf.logpdf(theta[perm].numpy(), data)[0]) - ref[1]
         assert theirs == pytest.approx(ours, rel=1e-9, abs=1e-9)
-    # (benchmark 4's lower profile edge lies below s = 0 with these templates; benchmark 3's does not)
-    model = _paper_model(test_sample, 3, ONE_SIGMA_STEPS)
-    sigma = pyhf_poi_uncertainty(pyhf_workspace(model), "profile", 50.0)
+    sigma = pyhf_poi_uncertainty(spec, "profile", modifier_settings=pyhf_modifier_settings(analysis))
     assert sigma == pytest.approx(expected_uncertainty(model, "profile"), rel=1e-4)
 
 
 def test_workspace_structure_benchmark_4(test_sample):
-    spec = pyhf_workspace(_paper_model(test_sample, 4))
+    analysis, model = _paper(test_sample, 4)
+    spec = pyhf_workspace(analysis, model)
     (channel,) = spec["channels"]
     signal, background = channel["samples"]
     assert [(m["name"], m["type"]) for m in signal["modifiers"]] == [("mu", "normfactor")]
     assert [(m["name"], m["type"]) for m in background["modifiers"]] == [
-        ("lumi", "lumi"),
-        ("r", "histosys"),
-        ("lambda", "histosys"),
-    ]
+        ("k_b", "histosys"), ("r", "histosys"), ("lambda", "histosys")]
+    k_b = background["modifiers"][0]["data"]
+    assert np.allclose(k_b["hi_data"], 1.1 * np.asarray(background["data"]))  # k_b ~ N(1, 0.1): linear
     assert sum(signal["data"]) == pytest.approx(50.0, rel=1e-5)
     assert sum(background["data"]) == pytest.approx(1000.0, rel=1e-5)
     config = {p["name"]: p for p in spec["measurements"][0]["config"]["parameters"]}
     assert spec["measurements"][0]["config"]["poi"] == "mu"
-    assert config["lumi"]["auxdata"] == [1.0] and config["lumi"]["sigmas"] == [pytest.approx(0.1)]
-    assert config["lambda"]["bounds"] == [[pytest.approx(-2.5), pytest.approx(5.0)]]  # λ ≥ 0.5, in units of σ_λ = 1
-
-
-def test_templates_matching_exports_our_one_sigma_templates(test_sample):
-    """``shape_matching="templates"``: hi/lo are our own templates at θ⁰ ± σ (here σ = 2 steps: linear extrapolation)."""
-    model = _paper_model(test_sample, 3)
-    spec = pyhf_workspace(model, shape_matching="templates")
-    modifiers = {m["name"]: m["data"] for m in spec["channels"][0]["samples"][1]["modifiers"]}
-    for name, sigma in (("r", 0.4), ("lambda", 1.0)):
-        for sign, key in ((1.0, "hi_data"), (-1.0, "lo_data")):
-            theta = model.nominal().double()
-            theta[model.index(name)] += sign * sigma
-            expected = 1000.0 * model.process_templates(theta)[1].detach().numpy()
-            assert np.allclose(modifiers[name][key], expected, rtol=1e-10)
-
-
-def test_norm_systematics_and_unconstrained_yields():
-    """A toy with a normalisation systematic (exported as normsys, exact when step = σ) and a free background."""
-    templates = torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.3, 0.5]], dtype=torch.float64)
-    model = TemplateModel(
-        processes=["signal", "background"],
-        templates=templates,
-        yields={"signal": "s", "background": "b"},
-        parameters=[
-            Parameter("s", 20.0, bounds=(0.0, None)),
-            Parameter("b", 200.0),
-            Parameter("k", 0.0, constraint=1.0),
-        ],
-        poi="s",
-        norm_systematics=[NormSystematic("k", "background", 1.15, 0.9)],
-    )
-    spec = pyhf_workspace(model, poi_name="mu_s")
-    modifiers = {m["name"]: m for m in spec["channels"][0]["samples"][1]["modifiers"]}
-    assert modifiers["b"]["type"] == "normfactor" and modifiers["k"]["type"] == "normsys"
-    assert modifiers["k"]["data"] == {"hi": pytest.approx(1.15), "lo": pytest.approx(0.9)}
-    for method, tolerance in (("hessian", 1e-4), ("profile", 1e-4)):  # measured 1e-6, 1e-7
-        ours = expected_uncertainty(model, method)
-        assert pyhf_poi_uncertainty(spec, method, 20.0) == pytest.approx(ours, rel=tolerance)
+    assert config["lambda"]["bounds"] == [[pytest.approx(-2.5), pytest.approx(2.5)]]  # ±5 steps of 0.5, σ_λ = 1
+    assert config["k_b"]["bounds"] == [[pytest.approx(-10.0), pytest.approx(90.0)]]  # k_b in [0, 10]
 
 
 def test_bad_requests(test_sample, tmp_path):
-    model = _paper_model(test_sample, 3)
-    with pytest.raises(ConfigurationError, match="shape_matching"):
-        pyhf_workspace(model, shape_matching="linear")
+    from lumin_inferno.analysis import Analysis, NormFactor, Nuisance, Process, Systematic
+
+    analysis, model = _paper(test_sample, 3)
     with pytest.raises(ConfigurationError, match="does not exist"):
-        write_pyhf_workspace(model, tmp_path / "missing" / "ws.json")
-    with pytest.raises(ConfigurationError, match="clash"):
-        pyhf_workspace(model, poi_name="r")
+        write_pyhf_workspace(analysis, model, tmp_path / "missing" / "ws.json")
     with pytest.raises(ConfigurationError, match="observations"):
-        pyhf_workspace(model, observations=np.ones(3))
-    two_constrained = TemplateModel(
-        processes=["signal", "a", "b"],
-        templates=torch.full((3, 2), 0.5, dtype=torch.float64),
-        yields={"signal": "s", "a": "ya", "b": "yb"},
-        parameters=[Parameter("s", 5.0), Parameter("ya", 10.0, constraint=1.0), Parameter("yb", 10.0, constraint=2.0)],
-        poi="s",
-    )
-    with pytest.raises(ConfigurationError, match="lumi"):
-        pyhf_workspace(two_constrained)
+        pyhf_workspace(analysis, model, observations=np.ones(3))
+    mixed = Analysis(processes=(Process("s", 5.0, labels=(1,)), Process("b", 50.0, labels=(0,))),
+                     factors=(NormFactor("mu", ("s",)),), n_bins=2, mc_stat=False,
+                     systematics=(Systematic("a", "norm", ("b",), kappa_up=1.1),
+                                  Systematic("c", "norm", ("s",), kappa_up=1.1, interpolation="code1")))
+    with pytest.raises(ConfigurationError, match="mixes"):
+        pyhf_modifier_settings(mixed)
+    free_norm = Analysis(processes=mixed.processes, factors=mixed.factors, n_bins=2, mc_stat=False,
+                         systematics=(Systematic("a", "norm", ("b",), kappa_up=1.1),), nuisances=(Nuisance("a", None),))
+    t = {"s": torch.tensor([0.7, 0.3], dtype=torch.float64), "b": torch.tensor([0.2, 0.8], dtype=torch.float64)}
+    from lumin_inferno.analysis import SummaryTemplates, template_model
+
+    with pytest.raises(ConfigurationError, match="on free nuisances"):
+        pyhf_workspace(free_norm, template_model(free_norm, SummaryTemplates(t, {})))
     assert list(tmp_path.iterdir()) == []
