@@ -121,8 +121,7 @@ class _TangentFloor(InfernoCallback):
 
     def on_forwards_end(self) -> None:
         fp = self.model.fit_params
-        nb = self._n_bkg
-        t_out = self._tangents.jvp(self._input_tangents(self._x_nominal[:nb]))
+        t_out = self._tangents.jvp(self._input_tangents(self._x_aff, self._aff_masks()))
         if not hasattr(self, "_c"):
             g = torch.Generator(device=fp.y_pred.device).manual_seed(0)
             self._c = (torch.randn(fp.y_pred.shape, generator=g, device=fp.y_pred.device),
@@ -143,7 +142,9 @@ def _steps(device: str, bs: int, jacobian: str, warm_steps: int = 0) -> dict:
     x, y, w = _batch(bs, 1, device)
     ce, inf = _models(device)
     bce = torch.nn.BCELoss()
-    kw = paper_benchmark(4).callback_kwargs()
+    bm = paper_benchmark(4)
+    n_bins = int(inf.get_out_size())
+    kw = {"analysis": bm.analysis(n_bins, kind="transform"), "transform": bm.transform()}
     if warm_steps:
         batches = [_batch(bs, 100 + i, device) for i in range(20)]
         tail = inf.model[-1]
