@@ -78,7 +78,7 @@ from .exceptions import (  # noqa: E402
     TargetShapeError,
     UnsupportedNetworkError,
 )
-from .models import ClassifierAdversary, MixtureDensityNetwork, SoftmaxTemperatureTail, mdn_nll  # noqa: E402
+from .models import ClassifierAdversary, ClassScoreTail, MixtureDensityNetwork, SoftmaxTemperatureTail, mdn_nll  # noqa: E402
 from .statistics import (  # noqa: E402
     NormSystematic,
     Parameter,
@@ -146,6 +146,7 @@ __all__ = [
     "HardBinPredHandler",
     "TemperatureSchedule",
     "SoftmaxTemperatureTail",
+    "ClassScoreTail",
     "Parameter",
     "ShapeSystematic",
     "NormSystematic",

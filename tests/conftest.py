@@ -3,7 +3,6 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 import lumin_inferno  # noqa: E402,F401  (imports LUMIN once, removing pdpbox's global warning filter)
 
-from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 

@@ -32,7 +32,16 @@ from ..statistics.hessian import fisher_information
 from ..statistics.likelihood import TemplateModel
 from ..statistics.objectives import objective_value, poi_covariance
 from .batches import RowTrackingYielder
-from .common import DenormalFlush, check_softmax_output, prepare_fit_for_batch_loss, process_masks, restores_denormals, soft_template
+from .common import (
+    DenormalFlush,
+    add_sigma_metrics,
+    check_softmax_output,
+    nominal_soft_templates,
+    prepare_fit_for_batch_loss,
+    process_masks,
+    restores_denormals,
+    soft_template,
+)
 
 __all__ = ["ApproxInfernoCallback"]
 
@@ -62,7 +71,13 @@ class ApproxInfernoCallback(Callback):
 
     Attributes (after training):
         history: ``{"train": [...], "valid": [...]}`` per-batch objective values, and ``sigma`` :
-            ``{"train": {poi: [...]}, "valid": {poi: [...]}}`` each POI's expected σ per batch.
+            ``{"train": {poi: [...]}, "valid": {poi: [...]}}`` each POI's expected σ per batch; LUMIN's history and
+            results hold them per epoch as ``sigma_<poi>`` (:class:`~lumin_inferno.callbacks.common.PoiSigmaMetric`).
+        clipped_bins: nominal soft-template bins whose batch sum of (negative) event weights came out < 0 and were
+            clipped to 0.
+
+    Negative event weights (NLO samples) enter every template, weight ratio and Σw² with their sign; a process's
+    total weight in a batch must stay > 0 (a named error otherwise).
     """
 
     def __init__(self, analysis: Analysis, flush_denormals: bool = True):
@@ -83,6 +98,7 @@ class ApproxInfernoCallback(Callback):
     # --------------------------------------------------------------------------------------------------- state
     def _reset(self) -> None:
         self.history: Dict[str, List[float]] = {"train": [], "valid": []}
+        self.clipped_bins = 0
         self.sigma: Dict[str, Dict[str, List[float]]] = {
             s: {p: [] for p in self.analysis.poi_names} for s in ("train", "valid")
         }
@@ -105,6 +121,7 @@ class ApproxInfernoCallback(Callback):
     def on_train_begin(self) -> None:
         super().on_train_begin()
         self._reset()
+        add_sigma_metrics(self)
         fp = self.model.fit_params
         fy = getattr(fp, "fy", None)
         if fy is None:
@@ -266,18 +283,9 @@ class ApproxInfernoCallback(Callback):
         shift_down templates from forward passes of the shifted inputs of the same events (only of the processes a
         systematic acts on) or from the up/down weights, the MC variance of each template, the fixed channels."""
         rows, masks, a = self._rows, self._masks, self.analysis
-        totals: Dict[str, Tensor] = {}
-        nominal: Dict[str, Tensor] = {}
-        variance: Dict[str, Tensor] = {}
-        for p in a.summary_processes:
-            m = masks[p.name]
-            total = w[m].sum().double()
-            if not total > 0:
-                raise EmptyProcessError(f"events of process {p.name!r} in this batch have zero total weight")
-            totals[p.name] = total
-            contrib = w[m][:, None].double() * probs[m].double() / total
-            nominal[p.name] = contrib.sum(0)
-            variance[p.name] = (contrib * contrib).sum(0) * (int(m.sum()) / self._process_events[p.name])
+        totals, nominal, variance, clipped = nominal_soft_templates(a, masks, probs, w, self._process_events,
+                                                                    self.model.fit_params.state)
+        self.clipped_bins += clipped
         shifted: Dict[Tuple[str, str], Tuple[Tensor, Tensor]] = {}
         for s in a.shape_systematics():
             users = [u for u in s.processes if u in masks]

@@ -1,24 +1,30 @@
 """What every INFERNO-style callback shares: LUMIN fit-params set-up for a per-batch loss, the softmax-output
-check, per-process event masks from target labels, soft templates, and denormal flushing during a batch."""
+check, per-process event masks from target labels, soft templates, denormal flushing during a batch, and the σ(POI)
+columns they add to LUMIN's history."""
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, Optional
+import math
+from typing import Callable, Dict, List, Optional
 
 import torch
+from lumin.nn.callbacks.callback import Callback
 from torch import Tensor
 
 from ..exceptions import ConfigurationError, EmptyProcessError, TargetShapeError
 
 __all__ = [
     "DenormalFlush",
+    "PoiSigmaMetric",
+    "add_sigma_metrics",
     "denormals_flushed",
     "restores_denormals",
     "check_softmax_output",
     "prepare_fit_for_batch_loss",
     "process_masks",
     "soft_template",
+    "nominal_soft_templates",
 ]
 
 
@@ -133,3 +139,73 @@ def process_masks(labels: Tensor, analysis, state: str, check_integers: bool = T
 def soft_template(probs: Tensor, w: Tensor, total: Tensor) -> Tensor:
     """Soft histogram Σ w·p / ``total`` (fraction of the process's nominal weight per bin), float64."""
     return (w[:, None].double() * probs.double()).sum(0) / total
+
+
+def nominal_soft_templates(
+    analysis, masks: Dict[str, Tensor], probs: Tensor, w: Tensor, process_events: Dict[str, int], state: str
+):
+    """Per summary process: the batch's total weight, its nominal soft template Σ w·p / Σ w (float64) and, when
+    ``process_events`` (events of each process in the fold) is given, the template's MC variance Σ (w·p / Σw)²
+    scaled by n_batch / n_fold (the batch estimates the fold's template, whose MC variance is what the final fit
+    sees). Negative event weights (NLO samples) enter with their sign; a bin whose batch sum comes out negative is
+    clipped to 0 (its expected count cannot be negative; the number clipped is returned so the callback can say so).
+
+    Returns ``(totals, nominal, variance, n_clipped)``."""
+    totals: Dict[str, Tensor] = {}
+    nominal: Dict[str, Tensor] = {}
+    variance: Dict[str, Tensor] = {}
+    n_clipped = 0
+    for p in analysis.summary_processes:
+        m = masks[p.name]
+        total = w[m].sum().double()
+        if not total > 0:
+            raise EmptyProcessError(f"events of process {p.name!r} in this {state} batch have zero total weight")
+        totals[p.name] = total
+        contrib = w[m][:, None].double() * probs[m].double() / total
+        t = contrib.sum(0)
+        negative = t.detach() < 0
+        if negative.any():
+            n_clipped += int(negative.sum())
+            t = t.clamp_min(0.0)
+        nominal[p.name] = t
+        if process_events:
+            variance[p.name] = (contrib * contrib).sum(0) * (int(m.sum()) / process_events[p.name])
+    return totals, nominal, variance, n_clipped
+
+
+class PoiSigmaMetric(Callback):
+    """σ of one POI on the validation fold, as a LUMIN metric: the mean over the epoch's validation batches of the
+    σ the INFERNO callback computed (√ of the POI's diagonal element of the inverted Fisher matrix, in units of the
+    POI). LUMIN's ``MetricLogger`` writes it to the history and to the results as ``sigma_<poi>``; it is not a
+    ``main_metric``, so ``SaveBest`` and ``EarlyStopping`` still follow the loss unless the user says otherwise."""
+
+    lower_metric_better = True
+
+    def __init__(self, source, poi: str, main_metric: bool = False):
+        super().__init__()
+        self.source, self.poi, self.main_metric = source, poi, main_metric  # source: the callback with ``sigma``
+        self.name = f"sigma_{poi}"
+        self._start = 0
+
+    def on_epoch_begin(self) -> None:
+        if self.model.fit_params.state == "valid":
+            self._start = len(self._values())
+
+    def _values(self) -> List[float]:
+        return self.source.sigma["valid"][self.poi]
+
+    def get_metric(self) -> float:
+        values = self._values()[self._start:]
+        return float(sum(values) / len(values)) if values else math.nan
+
+
+def add_sigma_metrics(callback) -> None:
+    """In the callback's ``on_train_begin``: append one :class:`PoiSigmaMetric` per POI to LUMIN's callback list (it
+    runs before ``MetricLogger`` collects its metrics), unless the list already has them."""
+    fp = callback.model.fit_params
+    have = {c.poi for c in fp.cbs if isinstance(c, PoiSigmaMetric) and c.source is callback}
+    for poi in callback.analysis.poi_names:
+        if poi not in have:
+            metric = PoiSigmaMetric(callback, poi)
+            metric.set_model(callback.model)
+            fp.cbs.append(metric)

@@ -28,7 +28,9 @@ from ..statistics.hessian import fisher_information
 from ..statistics.objectives import objective_value, poi_covariance
 from .common import (
     DenormalFlush,
+    add_sigma_metrics,
     check_softmax_output,
+    nominal_soft_templates,
     denormals_flushed,
     prepare_fit_for_batch_loss,
     process_masks,
@@ -80,6 +82,9 @@ class InfernoCallback(Callback):
     Attributes (after training):
         history: ``{"train": [...], "valid": [...]}`` per-batch objective values; ``sigma``:
             ``{"train": {poi: [...]}, "valid": {poi: [...]}}`` each POI's expected σ per batch.
+            LUMIN's history and results hold them per epoch as ``sigma_<poi>`` (:class:`PoiSigmaMetric`).
+        clipped_bins: nominal soft-template bins whose batch sum of (negative) event weights came out < 0 and were
+            clipped to 0.
         jacobian_used: the mode in effect (``"auto"`` resolved), and ``jacobian_note`` why, when it fell back.
     """
 
@@ -121,6 +126,7 @@ class InfernoCallback(Callback):
     # --------------------------------------------------------------------------------------------------- state
     def _reset(self) -> None:
         self.history: Dict[str, List[float]] = {"train": [], "valid": []}
+        self.clipped_bins = 0
         self.sigma: Dict[str, Dict[str, List[float]]] = {
             s: {p: [] for p in self.analysis.poi_names} for s in ("train", "valid")
         }
@@ -143,6 +149,7 @@ class InfernoCallback(Callback):
     def on_train_begin(self) -> None:
         super().on_train_begin()
         self._reset()
+        add_sigma_metrics(self)
         fp = self.model.fit_params
         prepare_fit_for_batch_loss(fp)
         if self.nuisances and self._transform is None:
@@ -327,17 +334,8 @@ class InfernoCallback(Callback):
         """The binned likelihood of this batch: soft templates of every process from LUMIN's forward pass, their
         derivatives along each transform nuisance (templates T ± ∂T/∂α at α = ±1), MC variances, fixed channels."""
         a, masks, state = self.analysis, self._masks, self.model.fit_params.state
-        totals, nominal, variance = {}, {}, {}
-        for p in a.summary_processes:
-            m = masks[p.name]
-            total = w[m].sum().double()
-            if not total > 0:
-                raise EmptyProcessError(f"events of process {p.name!r} in this {state} batch have zero total weight")
-            totals[p.name] = total
-            contrib = w[m][:, None].double() * probs[m].double() / total
-            nominal[p.name] = contrib.sum(0)
-            if self._process_events:
-                variance[p.name] = (contrib * contrib).sum(0) * (int(m.sum()) / self._process_events[p.name])
+        totals, nominal, variance, clipped = nominal_soft_templates(a, masks, probs, w, self._process_events, state)
+        self.clipped_bins += clipped
         shifted: Dict[Tuple[str, str], Tuple[Tensor, Tensor]] = {}
         if self.nuisances:
             users = [p.name for p in a.summary_processes if any(p.name in acts for acts in self._acts.values())]

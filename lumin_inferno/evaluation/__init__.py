@@ -24,7 +24,16 @@ from .independence import (
     plot_output_vs_nuisance,
 )
 from .plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
-from .templates import align_bins, aligned_mean_probs, argmax_bins, expected_uncertainty, hard_templates, uniform_bins
+from .templates import (
+    align_bins,
+    aligned_mean_probs,
+    argmax_bins,
+    class_score_bins,
+    class_score_edges,
+    expected_uncertainty,
+    hard_templates,
+    uniform_bins,
+)
 
 __all__ = [
     "hard_summary_templates",
@@ -52,4 +61,4 @@ __all__ = [
     "plot_templates",
     "plot_profile_curves",
     "plot_sigma_summary",
-"align_bins", "aligned_mean_probs", "argmax_bins", "uniform_bins", "hard_templates", "expected_uncertainty"]
+"align_bins", "aligned_mean_probs", "argmax_bins", "uniform_bins", "class_score_bins", "class_score_edges", "hard_templates", "expected_uncertainty"]

@@ -8,10 +8,9 @@ expected uncertainty is the profile-likelihood width on Asimov data (and, for co
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import numpy as np
-import torch
 
 from ..exceptions import EmptyProcessError, InvalidModelSpec, TargetShapeError
 from ..statistics.fit import profile_interval
@@ -21,6 +20,8 @@ from ..statistics.likelihood import TemplateModel
 __all__ = [
     "argmax_bins",
     "uniform_bins",
+    "class_score_bins",
+    "class_score_edges",
     "align_bins",
     "aligned_mean_probs",
     "hard_templates",
@@ -39,6 +40,51 @@ def uniform_bins(scores: np.ndarray, n_bins: int = 10) -> np.ndarray:
     """Bin of a classifier score in [0, 1] with ``n_bins`` uniform bins (the paper's cross-entropy baseline)."""
     s = np.asarray(scores).reshape(len(scores), -1)[:, -1]
     return np.clip((s * n_bins).astype(np.int64), 0, n_bins - 1)
+
+
+def class_score_edges(probs: np.ndarray, n_score_bins: int, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """Score-bin edges per class for a multi-class summary, shape [n_classes, n_score_bins + 1]: the (weighted)
+    quantiles of the winning class's probability among the events whose argmax is that class, so each
+    class × score bin holds about the same simulated yield; the outer edges are 0 and 1. A class that wins no event
+    gets uniform edges on [1/n_classes, 1]."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise TargetShapeError(f"class_score_edges needs class probabilities of shape [events, classes ≥ 2], got {p.shape}")
+    if n_score_bins < 1:
+        raise InvalidModelSpec(f"n_score_bins must be ≥ 1, got {n_score_bins}")
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if len(w) != len(p):
+        raise TargetShapeError(f"class_score_edges: {len(w)} weights for {len(p)} events")
+    n_classes = p.shape[1]
+    cls = p.argmax(axis=1)
+    edges = np.tile(np.linspace(1.0 / n_classes, 1.0, n_score_bins + 1), (n_classes, 1))
+    for c in range(n_classes):
+        sel = cls == c
+        if sel.any():
+            score, ws = p[sel, c], np.clip(w[sel], 0.0, None)  # negative (NLO) weights: quantiles of |w| > 0 only
+            order = np.argsort(score, kind="stable")
+            cdf = np.cumsum(ws[order])
+            if cdf[-1] > 0:
+                edges[c] = np.interp(np.linspace(0, 1, n_score_bins + 1), cdf / cdf[-1], score[order])
+    edges[:, 0], edges[:, -1] = 0.0, 1.0
+    return edges
+
+
+def class_score_bins(probs: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Hard bin of a multi-class summary, as analysts bin a multi-class classifier: category = argmax class c,
+    then the winning probability p_c in the score bins ``edges[c]`` (shape [n_classes, n_score_bins + 1], e.g. from
+    :func:`class_score_edges`); bin index = c · n_score_bins + score bin (``ClassScoreTail``'s output order)."""
+    p = np.asarray(probs)
+    e = np.asarray(edges, dtype=np.float64)
+    if p.ndim != 2 or e.ndim != 2 or e.shape[0] != p.shape[1] or e.shape[1] < 2:
+        raise TargetShapeError(f"class_score_bins: probabilities {p.shape} and edges {e.shape} do not match "
+                               "([events, classes] and [classes, score bins + 1])")
+    n_score = e.shape[1] - 1
+    cls = p.argmax(axis=1)
+    score = p[np.arange(len(p)), cls]
+    inner = e[cls, 1:-1]  # the inner edges of each event's class
+    b = (score[:, None] >= inner).sum(axis=1) if n_score > 1 else np.zeros(len(p), dtype=np.int64)
+    return cls * n_score + b
 
 
 def align_bins(reference: np.ndarray, probs: np.ndarray) -> np.ndarray:

@@ -30,7 +30,6 @@ by ~1e-4 relative).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 

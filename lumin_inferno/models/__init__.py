@@ -1,9 +1,11 @@
 from .adversary import ClassifierAdversary, MixtureDensityNetwork, classifier_nll, mdn_nll
-from .tails import SoftmaxTemperatureTail
+from .tails import ClassScoreTail, SoftmaxTemperatureTail, soft_class_score_bins
 from .tangents import ForwardTangents
 
 __all__ = [
     "SoftmaxTemperatureTail",
+    "ClassScoreTail",
+    "soft_class_score_bins",
     "ForwardTangents",
     "MixtureDensityNetwork",
     "ClassifierAdversary",

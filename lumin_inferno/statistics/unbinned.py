@@ -13,7 +13,7 @@ from below (the "analytical likelihood" row of the INFERNO paper's Table 2).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor

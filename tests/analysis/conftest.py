@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lumin_inferno.analysis import (
-    Analysis, FixedChannel, InputShift, NormFactor, Nuisance, Objective, Process, SummaryTemplates, Systematic,
+    Analysis, FixedChannel, InputShift, NormFactor, Objective, Process, SummaryTemplates, Systematic,
 )
 
 D = torch.float64

@@ -2,6 +2,7 @@
 several processes, POIs and a control region through train_models, named errors."""
 
 import contextlib
+import dataclasses
 import io
 import random
 from functools import partial
@@ -286,6 +287,8 @@ def test_three_processes_two_pois_and_a_control_region_train_through_train_model
     sig = {p: cb.sigma["valid"][p][-1] for p in ("mu", "k_a")}
     assert valid[-1] <= 2 * np.log(sig["mu"] * sig["k_a"]) + 1e-9
     assert 0 < sig["mu"] < 10 and 0 < sig["k_a"] < 1
+    assert list(histories[0][1]) == ["sigma_mu", "sigma_k_a"]  # every POI's σ in LUMIN's history
+    assert all(len(v) == 4 and np.all(np.isfinite(v)) for v in histories[0][1].values())
 
 
 # ---------------------------------------------------------------------------------------------- named errors
@@ -351,3 +354,64 @@ def test_inert_at_prediction(shifted_file, inferno_builder):
     model = Model(inferno_builder(fy.cont_feats))
     x = fy.get_fold(0)["inputs"][:50]
     assert np.allclose(model.predict(x, cbs=[ApproxInfernoCallback(_analysis())]), model.predict(x))
+
+
+def test_multi_class_summary_trains_on_the_class_score_bins(tmp_path):
+    """A ClassScoreTail (3 classes × 3 score bins, the analysts' binning relaxed) as the summary of approximate
+    INFERNO: LUMIN trains it, the objective falls, and the hard binning of the trained network (argmax class ×
+    score bin) is what the soft output tends to."""
+    from lumin.nn.models.helpers import CatEmbedder
+    from lumin.nn.models.model_builder import ModelBuilder
+
+    from lumin_inferno import ClassScoreTail
+    from lumin_inferno.evaluation import class_score_bins
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    fy = FoldYielder(_three_process_file(tmp_path))
+    analysis = dataclasses.replace(THREE_PROCESS, n_bins=9)
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder = ModelBuilder(objective="classification", n_out=9, cont_feats=fy.cont_feats,
+                               cat_embedder=CatEmbedder([], []),
+                               model_args={"body": {"width": 32, "depth": 2},
+                                           "tail": {"n_classes": 3, "temperature": 0.1, "score_temperature": 0.03}},
+                               tail=ClassScoreTail, opt_args={"opt": "adam", "lr": 3e-3})
+        instances = []
+        results, histories, _ = train_models(fy, n_models=1, bs=600, model_builder=builder, n_epochs=5,
+                                             cb_partials=[lambda: instances.append(ApproxInfernoCallback(analysis))
+                                                          or instances[-1]],
+                                             savepath=tmp_path / "w", live_fdbk=False)
+    cb = instances[0]
+    assert np.mean(cb.history["train"][-3:]) < np.mean(cb.history["train"][:3])
+    assert all(np.isfinite(histories[0][1]["sigma_mu"]))
+    model = Model(builder)
+    model.load(str(Path(results[0]["path"]) / "train_0.h5"))
+    x = fy.get_fold(0)["inputs"]
+    soft = model.predict(x)
+    assert soft.shape == (len(x), 9) and np.allclose(soft.sum(1), 1, atol=1e-5)
+    head_body, tail = model.model[:-1], model.model[-1]  # LUMIN's nn.Sequential(head, body, tail)
+    with torch.no_grad():
+        probs = torch.softmax(tail.dense(head_body(torch.as_tensor(x))), -1).numpy()
+    hard = class_score_bins(probs, tail.edges.numpy())
+    assert np.mean(soft.argmax(1) == hard) > 0.8
+
+
+def test_negative_event_weights_enter_with_their_sign():
+    """NLO-like samples: negative weights subtract from the soft template and add to its MC variance (w²); a bin
+    whose batch sum is negative is clipped to 0 and counted."""
+    from lumin_inferno.callbacks.common import nominal_soft_templates
+
+    a = dataclasses.replace(THREE_PROCESS, n_bins=3)
+    probs = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0, 0, 1.0], [1.0, 0, 0], [0, 1.0, 0]])
+    w = torch.tensor([2.0, 1.0, 0.5, -1.0, 1.0, 1.0])
+    labels = {"signal": [0, 1, 2, 3], "bkg_a": [4], "bkg_b": [5]}
+    masks = {k: torch.tensor([i in v for i in range(6)]) for k, v in labels.items()}
+    totals, nominal, variance, clipped = nominal_soft_templates(a, masks, probs, w, {"signal": 8, "bkg_a": 2,
+                                                                                     "bkg_b": 2}, "train")
+    assert float(totals["signal"]) == pytest.approx(2.5) and clipped == 1
+    torch.testing.assert_close(nominal["signal"], torch.tensor([0.8, 0.4, 0.0], dtype=torch.float64))
+    # Σ (w p / Σw)², scaled by 4 events in the batch of the 8 in the fold
+    torch.testing.assert_close(variance["signal"], torch.tensor([0.64, 0.16, (0.04 + 0.16)], dtype=torch.float64) * 0.5)
+    with pytest.raises(EmptyProcessError, match="'bkg_a'"):
+        nominal_soft_templates(a, masks, probs, torch.tensor([2.0, 1.0, 0.5, -1.0, -1.0, 1.0]), {}, "valid")

@@ -69,7 +69,7 @@ def test_train_models_two_models_lowers_loss_and_gets_fresh_state(paper_foldfile
     assert all(cb.jacobian_used == "recorded" for cb in instances)
     for cb, hist, res in zip(instances, histories, results):
         train, valid = hist[0]["Training"], hist[0]["Validation"]
-        assert len(valid) == 3
+        assert len(valid) == 3 and len(train) == 3 * (fy.n_folds - 1)  # one training entry per training fold
         # the logged losses are the callback's (variance of μ), not a mean over events
         assert np.isclose(valid[-1], cb.history["valid"][-1])
         assert min(valid) == pytest.approx(res["loss"])
@@ -78,6 +78,11 @@ def test_train_models_two_models_lowers_loss_and_gets_fresh_state(paper_foldfile
         # sigma(s) is bounded below by the background-free limit sqrt(s) and above by no separation sqrt(s+b)...
         assert 50 / S0**2 < valid[-1] < 5 * 1050 / S0**2
         assert cb.sigma["valid"]["mu"][-1] == pytest.approx(valid[-1] ** 0.5, rel=1e-9)
+        # σ(μ) per epoch in LUMIN's metric history and results (mean of the epoch's validation batches)
+        per_epoch = hist[1]["sigma_mu"]
+        assert len(per_epoch) == 3 and per_epoch[-1] == pytest.approx(np.mean(cb.sigma["valid"]["mu"][-len(
+            cb.sigma["valid"]["mu"]) // 3:]), rel=1e-9)
+        assert res["sigma_mu"] == per_epoch[int(np.argmin(valid))]
 
 
 def test_ensemble_hard_bins(paper_foldfiles, inferno_builder, tmp_path):

@@ -4,7 +4,6 @@ histograms, Σw² MC statistics, and the exported workspace giving the same σ a
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from lumin_inferno.analysis import Analysis, FixedChannel, NormFactor, Process, Systematic
 from lumin_inferno.data.systematics import write_systematics_foldfile

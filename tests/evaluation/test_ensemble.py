@@ -2,7 +2,6 @@
 
 import contextlib
 import io
-import json
 from functools import partial
 
 import numpy as np

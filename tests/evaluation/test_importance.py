@@ -159,7 +159,6 @@ def test_column_subset_transform_acts_on_the_kept_columns():
 def test_blind_nuisances_leave_the_likelihood(test_sample):
     """A statistic that does not read x2 is blind to λ: σ(s) under benchmark 2 (r, λ free) equals benchmark 1's
     (r free), instead of a singular Hessian; the probe finds which nuisances act on which columns."""
-    from lumin_inferno.data import PaperTransform
     from lumin_inferno.evaluation.importance import nuisances_acting_on
 
     x, y, w = test_sample

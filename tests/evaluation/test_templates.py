@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-import torch
 
-from lumin_inferno import EmptyProcessError, Parameter, TargetShapeError, paper_benchmark
-from lumin_inferno.data.paper import TEMPLATE_SHIFTS, FEATURES, PaperTransform, sample_paper, standardise
+from lumin_inferno import EmptyProcessError, TargetShapeError, paper_benchmark
+from lumin_inferno.data.paper import FEATURES, sample_paper, standardise
 from lumin_inferno.evaluation import analysis_template_model, argmax_bins, expected_uncertainty, hard_templates, uniform_bins
 
 S0 = 50.0  # the paper's signal yield: σ(s) = 50 σ(μ)
@@ -33,7 +32,6 @@ def _sample(n=4000):
 
 def test_one_bin_gives_sqrt_s_plus_b():
     x, y, w = _sample()
-    bm = paper_benchmark(0)
     from lumin_inferno.analysis import Analysis, NormFactor, Process
 
     one_bin = Analysis(processes=(Process("signal", 50.0, labels=(1,)), Process("background", 1000.0, labels=(0,))),
@@ -45,7 +43,6 @@ def test_one_bin_gives_sqrt_s_plus_b():
 
 def test_perfect_separation_gives_sqrt_s():
     x, y, w = _sample()
-    bm = paper_benchmark(0)
     truth = dict(zip(map(bytes, x), y))  # an oracle binning by label
     tm = _model(lambda a: np.array([truth[bytes(r)] for r in a]), x, y, w, 2, 0)
     assert S0 * expected_uncertainty(tm, "hessian") == pytest.approx(np.sqrt(50), rel=1e-4)

@@ -4,7 +4,6 @@ import numpy as np
 import pyhf
 import pyhf.readxml
 import pytest
-import torch
 import uproot
 
 from lumin_inferno.analysis import template_model
@@ -91,7 +90,7 @@ def test_datacard_scales_nuisances_whose_templates_are_not_one_sigma(tmp_path):
 
 
 def test_exports_leave_nothing_behind_on_error(tmp_path):
-    a, m = make_analysis(), None
+    a = make_analysis()
     for write in (write_combine_datacard, write_histfactory_xml):
         with pytest.raises(ConfigurationError, match="observations"):
             write(a, template_model(a, make_templates(a)), tmp_path / "out", observations=np.ones(3))
