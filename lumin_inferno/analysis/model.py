@@ -45,6 +45,41 @@ class SummaryTemplates:
     mc_variance: Optional[Mapping[str, Tensor]] = None
 
 
+def _fixed_cache(analysis: Analysis, dtype: torch.dtype, device) -> Dict[tuple, Tensor]:
+    """Per analysis, dtype and device: the fixed channels' yields as tensors (built once, not on every batch). Kept
+    on the (frozen) Analysis object itself, outside its fields, so it never enters equality or JSON."""
+    store = analysis.__dict__.setdefault("_tensor_cache", {})
+    return store.setdefault((dtype, str(device)), {})
+
+
+class _Checks:
+    """Validation of every template of one model at once: type and shape per template as it is read, values
+    (finite, ≥ 0 where required) in one vectorised test at the end; only when that fails is each template
+    re-checked, to name the one at fault (this runs on every training batch)."""
+
+    def __init__(self, n_bins: int):
+        self.n_bins = n_bins
+        self.items: List[Tuple[str, Tensor, bool]] = []
+
+    def __call__(self, what: str, t: Tensor, n_bins: int, nonnegative: bool = True) -> Tensor:
+        if not isinstance(t, Tensor):
+            raise InvalidModelSpec(f"{what} must be a torch tensor, got {type(t).__name__}")
+        if t.shape != (n_bins,):
+            raise InvalidModelSpec(f"{what} must have shape ({n_bins},), got {tuple(t.shape)}")
+        self.items.append((what, t, nonnegative))
+        return t
+
+    def finish(self) -> None:
+        if not self.items:
+            return
+        values = torch.stack([t.detach().to(self.items[0][1].dtype) for _, t, _ in self.items])
+        need = torch.tensor([nonneg for _, _, nonneg in self.items], device=values.device)
+        if bool(torch.isfinite(values).all()) and not bool(((values < 0) & need[:, None]).any()):
+            return
+        for what, t, nonneg in self.items:
+            _check(what, t, self.n_bins, nonneg)
+
+
 def _check(what: str, t: Tensor, n_bins: int, nonnegative: bool = True) -> Tensor:
     if not isinstance(t, Tensor):
         raise InvalidModelSpec(f"{what} must be a torch tensor, got {type(t).__name__}")
@@ -72,8 +107,13 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
     device = some.device if isinstance(some, Tensor) else None
     zeros_sum = torch.zeros(n_sum, dtype=dtype, device=device)
 
+    cache = _fixed_cache(a, dtype, device)
+
     def fixed(values) -> Tensor:
-        return torch.as_tensor(values, dtype=dtype, device=device)
+        key = values if isinstance(values, tuple) else tuple(values)
+        if key not in cache:
+            cache[key] = torch.as_tensor(values, dtype=dtype, device=device)
+        return cache[key]
 
     def cr_part(p: str, syst: Optional[str] = None, direction: int = 0) -> List[Tensor]:
         parts = []
@@ -89,18 +129,20 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
     unknown = [k for k in templates.nominal if k not in procs]
     if unknown:
         raise InvalidModelSpec(f"templates given for unknown process(es) {unknown}")
+    check = _Checks(n_sum)
     rows, totals = [], {}
     for p in a.processes:
         if p.labels:
             if p.name not in templates.nominal:
                 raise InvalidModelSpec(f"no summary template for process {p.name!r}")
-            t = _check(f"summary template of process {p.name!r}", templates.nominal[p.name], n_sum)
+            t = check(f"summary template of process {p.name!r}", templates.nominal[p.name], n_sum)
             summary = p.nominal_yield * (t + floor)
         else:
             summary = zeros_sum
         row = torch.cat([summary, *cr_part(p.name)])
         total = float(row.detach().sum())
         if not total > 0:
+            check.finish()  # a non-finite or negative template is the first thing to name
             raise InvalidModelSpec(f"process {p.name!r} has no expected events in any channel")
         totals[p.name] = total
         rows.append(row / total)
@@ -118,7 +160,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
                         raise InvalidModelSpec(
                             f"no {label} summary template for systematic {s.name!r} ({s.kind}) of process {pname!r}"
                         )
-                    t = _check(f"{label} template of systematic {s.name!r}, process {pname!r}",
+                    t = check(f"{label} template of systematic {s.name!r}, process {pname!r}",
                                templates.shifted[key][direction], n_sum, nonnegative=False)
                     summary = p.nominal_yield * (t + floor)
                 else:
@@ -142,7 +184,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
                         f"the analysis has mc_stat on but no MC variance of process {p.name!r}'s summary template "
                         "was given (set mc_stat=False on the analysis or the process to leave it out)"
                     )
-                var = _check(f"MC variance of process {p.name!r}", var, n_sum)
+                var = check(f"MC variance of process {p.name!r}", var, n_sum)
                 summary = p.nominal_yield * torch.sqrt(var + floor * floor)
             else:
                 summary = zeros_sum
@@ -153,6 +195,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
             ]
             sigma.append(torch.cat([summary, *parts]))
         staterror = StatError([p.name for p in mc], torch.stack(sigma))
+    check.finish()
     factors: Dict[str, List[str]] = {}
     for f in a.factors:
         for p in f.processes:

@@ -25,7 +25,7 @@ from lumin.nn.callbacks.callback import Callback
 from lumin.utils.misc import to_device
 from torch import Tensor
 
-from ..analysis import Analysis, SummaryTemplates, template_model
+from ..analysis import Analysis, SummaryTemplates, Systematic, template_model
 from ..data.systematics import read_fold_systematics, systematics_info
 from ..exceptions import ConfigurationError, EmptyProcessError, FoldFileError, TargetShapeError
 from ..statistics.hessian import fisher_information
@@ -112,6 +112,7 @@ class ApproxInfernoCallback(Callback):
         self._fold_inputs: Optional[np.ndarray] = None
         self._shift_inputs: Dict[str, Tuple[Tensor, Tensor]] = {}
         self._weight_ratios: Dict[str, Tuple[Tensor, Tensor]] = {}
+        self._weight_stack: Optional[Tuple[Tensor, Dict[str, int]]] = None
 
     def _clear_batch(self) -> None:
         self._rows: Optional[Tensor] = None
@@ -192,6 +193,9 @@ class ApproxInfernoCallback(Callback):
                     ratio = np.divide(w_shift, nominal_w, out=np.zeros(n, dtype=np.float64), where=nominal_w != 0)
                     ratios.append(to_device(torch.as_tensor(ratio, dtype=torch.float64)))
                 self._weight_ratios[column] = (ratios[0], ratios[1])
+            columns_w = list(self._weight_ratios)
+            self._weight_stack = (torch.stack([torch.stack(self._weight_ratios[c]) for c in columns_w]),
+                                  {c: i for i, c in enumerate(columns_w)})  # [K, 2, n_fold], column → K index
         self._fold_inputs = by.inputs
         self._yielder = RowTrackingYielder(by)
         fp.by = self._yielder
@@ -278,32 +282,64 @@ class ApproxInfernoCallback(Callback):
                 "batch's events (a callback before ApproxInfernoCallback changed the inputs?)"
             )
 
+    def shifted_outputs(self, x: Tensor) -> Dict[int, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+        """Network outputs of the shifted copies of the batch's events, for every ``"inputs"`` systematic with
+        processes in the batch: its index in ``analysis.systematics_of("inputs")`` → (mask of the batch rows it
+        affects, (outputs at +1σ, at −1σ) of those rows). One forward pass for all systematics and both directions (the rows concatenated), so the cost is
+        the network's on the affected rows, not a Python loop of small passes."""
+        rows, masks = self._rows, self._masks
+        chunks: List[Tensor] = []
+        layout: List[Tuple[int, Tensor, int]] = []
+        for i, s in enumerate(self.analysis.systematics_of("inputs")):
+            users = [u for u in s.processes if u in masks]
+            if not users:
+                continue
+            affected = torch.stack([masks[u] for u in users]).any(0)
+            r = rows[affected]
+            up, down = self._shift_inputs[s.column]
+            chunks += [up[r], down[r]]
+            layout.append((i, affected, len(r)))
+        if not chunks:
+            return {}
+        out = self.model.model(torch.cat(chunks).to(device=x.device, dtype=x.dtype))
+        result, start = {}, 0
+        for i, affected, n in layout:
+            result[i] = (affected, (out[start:start + n], out[start + n:start + 2 * n]))
+            start += 2 * n
+        return result
+
     def template_model(self, x: Tensor, probs: Tensor, w: Tensor) -> TemplateModel:
         """The binned likelihood of this batch: nominal soft templates from LUMIN's forward pass, shift_up /
-        shift_down templates from forward passes of the shifted inputs of the same events (only of the processes a
-        systematic acts on) or from the up/down weights, the MC variance of each template, the fixed channels."""
+        shift_down templates from one batched forward pass of the shifted inputs of the same events (only the rows
+        of the processes a systematic acts on, :meth:`shifted_outputs`) or from the up/down weights (one matrix
+        product per process for all weight systematics), the MC variance of each template, the fixed channels."""
         rows, masks, a = self._rows, self._masks, self.analysis
         totals, nominal, variance, clipped = nominal_soft_templates(a, masks, probs, w, self._process_events,
                                                                     self.model.fit_params.state)
         self.clipped_bins += clipped
         shifted: Dict[Tuple[str, str], Tuple[Tensor, Tensor]] = {}
-        for s in a.shape_systematics():
-            users = [u for u in s.processes if u in masks]
-            if not users:
+        outputs = self.shifted_outputs(x)
+        for i, s in enumerate(a.systematics_of("inputs")):
+            if i not in outputs:
                 continue
-            if s.kind == "inputs":
-                affected = torch.stack([masks[u] for u in users]).any(0)
-                pair = [self.model.model(shift.to(device=x.device, dtype=x.dtype)[rows[affected]])
-                        for shift in self._shift_inputs[s.column]]
-                for u in users:
+            affected, pair = outputs[i]
+            for u in s.processes:
+                if u in masks:
                     sub = masks[u][affected]
                     shifted[(u, s.name)] = tuple(soft_template(ps[sub], w[masks[u]], totals[u]) for ps in pair)
-            else:
-                ratio_up, ratio_down = (r.to(w.device)[rows] for r in self._weight_ratios[s.column])
-                for u in users:
-                    m = masks[u]
-                    shifted[(u, s.name)] = (
-                        soft_template(probs[m], w[m] * ratio_up[m], totals[u]),
-                        soft_template(probs[m], w[m] * ratio_down[m], totals[u]),
-                    )
+        by_process: Dict[str, List[Systematic]] = {}
+        for s in a.systematics_of("weights"):
+            for u in s.processes:
+                if u in masks:
+                    by_process.setdefault(u, []).append(s)
+        for u, systs in by_process.items():
+            m = masks[u]
+            r = rows[m]
+            stack, index = self._weight_stack
+            k = torch.tensor([index[s.column] for s in systs], device=stack.device)
+            ratios = stack[k][:, :, r.to(stack.device)].to(w.device)  # [K, 2, n_u]
+            contrib = ratios * w[m].double()  # shifted weights of the process's events
+            t = contrib @ probs[m].double() / totals[u]  # [K, 2, bins]
+            for k, s in enumerate(systs):
+                shifted[(u, s.name)] = (t[k, 0], t[k, 1])
         return template_model(a, SummaryTemplates(nominal, shifted, variance))

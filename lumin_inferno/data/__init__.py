@@ -1,5 +1,6 @@
 """Data: benchmark generators writing LUMIN fold files; shifted systematics stored next to the nominal inputs."""
 
+from .analysis_toy import AnalysisToy, ToyLimit, analysis_toy
 from .paper import (
     BACKGROUND_YIELD,
     FEATURES,
@@ -27,6 +28,9 @@ from .systematics import (
 )
 
 __all__ = [
+    "AnalysisToy",
+    "ToyLimit",
+    "analysis_toy",
     "NUISANCE",
     "TOY_FEATURES",
     "sample_pivot_toy",
