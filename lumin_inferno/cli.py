@@ -1,4 +1,5 @@
-"""Command line: ``lumin-inferno paper-study`` (also ``python -m lumin_inferno paper-study``)."""
+"""Command line: ``lumin-inferno paper-study``, ``lumin-inferno analysis-study``, ``lumin-inferno pivot-study``
+(also ``python -m lumin_inferno ...``)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=None, help="hidden-layer width (default 100)")
     s.add_argument("--depth", type=int, default=None, help="hidden layers (default 2)")
     s.add_argument("--quiet", action="store_true")
+    a = sub.add_parser("analysis-study",
+                       help="cross-entropy vs INFERNO on the analysis-scale toy (2 POIs, control region, 22 systematics)")
+    a.add_argument("--outdir", default="outputs/analysis_study", help="where fold files, weights and results go")
+    a.add_argument("--full", action="store_true", help="larger samples, more models and epochs (docs/analysis_study.md)")
+    a.add_argument("--methods", nargs="+", default=None,
+                   help="INFERNO trainings among approx_gv exact_gv approx_var_ggH approx_var_qqH (default: all)")
+    a.add_argument("--n-models", type=int, default=None, help="models per method (default 2; --full: 3)")
+    a.add_argument("--inferno-epochs", type=int, default=None, help="INFERNO epochs (default 15; --full: 30)")
+    a.add_argument("--ce-epochs", type=int, default=None, help="cross-entropy epochs (default 10; --full: 20)")
+    a.add_argument("--n-train", type=int, default=None, help="training events per process (default 20000)")
+    a.add_argument("--n-test", type=int, default=None, help="test events per process (default 50000)")
+    a.add_argument("--n-folds", type=int, default=None, help="training folds (default 5)")
+    a.add_argument("--n-bins", type=int, default=None, help="INFERNO bins (default 10)")
+    a.add_argument("--ce-score-bins", type=int, default=None, help="cross-entropy score bins per class (default 4)")
+    a.add_argument("--inferno-bs", type=int, default=None, help="INFERNO batch size (events, default 2000)")
+    a.add_argument("--limit-events", type=int, default=None, help="events per process per split of the limit")
+    a.add_argument("--seed", type=int, default=None)
+    a.add_argument("--quiet", action="store_true")
     sub.add_parser(
         "pivot-study",
         help="learning to pivot on the Louppe-Kagan-Cranmer toy (options: lumin-inferno pivot-study --help)",
@@ -72,6 +91,19 @@ def study_settings(args: argparse.Namespace):
     return StudySettings.full(**overrides) if args.full else StudySettings(**overrides)
 
 
+def analysis_study_settings(args: argparse.Namespace):
+    """The :class:`~lumin_inferno.studies.analysis.AnalysisStudySettings` of parsed ``analysis-study`` arguments
+    (validated here, before any work is done)."""
+    from .studies.analysis import AnalysisStudySettings
+
+    overrides = {k: v for k, v in dict(
+        outdir=args.outdir, methods=args.methods, n_models=args.n_models, inferno_epochs=args.inferno_epochs,
+        ce_epochs=args.ce_epochs, n_train_per_process=args.n_train, n_test_per_process=args.n_test,
+        n_folds=args.n_folds, n_bins=args.n_bins, ce_score_bins=args.ce_score_bins, inferno_bs=args.inferno_bs,
+        limit_events=args.limit_events, seed=args.seed).items() if v is not None}
+    return AnalysisStudySettings.full(**overrides) if args.full else AnalysisStudySettings(**overrides)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pivot-study"]:
@@ -83,6 +115,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .studies.paper import run_paper_study
 
         run_paper_study(study_settings(args), verbose=not args.quiet)
+    elif args.command == "analysis-study":
+        from .exceptions import ConfigurationError
+        from .studies.analysis import run_analysis_study
+
+        try:
+            settings = analysis_study_settings(args)
+        except ConfigurationError as e:
+            _parser().error(str(e))
+        run_analysis_study(settings, verbose=not args.quiet)
     return 0
 
 

@@ -353,15 +353,20 @@ class AnalysisToy:
         jac = torch.func.jacrev(self.control_region_expected)(theta)  # [bins, n_par]
         return info + jac.T @ (jac / nu[:, None])
 
-    def limit(self, n_per_process: int = 200_000, n_splits: int = 4, seed: int = 12345) -> ToyLimit:
+    def limit(self, n_per_process: int = 200_000, n_splits: int = 4, seed: int = 12345,
+              systematics: bool = True) -> ToyLimit:
         """σ(μ_ggH), σ(μ_qqH) and their correlation from the inverse Fisher information (every other parameter
         profiled), averaged over ``n_splits`` independent samples of ``n_per_process`` events per process; the
-        errors are the spread of the splits / √n_splits."""
+        errors are the spread of the splits / √n_splits. ``systematics=False``: the statistical-only limit (every
+        nuisance fixed at nominal; the free k_ttbar still profiled), from the same Fisher information's
+        (μ_ggH, μ_qqH, k_ttbar) block."""
         if n_splits < 2:
             raise InvalidModelSpec(f"n_splits must be ≥ 2 to estimate the Monte Carlo error, got {n_splits}")
         rows = []
+        keep = len(self.parameters()) if systematics else 3
         for k in range(n_splits):
-            cov = torch.linalg.inv(self.fisher_information(n_per_process, seed + 7919 * k))[:2, :2]
+            info = self.fisher_information(n_per_process, seed + 7919 * k)[:keep, :keep]
+            cov = torch.linalg.inv(info)[:2, :2]
             s = cov.diagonal().sqrt()
             rows.append([float(s[0]), float(s[1]), float(cov[0, 1] / (s[0] * s[1]))])
         a = np.asarray(rows)

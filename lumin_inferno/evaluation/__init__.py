@@ -23,7 +23,15 @@ from .independence import (
     ks_statistic,
     plot_output_vs_nuisance,
 )
-from .plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
+from .plots import (
+    plot_channel_templates,
+    plot_poi_contours,
+    plot_poi_sigmas,
+    plot_profile_curves,
+    plot_sigma_summary,
+    plot_templates,
+    plot_training_curves,
+)
 from .templates import (
     align_bins,
     aligned_mean_probs,
@@ -61,4 +69,7 @@ __all__ = [
     "plot_templates",
     "plot_profile_curves",
     "plot_sigma_summary",
+    "plot_channel_templates",
+    "plot_poi_sigmas",
+    "plot_poi_contours",
 "align_bins", "aligned_mean_probs", "argmax_bins", "uniform_bins", "class_score_bins", "class_score_edges", "hard_templates", "expected_uncertainty"]

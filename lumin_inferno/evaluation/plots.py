@@ -16,7 +16,10 @@ import torch
 
 from ..statistics.likelihood import TemplateModel
 
-__all__ = ["plot_training_curves", "plot_templates", "plot_profile_curves", "plot_sigma_summary"]
+__all__ = [
+    "plot_training_curves", "plot_templates", "plot_profile_curves", "plot_sigma_summary", "plot_channel_templates",
+    "plot_poi_sigmas", "plot_poi_contours",
+]
 
 PathLike = Union[str, Path]
 
@@ -141,5 +144,107 @@ def plot_sigma_summary(
         ax.set_xticks(x, [str(k) for k in ks])
         ax.set_xlabel("benchmark")
         ax.set_ylabel("expected σ(s) [events]")
+        ax.legend(fontsize="x-small")
+    return Path(path)
+
+
+def plot_channel_templates(model: TemplateModel, path: PathLike, title: str = "", n_variations: int = 4) -> Path:
+    """One panel per channel of ``model``: expected events per bin at the nominal point, processes stacked
+    (``mplhep.histplot``), and the total expected at α = ±1 for the ``n_variations`` nuisances that move that
+    channel's total most (Σ over bins of |Δν|, either direction). Summary-channel bins are ordered by the
+    signal-to-total ratio of the first process, as in :func:`plot_templates`."""
+    import mplhep
+
+    with torch.no_grad():
+        theta = model.nominal()
+        per_process = model.process_expected(theta).numpy()  # [processes, bins]
+        total = per_process.sum(0)
+        shifted = {}
+        nuisances = [p for p in model.parameter_names if p not in model.pois and p in
+                     {s.parameter for s in list(model.shape_systematics) + list(model.norm_systematics)}]
+        for name in nuisances:
+            i = model.index(name)
+            pair = []
+            for sign in (1.0, -1.0):
+                t = theta.clone()
+                t[i] = t[i] + sign
+                pair.append(model.expected(t).numpy())
+            shifted[name] = pair
+    slices = model.channel_slices()
+    with _figure(path, figsize=(7.5 * len(slices), 7), ncols=len(slices)) as (fig, axes):
+        if title:
+            fig.suptitle(title, fontsize="medium")
+        for ax, (channel, sl) in zip(axes, slices.items()):
+            counts = per_process[:, sl]
+            order = np.arange(counts.shape[1])
+            if channel == model.channels[0][0]:
+                order = np.argsort(counts[0] / np.maximum(counts.sum(0), 1e-12))
+            edges = np.arange(len(order) + 1)
+            mplhep.histplot([c[order] for c in counts], edges, stack=True, histtype="fill", alpha=0.6,
+                            color=[f"C{i}" for i in range(len(counts))],
+                            label=list(model.processes), ax=ax)
+            impact = {n: sum(np.abs(v[sl] - total[sl]).sum() for v in pair) for n, pair in shifted.items()}
+            top = [n for n in sorted(impact, key=impact.get, reverse=True)[:n_variations] if impact[n] > 0]
+            for k, name in enumerate(top):
+                for v, ls, sign in ((shifted[name][0], "-", "+1"), (shifted[name][1], "--", "−1")):
+                    mplhep.histplot(v[sl][order], edges, ax=ax, color=f"C{len(model.processes) + k}", ls=ls,
+                                    label=f"total, {name} {sign}σ")
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=0.05)  # empty bins hold only the template floor: keep them off-scale
+            ax.set_xlabel(f"{channel} bin" + (" (by purity)" if channel == model.channels[0][0] else ""))
+            ax.set_ylabel("expected events")
+            ax.legend(fontsize=9, ncol=2, loc="lower left")
+    return Path(path)
+
+
+def plot_poi_sigmas(
+    rows: Mapping[str, Mapping[str, Mapping[str, float]]],
+    limit: Mapping[str, float],
+    path: PathLike,
+    limit_error: Mapping[str, float] = None,
+) -> Path:
+    """Expected σ of each POI per method against the limit: ``rows[method][poi]`` = {median, q16, q84} over models
+    (optional ``ensemble``); ``limit[poi]`` the optimum (dashed line, its Monte Carlo error as a band). One panel per
+    POI, σ / limit on the y axis so both POIs read the same way."""
+    pois = list(limit)
+    methods = list(rows)
+    with _figure(path, figsize=(6 * len(pois), 6), ncols=len(pois)) as (fig, axes):
+        for ax, poi in zip(axes, pois):
+            lim = limit[poi]
+            for i, m in enumerate(methods):
+                e = rows[m][poi]
+                ax.errorbar([i], [e["median"] / lim], yerr=[[(e["median"] - e["q16"]) / lim], [(e["q84"] - e["median"]) / lim]],
+                            fmt="o", color=f"C{i}", capsize=3, label="median over models" if i == 0 else None)
+                if e.get("ensemble") is not None:
+                    ax.plot([i + 0.15], [e["ensemble"] / lim], marker="*", ms=12, color=f"C{i}", ls="none",
+                            label="ensemble" if i == 0 else None)
+            ax.axhline(1.0, color="k", ls="--", lw=1, label="limit (unbinned)")
+            if limit_error:
+                err = limit_error[poi] / lim
+                ax.axhspan(1 - err, 1 + err, color="grey", alpha=0.3)
+            ax.axhline(1.05, color="grey", ls=":", lw=1, label="limit + 5 %")
+            ax.set_xticks(np.arange(len(methods)), methods, rotation=30, ha="right", fontsize="x-small")
+            ax.set_ylabel(f"σ({poi}) / limit")
+            ax.legend(fontsize="x-small")
+    return Path(path)
+
+
+def plot_poi_contours(
+    ellipses: Mapping[str, Tuple[Sequence[float], np.ndarray]], path: PathLike, pois: Sequence[str] = ("poi 1", "poi 2"),
+    delta_chi2: float = 2.2958,
+) -> Path:
+    """2-D expected confidence regions of two POIs from their covariance, one ellipse per label:
+    ``ellipses[label] = (centre, 2×2 covariance)``; the contour is Δχ² = ``delta_chi2`` (68.3 % CL for two
+    parameters by default)."""
+    t = np.linspace(0, 2 * np.pi, 200)
+    with _figure(path, figsize=(7, 7)) as (fig, (ax,)):
+        for i, (label, (centre, cov)) in enumerate(ellipses.items()):
+            vals, vecs = np.linalg.eigh(np.asarray(cov, dtype=float))
+            pts = vecs @ (np.sqrt(np.clip(vals, 0, None) * delta_chi2)[:, None] * np.stack([np.cos(t), np.sin(t)]))
+            style = dict(color="k", ls="--") if "limit" in label else dict(color=f"C{i}")
+            ax.plot(centre[0] + pts[0], centre[1] + pts[1], lw=2, label=label, **style)
+        ax.plot([centre[0]], [centre[1]], "k+", ms=12)
+        ax.set_xlabel(pois[0])
+        ax.set_ylabel(pois[1])
         ax.legend(fontsize="x-small")
     return Path(path)

@@ -11,7 +11,6 @@ import contextlib
 import csv
 import io
 import json
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-import torch
 
 from ..callbacks.inferno import InfernoCallback
 from ..callbacks.schedules import TemperatureSchedule
@@ -31,6 +29,8 @@ from ..evaluation.analysis import analysis_template_model
 from ..evaluation.templates import argmax_bins, expected_uncertainty, uniform_bins
 from ..statistics.fit import profile_scan
 from ..models.tails import SoftmaxTemperatureTail
+from ..io import atomic_write_text
+from .common import load_models, seed_everything, summarise, train_ensemble
 
 __all__ = ["StudySettings", "run_paper_study", "PAPER_RESULTS", "format_table", "format_cross_table"]
 
@@ -122,44 +122,11 @@ def _lr_schedule(settings: StudySettings):
 
 
 def _train(fy, settings: StudySettings, builder, bs: int, epochs: int, savepath: Path, log, cb_partials=None):
-    from lumin.nn.training.train import train_models
-
-    savepath.mkdir(parents=True, exist_ok=True)
-    for i in range(settings.n_models):  # train_models shells out `rm -r` on these; create them so it stays quiet
-        (savepath / f"model_id_{i}").mkdir(exist_ok=True)
-    with contextlib.redirect_stdout(log):
-        results, histories, _ = train_models(
-            fy,
-            n_models=settings.n_models,
-            bs=bs,
-            model_builder=builder,
-            n_epochs=epochs,
-            cb_partials=cb_partials,
-            savepath=savepath,
-            live_fdbk=False,
-        )
-    return results, histories
-
-
-def _load_models(results, builder) -> list:
-    from lumin.nn.models.model import Model
-
-    models = []
-    for r in results:
-        m = Model(builder)
-        idx = int(Path(r["path"]).name.split("_")[-1])
-        m.load(str(Path(r["path"]) / f"train_{idx}.h5"))
-        models.append(m)
-    return models
+    return train_ensemble(fy, builder, settings.n_models, bs, epochs, savepath, log, cb_partials)
 
 
 def _predict(model, x: np.ndarray) -> np.ndarray:
     return model.predict(x, bs=50_000)
-
-
-def _summary(values: List[float]) -> Dict[str, float]:
-    v = np.asarray(values, dtype=float)
-    return {"median": float(np.median(v)), "q16": float(np.quantile(v, 0.16)), "q84": float(np.quantile(v, 0.84))}
 
 
 def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
@@ -195,10 +162,8 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
     t0 = time.time()
     out = Path(settings.outdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "settings.json", json.dumps(asdict(settings), indent=2))
-    torch.manual_seed(settings.seed)
-    np.random.seed(settings.seed)
-    random.seed(settings.seed)  # LUMIN shuffles folds with Python's random
+    atomic_write_text(out / "settings.json", json.dumps(asdict(settings), indent=2))
+    seed_everything(settings.seed)  # LUMIN shuffles folds with Python's random
     say = print if verbose else (lambda *a, **k: None)
     bar = (lambda it: progress_bar(list(it), display=True)) if verbose else (lambda it: it)
 
@@ -231,7 +196,7 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
                 log,
                 cbs,
             )
-            trained[name] = (k, _load_models(results, builder), histories)
+            trained[name] = (k, load_models(results, builder), histories)
             say(f"[paper-study] trained {name}: {settings.n_models} models ({time.time() - t0:.0f}s)")
 
     # σ(s) of every trained summary statistic on every benchmark (the diagonal is the paper's main table).
@@ -246,8 +211,8 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
         # σ(s) = s₀ σ(μ): the analysis's POI is the signal strength
         sigmas = [SIGNAL_YIELD * expected_uncertainty(tm, settings.eval_method) for tm in tms]
         hessian = [SIGNAL_YIELD * expected_uncertainty(tm, "hessian") for tm in tms[: len(models)]]  # √(H⁻¹)ₛₛ
-        entry = {"per_model": sigmas[: len(models)], **_summary(sigmas[: len(models)]),
-                 "hessian": {"per_model": hessian, **_summary(hessian)}}
+        entry = {"per_model": sigmas[: len(models)], **summarise(sigmas[: len(models)]),
+                 "hessian": {"per_model": hessian, **summarise(hessian)}}
         if len(sigmas) > len(models):
             entry["ensemble"] = sigmas[-1]
         cross.setdefault(name, {})[j] = entry
@@ -268,11 +233,11 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
         "cross_benchmark": {name: {j: e for j, e in row.items()} for name, row in cross.items()},
         "runtime_s": time.time() - t0,
     }
-    _atomic_write(out / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     md = format_table(table) + "\n\n" + format_cross_table(cross, settings.benchmarks)
-    _atomic_write(out / "results.md", md + "\n")
-    _atomic_write(out / "results.csv", _csv(table))
-    _atomic_write(out / "cross_benchmark.csv", _cross_csv(cross, settings.benchmarks))
+    atomic_write_text(out / "results.md", md + "\n")
+    atomic_write_text(out / "results.csv", _csv(table))
+    atomic_write_text(out / "cross_benchmark.csv", _cross_csv(cross, settings.benchmarks))
     _plots(out / "plots", trained, templates, table, settings)
     say(md)
     say(f"[paper-study] done in {time.time() - t0:.0f}s; outputs in {out} (plots in {out / 'plots'})")
@@ -297,12 +262,6 @@ def _plots(plot_dir: Path, trained: dict, templates: dict, table: dict, settings
             curves[label] = (grid, profile_scan(tm, grid / SIGNAL_YIELD))  # the POI is μ = s / s₀
         plot_profile_curves(curves, plot_dir / f"profile_{k}.png")
     plot_sigma_summary(table, plot_dir / "sigma_summary.png")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _fmt(entry: Optional[dict]) -> str:

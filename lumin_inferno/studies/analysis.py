@@ -1,0 +1,381 @@
+"""The analysis-scale study: cross-entropy vs INFERNO on the built-in analysis toy, against its known limit.
+
+The toy (:mod:`lumin_inferno.data.analysis_toy`): two POIs (μ_ggH, μ_qqH), three backgrounds, a ttbar control
+region with a free k_ttbar, 22 systematics (5 shifted-input, 8 event-weight, 9 normalisation) and MC statistics.
+The study writes its fold files, trains with LUMIN's ``train_models``
+
+* a multi-class cross-entropy classifier ensemble (one class per process, classes balanced), binned the way
+  analysts bin one: argmax class × quantiles of the winning score (:func:`~lumin_inferno.evaluation.
+  class_score_bins`);
+* INFERNO ensembles, each a :data:`METHODS` entry: approximate INFERNO (every systematic from the fold file) on the
+  generalised variance of (μ_ggH, μ_qqH) and on each POI's variance alone, and exact INFERNO (energy scales as
+  differentiable input shifts through LUMIN's input pipe) on the generalised variance,
+
+and evaluates every member and every ensemble on an independent test file with the profile likelihood of the
+whole analysis (hard bins, every nuisance, the control region, MC statistics): σ of each POI (MINOS half-width),
+their correlation (Hessian), the distance to the unbinned limit and the gain over cross-entropy, with all
+systematics and statistical-only (nuisances fixed), plus plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..analysis import Analysis, Objective
+from ..callbacks.approx_inferno import ApproxInfernoCallback
+from ..callbacks.inferno import InfernoCallback
+from ..callbacks.schedules import TemperatureSchedule
+from ..data.analysis_toy import AnalysisToy, analysis_toy
+from ..evaluation.analysis import expected_poi_uncertainties, foldfile_template_model
+from ..evaluation.ensemble import align_ensemble
+from ..evaluation.plots import plot_channel_templates, plot_poi_contours, plot_poi_sigmas, plot_training_curves
+from ..evaluation.templates import argmax_bins, class_score_bins, class_score_edges
+from ..exceptions import ConfigurationError
+from ..io import atomic_write_text
+from ..models.tails import SoftmaxTemperatureTail
+from ..statistics.hessian import fisher_information
+from ..statistics.objectives import poi_covariance
+from .common import load_models, seed_everything, summarise, train_ensemble
+
+__all__ = ["AnalysisStudySettings", "METHODS", "run_analysis_study", "format_table"]
+
+POIS = ("mu_ggH", "mu_qqH")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One INFERNO training of the study: callback (``"approx"`` or ``"exact"``) and objective."""
+
+    callback: str
+    objective: str
+    pois: Tuple[str, ...]
+    label: str
+
+
+#: The INFERNO trainings the study can run (``--methods``).
+METHODS: Dict[str, Method] = {
+    "approx_gv": Method("approx", "generalised_variance", POIS, "INFERNO approx, log det C"),
+    "exact_gv": Method("exact", "generalised_variance", POIS, "INFERNO exact, log det C"),
+    "approx_var_ggH": Method("approx", "variance", ("mu_ggH",), "INFERNO approx, Var(μ_ggH)"),
+    "approx_var_qqH": Method("approx", "variance", ("mu_qqH",), "INFERNO approx, Var(μ_qqH)"),
+}
+CE = "cross-entropy"
+
+
+@dataclass
+class AnalysisStudySettings:
+    """Settings of one analysis-study run (recorded next to its outputs as ``settings.json``)."""
+
+    outdir: str = "outputs/analysis_study"
+    methods: List[str] = field(default_factory=lambda: ["approx_gv", "exact_gv", "approx_var_ggH", "approx_var_qqH"])
+    n_train_per_process: int = 20_000
+    n_test_per_process: int = 50_000
+    n_folds: int = 5
+    n_models: int = 2
+    #: INFERNO bins (softmax outputs)
+    n_bins: int = 10
+    #: cross-entropy binning: 5 classes × this many score quantiles
+    ce_score_bins: int = 4
+    temperature: float = 0.1
+    #: softmax temperature annealed geometrically from this value to ``temperature`` (``None``: constant)
+    temperature_start: Optional[float] = 1.0
+    width: int = 100
+    depth: int = 2
+    inferno_epochs: int = 15
+    inferno_bs: int = 2000
+    inferno_lr: float = 1e-3
+    ce_epochs: int = 10
+    ce_bs: int = 256
+    ce_lr: float = 1e-3
+    seed: int = 0
+    limit_events: int = 100_000
+    limit_splits: int = 2
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ConfigurationError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        for name in ("n_train_per_process", "n_test_per_process", "n_models", "n_bins", "ce_score_bins",
+                     "inferno_epochs", "inferno_bs", "ce_epochs", "ce_bs", "width", "depth", "limit_events"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigurationError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.n_bins < 2:
+            raise ConfigurationError(f"n_bins must be ≥ 2, got {self.n_bins}")
+        if self.n_folds < 2:
+            raise ConfigurationError(f"n_folds must be ≥ 2 (LUMIN validates on one fold), got {self.n_folds}")
+        if self.n_models > self.n_folds:
+            raise ConfigurationError(f"n_models ({self.n_models}) must be ≤ n_folds ({self.n_folds}): one fold each")
+        if self.limit_splits < 2:
+            raise ConfigurationError(f"limit_splits must be ≥ 2 (the limit's Monte Carlo error), got {self.limit_splits}")
+        if not self.temperature > 0 or (self.temperature_start is not None and not self.temperature_start > 0):
+            raise ConfigurationError("temperatures must be > 0")
+        per_fold = self.n_train_per_process * 5 // self.n_folds
+        if self.inferno_bs > per_fold:
+            raise ConfigurationError(
+                f"inferno_bs ({self.inferno_bs}) exceeds the events of one fold ({per_fold}): raise "
+                "n_train_per_process or lower inferno_bs")
+
+    @classmethod
+    def full(cls, **overrides) -> "AnalysisStudySettings":
+        """Larger samples, more models and epochs, a more precise limit (run time in docs/analysis_study.md)."""
+        base = dict(n_train_per_process=50_000, n_test_per_process=200_000, n_models=3, inferno_epochs=30,
+                    ce_epochs=20, limit_events=200_000, limit_splits=4)
+        base.update(overrides)
+        return cls(**base)
+
+
+# ------------------------------------------------------------------------------------------------------ training
+def _builder(settings: AnalysisStudySettings, fy, n_out: int, inferno: bool):
+    from lumin.nn.models.helpers import CatEmbedder
+    from lumin.nn.models.model_builder import ModelBuilder
+
+    model_args = {"body": {"width": settings.width, "depth": settings.depth, "act": "relu"}}
+    with contextlib.redirect_stdout(io.StringIO()):
+        if inferno:
+            model_args["tail"] = {"temperature": settings.temperature}
+            return ModelBuilder(objective="classification", n_out=n_out, cont_feats=fy.cont_feats,
+                                cat_embedder=CatEmbedder([], []), model_args=model_args, tail=SoftmaxTemperatureTail,
+                                opt_args={"opt": "adam", "lr": settings.inferno_lr})
+        return ModelBuilder(objective="multiclass", n_out=n_out, cont_feats=fy.cont_feats,
+                            cat_embedder=CatEmbedder([], []), model_args=model_args,
+                            opt_args={"opt": "adam", "lr": settings.ce_lr})
+
+
+def training_analysis(toy: AnalysisToy, method: Method, n_bins: int) -> Analysis:
+    """The Analysis a method trains on. Approximate: every systematic as the fold file stores it. Exact: the
+    energy scales as exact input shifts; the weight systematics are left out of the loss (``InfernoCallback`` reads
+    no fold-file columns), the normalisations and the control region stay."""
+    from dataclasses import replace
+
+    kind = "inputs" if method.callback == "approx" else "transform"
+    a = toy.analysis(n_bins, kind=kind)
+    if method.callback == "exact":
+        a = a.without_nuisances([s.name for s in a.systematics_of("weights")])
+    return replace(a, objective=Objective(method.objective, pois=method.pois))
+
+
+def _predict(model, x: np.ndarray) -> np.ndarray:
+    return model.predict(x, bs=50_000)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+def _ce_bin_functions(models: list, reference: np.ndarray, reference_weights: np.ndarray, n_score: int) -> list:
+    """Per member and for the ensemble (mean of the members' class probabilities, as LUMIN's ``Ensemble``): argmax
+    class × ``n_score`` score quantiles, edges from the reference sample (equal simulated yield per score bin)."""
+    def make(predict: Callable[[np.ndarray], np.ndarray]):
+        edges = class_score_edges(predict(reference), n_score, reference_weights)
+        return lambda x: class_score_bins(predict(x), edges)
+
+    fns = [make(partial(_predict, m)) for m in models]
+    if len(models) > 1:
+        fns.append(make(lambda x: np.mean([_predict(m, x) for m in models], axis=0)))
+    return fns
+
+
+def _inferno_bin_functions(models: list, reference: np.ndarray) -> list:
+    fns = [lambda x, m=m: argmax_bins(_predict(m, x)) for m in models]
+    if len(models) > 1:  # INFERNO bins are unordered classes: align before averaging
+        fns.append(align_ensemble(models, reference, reference=0, bs=50_000))
+    return fns
+
+
+def _evaluate(analysis: Analysis, stat_only: Analysis, fn, test_fy) -> dict:
+    """σ per POI (profile, every nuisance), their correlation (Hessian), bin occupancy, and σ stat-only."""
+    model = foldfile_template_model(analysis, fn, test_fy)
+    sigma = expected_poi_uncertainties(model)
+    cov = poi_covariance(fisher_information(model), [model.index(p) for p in POIS]).detach().numpy()
+    stat = expected_poi_uncertainties(foldfile_template_model(stat_only, fn, test_fy))
+    bins = np.asarray(fn(test_fy.get_fold(0)["inputs"]))
+    occupancy = np.bincount(bins, minlength=analysis.n_bins)
+    return {"sigma": sigma, "sigma_stat": stat, "correlation": float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])),
+            "covariance": cov.tolist(), "empty_bins": int((occupancy == 0).sum()), "model": model}
+
+
+def _entry(evals: List[dict], n_models: int) -> dict:
+    members, ensemble = evals[:n_models], evals[n_models:]
+    out: Dict[str, object] = {"per_model": [{k: v for k, v in e.items() if k != "model"} for e in members]}
+    for key in ("sigma", "sigma_stat"):
+        out[key] = {p: summarise([e[key][p] for e in members]) for p in POIS}
+        if ensemble:
+            for p in POIS:
+                out[key][p]["ensemble"] = ensemble[0][key][p]
+    out["correlation"] = summarise([e["correlation"] for e in members])
+    out["empty_bins"] = [e["empty_bins"] for e in members]
+    if ensemble:
+        out["correlation"]["ensemble"] = ensemble[0]["correlation"]
+        out["ensemble_covariance"] = ensemble[0]["covariance"]
+    out["covariance_model0"] = members[0]["covariance"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- the study
+def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) -> dict:
+    """Run the study; write ``results.json``/``.md``/``.csv``, ``settings.json``, LUMIN's ``train.log`` and
+    ``plots/`` into ``settings.outdir``; ``results.json`` is written last (its presence marks a finished run)."""
+    from fastprogress.fastprogress import progress_bar
+    from lumin.nn.data.fold_yielder import FoldYielder
+
+    t0 = time.time()
+    out = Path(settings.outdir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("results.json", "results.md", "results.csv"):  # an unfinished rerun must not look complete
+        (out / stale).unlink(missing_ok=True)
+    atomic_write_text(out / "settings.json", json.dumps(asdict(settings), indent=2))
+    seed_everything(settings.seed)
+    say = print if verbose else (lambda *a, **k: None)
+    bar = (lambda it: progress_bar(list(it), display=True)) if verbose else (lambda it: it)
+    toy = analysis_toy()
+
+    say(f"[analysis-study] writing fold files to {out / 'data'}")
+    train_path, test_path, pipe_path = toy.write_foldfiles(out / "data", settings.n_train_per_process,
+                                                           settings.n_test_per_process, settings.n_folds,
+                                                           settings.seed)
+    fy = FoldYielder(str(train_path))
+    fy_pipe = FoldYielder(str(train_path), input_pipe=toy.input_pipe(pipe_path))  # exact shifts in physical units
+    test_fy = FoldYielder(str(test_path))
+    reference = fy.get_fold(0)  # binning edges and ensemble alignment; not the evaluation sample
+
+    jobs = [(CE, None)] + [(name, METHODS[name]) for name in settings.methods]
+    trained: Dict[str, tuple] = {}
+    with open(out / "train.log", "w") as log:
+        for i, (name, method) in enumerate(bar(jobs)):
+            seed_everything(settings.seed + 1000 * (i + 1))  # each method's models independent of the others'
+            if method is None:
+                builder = _builder(settings, fy, len(toy.processes), inferno=False)
+                results, histories = train_ensemble(fy, builder, settings.n_models, settings.ce_bs,
+                                                     settings.ce_epochs, out / "weights" / "ce", log,
+                                                     train_on_weights=False)  # balanced: equal events per class
+            else:
+                builder = _builder(settings, fy, settings.n_bins, inferno=True)
+                a = training_analysis(toy, method, settings.n_bins)
+                cb = ApproxInfernoCallback if method.callback == "approx" else InfernoCallback
+                cbs = [partial(cb, a)]
+                if settings.temperature_start is not None:
+                    cbs.append(partial(TemperatureSchedule, start=settings.temperature_start, end=settings.temperature))
+                results, histories = train_ensemble(fy if method.callback == "approx" else fy_pipe, builder,
+                                                    settings.n_models, settings.inferno_bs, settings.inferno_epochs,
+                                                    out / "weights" / name, log, cbs)
+            trained[name] = (method, load_models(results, builder), histories)
+            say(f"[analysis-study] trained {name}: {settings.n_models} models ({time.time() - t0:.0f}s)")
+
+    say("[analysis-study] evaluating on the test file (profile likelihood: every nuisance, control region, MC stats)")
+    table: Dict[str, dict] = {}
+    models_for_plots: Dict[str, object] = {}
+    for name, (method, models, _) in bar(list(trained.items())):
+        if method is None:
+            n_bins = len(toy.processes) * settings.ce_score_bins
+            fns = _ce_bin_functions(models, reference["inputs"], reference["weights"], settings.ce_score_bins)
+        else:
+            n_bins = settings.n_bins
+            fns = _inferno_bin_functions(models, reference["inputs"])
+        full = toy.analysis(n_bins, kind="inputs")
+        stat_only = full.without_nuisances(full.nuisance_names())
+        evals = [_evaluate(full, stat_only, fn, test_fy) for fn in fns]
+        table[name] = _entry(evals, len(models))
+        table[name]["label"] = CE if method is None else method.label
+        table[name]["n_bins"] = n_bins
+        models_for_plots[name] = evals[-1]["model"]
+
+    say("[analysis-study] the unbinned limit (Fisher information of the exact densities)")
+    limit = toy.limit(settings.limit_events, settings.limit_splits, seed=settings.seed + 99)
+    limit_stat = toy.limit(settings.limit_events, settings.limit_splits, seed=settings.seed + 99, systematics=False)
+    limits = {"systematics": asdict(limit), "stat_only": asdict(limit_stat)}
+    _compare(table, limit, limit_stat)
+
+    _plots(out / "plots", trained, models_for_plots, table, limit)
+    md = format_table(table, limit, limit_stat)
+    results = {"settings": asdict(settings), "limit": limits, "methods": table, "runtime_s": time.time() - t0}
+    atomic_write_text(out / "results.md", md + "\n")
+    atomic_write_text(out / "results.csv", _csv(table))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    say(md)
+    say(f"[analysis-study] done in {time.time() - t0:.0f}s; outputs in {out} (plots in {out / 'plots'})")
+    return results
+
+
+def _compare(table: Dict[str, dict], limit, limit_stat) -> None:
+    """Distance of each method's median (and ensemble) to the limit and its gain over cross-entropy, in %."""
+    for name, row in table.items():
+        for key, lim in (("sigma", limit), ("sigma_stat", limit_stat)):
+            row[f"{key}_to_limit_pct"] = {p: 100.0 * (row[key][p]["median"] / lim.sigma[p] - 1.0) for p in POIS}
+            row[f"{key}_vs_ce_pct"] = {p: 100.0 * (row[key][p]["median"] / table[CE][key][p]["median"] - 1.0)
+                                       for p in POIS}
+            if "ensemble" in row[key][POIS[0]]:
+                row[f"{key}_ensemble_to_limit_pct"] = {
+                    p: 100.0 * (row[key][p]["ensemble"] / lim.sigma[p] - 1.0) for p in POIS}
+
+
+def _plots(plot_dir: Path, trained: dict, models: dict, table: dict, limit) -> None:
+    """Training curves, templates per channel with variations (each method's ensemble), σ per POI against the limit,
+    and the 2-D (μ_ggH, μ_qqH) 68 % CL contours of every method's ensemble next to the limit's."""
+    inferno = {name: h for name, (m, _, h) in trained.items() if m is not None}
+    if inferno:
+        plot_training_curves(inferno, plot_dir / "training_curves_inferno.png", sqrt=False)
+    plot_training_curves({CE: trained[CE][2]}, plot_dir / "training_curves_ce.png", sqrt=False)
+    for name, model in models.items():
+        plot_channel_templates(model, plot_dir / f"templates_{name.replace(' ', '_').replace('-', '_')}.png",
+                               title=table[name]["label"])
+    plot_poi_sigmas({table[n]["label"]: table[n]["sigma"] for n in table}, limit.sigma,
+                    plot_dir / "sigma_vs_limit.png", limit.sigma_error)
+    ellipses = {}
+    for name, row in table.items():
+        cov = row.get("ensemble_covariance", row["covariance_model0"])
+        ellipses[row["label"]] = ((1.0, 1.0), np.asarray(cov))
+    s = np.array([limit.sigma[p] for p in POIS])
+    ellipses["limit (unbinned)"] = ((1.0, 1.0), np.outer(s, s) * np.array([[1, limit.correlation], [limit.correlation, 1]]))
+    plot_poi_contours(ellipses, plot_dir / "poi_contours.png", pois=("μ_ggH", "μ_qqH"))
+
+
+# ------------------------------------------------------------------------------------------------------ tables
+def _fmt(e: dict) -> str:
+    ens = f"; ens. {e['ensemble']:.3f}" if "ensemble" in e else ""
+    return f"{e['median']:.3f} [{e['q16']:.3f}, {e['q84']:.3f}]{ens}"
+
+
+def format_table(table: Dict[str, dict], limit, limit_stat) -> str:
+    """Markdown tables (all systematics; statistical only): σ of each POI (median [16 %, 84 %] over models; the
+    ensemble's), correlation, distance of the median to the limit and gain over cross-entropy."""
+    out = []
+    for key, lim, title in (("sigma", limit, "all systematics (22 nuisances, k_ttbar free, MC statistics)"),
+                            ("sigma_stat", limit_stat, "statistical only (nuisances fixed; k_ttbar free, MC statistics)")):
+        out.append(f"**{title}**\n")
+        out.append("| method | bins | σ(μ_ggH) | σ(μ_qqH) | ρ | μ_ggH − limit | μ_qqH − limit | μ_ggH vs CE | μ_qqH vs CE |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for name, row in table.items():
+            rho = f"{row['correlation']['median']:+.3f}" if key == "sigma" else "–"
+            d, g = row[f"{key}_to_limit_pct"], row[f"{key}_vs_ce_pct"]
+            out.append(f"| {row['label']} | {row['n_bins']} | {_fmt(row[key]['mu_ggH'])} | {_fmt(row[key]['mu_qqH'])} | "
+                       f"{rho} | {d['mu_ggH']:+.1f} % | {d['mu_qqH']:+.1f} % | {g['mu_ggH']:+.1f} % | "
+                       f"{g['mu_qqH']:+.1f} % |")
+        rho = f"{lim.correlation:+.3f}" if key == "sigma" else "–"
+        out.append(f"| limit (unbinned, ± MC error) | – | {lim.sigma['mu_ggH']:.3f} ± {lim.sigma_error['mu_ggH']:.3f} | "
+                   f"{lim.sigma['mu_qqH']:.3f} ± {lim.sigma_error['mu_qqH']:.3f} | {rho} | | | | |")
+        out.append("")
+    empty = ", ".join(f"{row['label']}: {row['empty_bins']}" for row in table.values())
+    out.append(f"Empty bins per model on the test file: {empty}.")
+    return "\n".join(out)
+
+
+def _csv(table: Dict[str, dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "label", "n_bins", "errors", "poi", "median", "q16", "q84", "ensemble", "to_limit_pct",
+                "vs_ce_pct"])
+    for name, row in table.items():
+        for key in ("sigma", "sigma_stat"):
+            for p in POIS:
+                e = row[key][p]
+                w.writerow([name, row["label"], row["n_bins"], "all" if key == "sigma" else "stat_only", p, e["median"],
+                            e["q16"], e["q84"], e.get("ensemble", ""), row[f"{key}_to_limit_pct"][p],
+                            row[f"{key}_vs_ce_pct"][p]])
+    return buf.getvalue()
