@@ -18,7 +18,7 @@ figures to quote are the ratios (this machine is shared): INFERNO / CE, INFERNO 
 as fractions of a CE step and of the floor's own marginal cost.
 
     .venv/bin/python benchmarks/bench_analysis_step.py [--batches 2000 8000] [--k-shape 1 5 20 50]
-        [--k-weight 0 20 50] [--repeats 7] [--device cpu]
+        [--k-weight 0 20 50] [--k-norm 0 20 50] [--repeats 7] [--device cpu]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ YIELDS = (50.0, 1000.0, 600.0, 300.0)
 N_BINS = 10
 
 
-def _analysis(k_shape: int, k_weight: int) -> Analysis:
+def _analysis(k_shape: int, k_weight: int, k_norm: int = 0) -> Analysis:
     rng = np.random.default_rng(0)
     systs = []
     for k in range(k_shape):
@@ -62,6 +62,9 @@ def _analysis(k_shape: int, k_weight: int) -> Analysis:
         procs = tuple(sorted(rng.choice(PROCESSES, size=rng.integers(1, 3), replace=False)))
         systs.append(Systematic(f"weight_{k}", "weights", procs))
     systs += [Systematic("lumi", "norm", PROCESSES, kappa_up=1.025), Systematic("xs_b", "norm", ("bkg_b",), kappa_up=1.1)]
+    for k in range(k_norm):
+        procs = tuple(sorted(rng.choice(PROCESSES, size=rng.integers(1, 3), replace=False)))
+        systs.append(Systematic(f"norm_{k}", "norm", procs, kappa_up=float(1.02 + 0.1 * rng.random())))
     return Analysis(
         processes=tuple(Process(p, y, labels=(i,), role="signal" if i == 0 else "background")
                         for i, (p, y) in enumerate(zip(PROCESSES, YIELDS))),
@@ -134,9 +137,9 @@ def _step(model: Model, cb, fy: FoldYielder, bs: int, loss_func=None):
     return lambda: model._fit_batch(x, y, w)
 
 
-def _steps(directory: Path, bs: int, k_shape: int, k_weight: int) -> dict:
-    a = _analysis(k_shape, k_weight)
-    fy = FoldYielder(_foldfile(directory / f"{bs}_{k_shape}_{k_weight}", a, bs))
+def _steps(directory: Path, bs: int, k_shape: int, k_weight: int, k_norm: int = 0) -> dict:
+    a = _analysis(k_shape, k_weight, k_norm)
+    fy = FoldYielder(_foldfile(directory / f"{bs}_{k_shape}_{k_weight}_{k_norm}", a, bs))
     ce_b, inf_b = _builders()
     torch.manual_seed(0)
     ce, inf, floor = Model(ce_b), Model(inf_b), Model(inf_b)
@@ -184,6 +187,8 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[2000, 8000])
     p.add_argument("--k-shape", type=int, nargs="+", default=[1, 5, 20, 50])
     p.add_argument("--k-weight", type=int, nargs="+", default=[0, 20, 50])
+    p.add_argument("--k-norm", type=int, nargs="+", default=[0, 20, 50],
+                   help="extra normalisation systematics, swept at the smallest K_shape and K_weight")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--device", default="cpu")
     p.add_argument("--_peak", type=int, nargs=3, default=None, help=argparse.SUPPRESS)
@@ -195,22 +200,28 @@ def main() -> None:
     print(f"device={a.device} torch={torch.__version__} threads={torch.get_num_threads()}")
     print("| batch | K_shape | K_weight | CE step (ms) | INFERNO (ms) | floor (ms) | INFERNO / CE | INFERNO / floor |")
     print("|---|---|---|---|---|---|---|---|")
-    results = {}
+    results, norm_results = {}, {}
+
+    def measure(tmp: str, bs: int, ks: int, kw: int, kn: int = 0) -> dict:
+        steps = _steps(Path(tmp), bs, ks, kw, kn)
+        for s in steps.values():
+            _time(s, 2, a.device)  # warm-up
+        t = {k: [] for k in steps}
+        for _ in range(a.repeats):  # interleaved, so machine noise hits all alike
+            for k, s in steps.items():
+                t[k].append(_time(s, 1, a.device))
+        t = {k: 1e3 * float(np.median(v)) for k, v in t.items()}
+        print(f"| {bs} | {ks} | {kw}{f' (+{kn} norm)' if kn else ''} | {t['ce']:.1f} | {t['inferno']:.1f} | "
+              f"{t['floor']:.1f} | {t['inferno'] / t['ce']:.2f} | {t['inferno'] / t['floor']:.2f} |", flush=True)
+        return t
+
     with tempfile.TemporaryDirectory() as tmp:
         for bs in a.batches:
             for kw in a.k_weight:
                 for ks in a.k_shape:
-                    steps = _steps(Path(tmp), bs, ks, kw)
-                    for s in steps.values():
-                        _time(s, 2, a.device)  # warm-up
-                    t = {k: [] for k in steps}
-                    for _ in range(a.repeats):  # interleaved, so machine noise hits all alike
-                        for k, s in steps.items():
-                            t[k].append(_time(s, 1, a.device))
-                    t = {k: 1e3 * float(np.median(v)) for k, v in t.items()}
-                    results[(bs, ks, kw)] = t
-                    print(f"| {bs} | {ks} | {kw} | {t['ce']:.1f} | {t['inferno']:.1f} | {t['floor']:.1f} | "
-                          f"{t['inferno'] / t['ce']:.2f} | {t['inferno'] / t['floor']:.2f} |", flush=True)
+                    results[(bs, ks, kw)] = measure(tmp, bs, ks, kw)
+            for kn in a.k_norm:
+                norm_results[(bs, kn)] = measure(tmp, bs, min(a.k_shape), min(a.k_weight), kn)
     print("\nMarginal cost per systematic (least-squares slope in K; as a fraction of a CE step, and INFERNO's slope "
           "over the floor's):")
     print("| batch | kind | INFERNO ms / syst | floor ms / syst | INFERNO slope / CE step | INFERNO slope / floor slope |")
@@ -225,6 +236,9 @@ def main() -> None:
             ratio = slope["inferno"] / slope["floor"] if abs(slope["floor"]) > 1e-3 else float("nan")
             print(f"| {bs} | {kind} | {slope['inferno']:.2f} | {slope['floor']:.2f} | {slope['inferno'] / ce:.3f} | "
                   f"{ratio:.2f} |")
+        if len(a.k_norm) > 1:  # a normalisation needs no network work: the floor does not change with K_norm
+            slope = np.polyfit(a.k_norm, [norm_results[(bs, k)]["inferno"] for k in a.k_norm], 1)[0]
+            print(f"| {bs} | normalisations | {slope:.3f} | – | {slope / ce:.4f} | – |")
     if Path("/proc/self/clear_refs").exists():
         big = (max(a.batches), max(a.k_shape), min(a.k_weight))
         print(f"\npeak resident memory of one INFERNO step at batch {big[0]}, K_shape = {big[1]}, K_weight = {big[2]}: "

@@ -1,174 +1,110 @@
 """lumin_inferno: train LUMIN models for the final measurement.
 
 INFERNO (de Castro & Dorigo 2018) as LUMIN callbacks, on a pure-torch binned-likelihood core.
+
+The public names below are imported on first use (PEP 562), so ``import lumin_inferno.statistics`` or
+``lumin_inferno.analysis`` loads neither LUMIN nor pdpbox: the statistics core and the ``Analysis`` work without
+the host. The subpackages that use LUMIN (callbacks, models, data, evaluation, export, studies) import it through
+:func:`lumin_inferno._compat.import_lumin`.
 """
 
-from ._compat import import_lumin as _import_lumin
+from __future__ import annotations
 
-_import_lumin()
+import importlib
+from typing import Any, Dict, List
 
-from .analysis import (  # noqa: E402
-    Analysis,
-    FixedChannel,
-    InputShift,
-    NormFactor,
-    Nuisance,
-    Objective,
-    Process,
-    SummaryTemplates,
-    Systematic,
-    template_model,
-)
-from .callbacks import (  # noqa: E402
-    ApproxInfernoCallback,
-    HardBinPredHandler,
-    InfernoCallback,
-    InputTransform,
-    LambdaRamp,
-    PivotCallback,
-    TemperatureSchedule,
-)
-from .data import (  # noqa: E402
-    PaperBenchmark,
-    PaperTransform,
-    add_systematics_to_foldfile,
-    analytic_limit,
-    paper_benchmark,
-    read_fold_systematics,
-    sample_paper,
-    sample_pivot_toy,
-    validate_systematics_foldfile,
-    write_paper_foldfiles,
-    write_pivot_toy_foldfile,
-    write_systematics_foldfile,
-)
-from .evaluation import (  # noqa: E402
-    expected_poi_uncertainties,
-    foldfile_template_model,
-    align_bins,
-    align_ensemble,
-    load_inferno_ensemble,
-    permutation_importance,
-    plot_feature_importance,
-    save_inferno_ensemble,
-    compare_at_nuisance,
-    distance_correlation,
-    expected_uncertainty,
-    js_divergence,
-    ks_statistic,
-)
-from .export import (  # noqa: E402
-    write_combine_datacard,
-    write_histfactory_xml,
-    export_onnx,
-    pyhf_modifier_settings,
-    pyhf_poi_uncertainty,
-    pyhf_workspace,
-    write_pyhf_workspace,
-)
-from .exceptions import (  # noqa: E402
-    ConfigurationError,
-    EmptyProcessError,
-    FailedMinimization,
-    FoldFileError,
-    InputTransformError,
-    InvalidModelSpec,
-    LuminInfernoError,
-    SingularHessianError,
-    TargetShapeError,
-    UnsupportedNetworkError,
-)
-from .models import ClassifierAdversary, ClassScoreTail, MixtureDensityNetwork, SoftmaxTemperatureTail, mdn_nll  # noqa: E402
-from .statistics import (  # noqa: E402
-    NormSystematic,
-    Parameter,
-    ShapeSystematic,
-    TemplateModel,
-    covariance,
-    expected_poi_uncertainty,
-    fisher_information,
-    nll_hessian,
-    poi_variance,
-    profile_interval,
-    unbinned_poi_uncertainty,
-)
-from .version import __version__  # noqa: E402
+from .version import __version__
 
-__all__ = [
-    "__version__",
-    "InfernoCallback",
-    "ApproxInfernoCallback",
-    "PivotCallback",
-    "LambdaRamp",
-    "MixtureDensityNetwork",
-    "ClassifierAdversary",
-    "mdn_nll",
-    "Analysis",
-    "Process",
-    "NormFactor",
-    "Nuisance",
-    "Systematic",
-    "InputShift",
-    "FixedChannel",
-    "Objective",
-    "SummaryTemplates",
-    "template_model",
-    "write_combine_datacard",
-    "write_histfactory_xml",
-    "foldfile_template_model",
-    "expected_poi_uncertainties",
-    "profile_interval",
-    "unbinned_poi_uncertainty",
-    "analytic_limit",
-    "write_systematics_foldfile",
-    "add_systematics_to_foldfile",
-    "read_fold_systematics",
-    "validate_systematics_foldfile",
-    "sample_pivot_toy",
-    "write_pivot_toy_foldfile",
-    "align_bins",
-    "align_ensemble",
-    "save_inferno_ensemble",
-    "load_inferno_ensemble",
-    "permutation_importance",
-    "plot_feature_importance",
-    "expected_uncertainty",
-    "distance_correlation",
-    "js_divergence",
-    "ks_statistic",
-    "compare_at_nuisance",
-    "export_onnx",
-    "pyhf_workspace",
-    "write_pyhf_workspace",
-    "pyhf_poi_uncertainty",
-    "pyhf_modifier_settings",
-    "InputTransform",
-    "HardBinPredHandler",
-    "TemperatureSchedule",
-    "SoftmaxTemperatureTail",
-    "ClassScoreTail",
-    "Parameter",
-    "ShapeSystematic",
-    "NormSystematic",
-    "TemplateModel",
-    "nll_hessian",
-    "fisher_information",
-    "covariance",
-    "poi_variance",
-    "expected_poi_uncertainty",
-    "PaperBenchmark",
-    "PaperTransform",
-    "paper_benchmark",
-    "sample_paper",
-    "write_paper_foldfiles",
-    "LuminInfernoError",
-    "InvalidModelSpec",
-    "SingularHessianError",
-    "EmptyProcessError",
-    "TargetShapeError",
-    "UnsupportedNetworkError",
-    "InputTransformError",
-    "FoldFileError",
-    "FailedMinimization",
-    "ConfigurationError",
-]
+#: public name → the module that defines it
+_PUBLIC: Dict[str, str] = {
+    "InfernoCallback": ".callbacks",
+    "ApproxInfernoCallback": ".callbacks",
+    "PivotCallback": ".callbacks",
+    "LambdaRamp": ".callbacks",
+    "MixtureDensityNetwork": ".models",
+    "ClassifierAdversary": ".models",
+    "mdn_nll": ".models",
+    "Analysis": ".analysis",
+    "Process": ".analysis",
+    "NormFactor": ".analysis",
+    "Nuisance": ".analysis",
+    "Systematic": ".analysis",
+    "InputShift": ".analysis",
+    "FixedChannel": ".analysis",
+    "Objective": ".analysis",
+    "SummaryTemplates": ".analysis",
+    "template_model": ".analysis",
+    "write_combine_datacard": ".export",
+    "write_histfactory_xml": ".export",
+    "foldfile_template_model": ".evaluation",
+    "expected_poi_uncertainties": ".evaluation",
+    "profile_interval": ".statistics",
+    "unbinned_poi_uncertainty": ".statistics",
+    "analytic_limit": ".data",
+    "write_systematics_foldfile": ".data",
+    "add_systematics_to_foldfile": ".data",
+    "read_fold_systematics": ".data",
+    "validate_systematics_foldfile": ".data",
+    "sample_pivot_toy": ".data",
+    "write_pivot_toy_foldfile": ".data",
+    "align_bins": ".evaluation",
+    "align_ensemble": ".evaluation",
+    "save_inferno_ensemble": ".evaluation",
+    "load_inferno_ensemble": ".evaluation",
+    "permutation_importance": ".evaluation",
+    "plot_feature_importance": ".evaluation",
+    "expected_uncertainty": ".evaluation",
+    "distance_correlation": ".evaluation",
+    "js_divergence": ".evaluation",
+    "ks_statistic": ".evaluation",
+    "compare_at_nuisance": ".evaluation",
+    "export_onnx": ".export",
+    "pyhf_workspace": ".export",
+    "write_pyhf_workspace": ".export",
+    "pyhf_poi_uncertainty": ".export",
+    "pyhf_modifier_settings": ".export",
+    "InputTransform": ".callbacks",
+    "HardBinPredHandler": ".callbacks",
+    "TemperatureSchedule": ".callbacks",
+    "SoftmaxTemperatureTail": ".models",
+    "ClassScoreTail": ".models",
+    "Parameter": ".statistics",
+    "ShapeSystematic": ".statistics",
+    "NormSystematic": ".statistics",
+    "TemplateModel": ".statistics",
+    "nll_hessian": ".statistics",
+    "fisher_information": ".statistics",
+    "covariance": ".statistics",
+    "poi_variance": ".statistics",
+    "expected_poi_uncertainty": ".statistics",
+    "PaperBenchmark": ".data",
+    "PaperTransform": ".data",
+    "paper_benchmark": ".data",
+    "sample_paper": ".data",
+    "write_paper_foldfiles": ".data",
+    "LuminInfernoError": ".exceptions",
+    "InvalidModelSpec": ".exceptions",
+    "SingularHessianError": ".exceptions",
+    "EmptyProcessError": ".exceptions",
+    "TargetShapeError": ".exceptions",
+    "UnsupportedNetworkError": ".exceptions",
+    "InputTransformError": ".exceptions",
+    "FoldFileError": ".exceptions",
+    "FailedMinimization": ".exceptions",
+    "ConfigurationError": ".exceptions",
+}
+
+__all__ = ["__version__"] + list(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lumin_inferno' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

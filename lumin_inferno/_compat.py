@@ -17,8 +17,15 @@ import numpy as np
 import torch
 
 
+_IMPORTED = False
+
+
 def import_lumin() -> None:
-    """Import LUMIN's model module (which pulls in pdpbox) and undo pdpbox's global warning silencing."""
+    """Import LUMIN's model module (which pulls in pdpbox) and undo pdpbox's global warning silencing; once per
+    process (later calls return at once)."""
+    global _IMPORTED
+    if _IMPORTED:
+        return
     before = list(warnings.filters)
     import lumin.nn.models.model  # noqa: F401
 
@@ -28,6 +35,7 @@ def import_lumin() -> None:
         warnings._filters_mutated()
 
     _allow_numpy_in_weights_only_load()
+    _IMPORTED = True
 
 
 def _allow_numpy_in_weights_only_load() -> None:

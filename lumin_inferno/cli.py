@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--outdir", default="outputs/analysis_study", help="where fold files, weights and results go")
     a.add_argument("--full", action="store_true", help="larger samples, more models and epochs (docs/analysis_study.md)")
     a.add_argument("--methods", nargs="+", default=None,
-                   help="INFERNO trainings among approx_gv exact_gv approx_var_ggH approx_var_qqH (default: all)")
+                   help="INFERNO trainings among approx_gv exact_gv approx_var_ggH approx_var_qqH (default: approx_gv "
+                        "exact_gv; --full: all four)")
     a.add_argument("--n-models", type=int, default=None, help="models per method (default 2; --full: 3)")
     a.add_argument("--inferno-epochs", type=int, default=None, help="INFERNO epochs (default 15; --full: 30)")
     a.add_argument("--ce-epochs", type=int, default=None, help="cross-entropy epochs (default 10; --full: 20)")

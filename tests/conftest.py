@@ -1,7 +1,9 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-import lumin_inferno  # noqa: E402,F401  (imports LUMIN once, removing pdpbox's global warning filter)
+from lumin_inferno._compat import import_lumin  # noqa: E402
+
+import_lumin()  # LUMIN once, before any test module imports it, with pdpbox's global warning filter removed
 
 
 import pytest  # noqa: E402

@@ -148,25 +148,36 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
         rows.append(row / total)
     nominal = torch.stack(rows)
 
+    # every (process, shape systematic) pair in one block per direction: one stack, one affine map, one cat, so a
+    # training step's graph does not grow by a dozen nodes per pair (tens of systematics)
+    pairs = [(s, a.process(pname)) for s in a.shape_systematics() for pname in s.processes]
     shapes = []
-    for s in a.shape_systematics():
-        for pname in s.processes:
-            p = a.process(pname)
-            pair = []
-            for direction, label in ((0, "shift_up"), (1, "shift_down")):
+    if pairs:
+        blocks = []
+        scale = torch.tensor([p.nominal_yield or 0.0 for _, p in pairs], dtype=dtype, device=device)[:, None]
+        norm = torch.tensor([totals[p.name] for _, p in pairs], dtype=dtype, device=device)[:, None]
+        for direction, label in ((0, "shift_up"), (1, "shift_down")):
+            summaries = []
+            for s, p in pairs:
                 if p.labels:
-                    key = (pname, s.name)
+                    key = (p.name, s.name)
                     if key not in templates.shifted:
                         raise InvalidModelSpec(
-                            f"no {label} summary template for systematic {s.name!r} ({s.kind}) of process {pname!r}"
+                            f"no {label} summary template for systematic {s.name!r} ({s.kind}) of process {p.name!r}"
                         )
-                    t = check(f"{label} template of systematic {s.name!r}, process {pname!r}",
-                               templates.shifted[key][direction], n_sum, nonnegative=False)
-                    summary = p.nominal_yield * (t + floor)
+                    summaries.append(check(f"{label} template of systematic {s.name!r}, process {p.name!r}",
+                                           templates.shifted[key][direction], n_sum, nonnegative=False))
                 else:
-                    summary = zeros_sum
-                pair.append(torch.cat([summary, *cr_part(pname, s.name, direction)]) / totals[pname])
-            shapes.append(ShapeSystematic(s.name, pname, pair[0], pair[1], step=1.0))
+                    summaries.append(zeros_sum - floor)  # no summary events: 0 after the floor is added
+            summary = scale * (torch.stack(summaries) + floor)
+            if a.channels:
+                ckey = ("shape_cr", direction)
+                if ckey not in cache:
+                    cache[ckey] = torch.stack([torch.cat(cr_part(p.name, s.name, direction)) for s, p in pairs])
+                summary = torch.cat([summary, cache[ckey]], dim=1)
+            blocks.append(summary / norm)
+        shapes = [ShapeSystematic(s.name, p.name, up, down, step=1.0)
+                  for (s, p), up, down in zip(pairs, blocks[0].unbind(0), blocks[1].unbind(0))]
     norms = [
         NormSystematic(s.name, p, s.kappa_up, s.kappa_down, step=1.0, interpolation=s.interpolation)
         for s in a.systematics_of("norm")

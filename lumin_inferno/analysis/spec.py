@@ -510,7 +510,10 @@ class Analysis:
 
     def nuisance_names(self) -> List[str]:
         """Every nuisance, in order of first appearance among the systematics."""
-        return list(dict.fromkeys(s.name for s in self.systematics))
+        names = self.__dict__.get("_nuisance_names")  # frozen: computed once (read on every training batch)
+        if names is None:
+            names = self.__dict__["_nuisance_names"] = tuple(dict.fromkeys(s.name for s in self.systematics))
+        return list(names)
 
     def nuisance(self, name: str) -> Nuisance:
         for n in self.nuisances:

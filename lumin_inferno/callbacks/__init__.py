@@ -1,5 +1,9 @@
 """LUMIN callbacks: the host integration. Thin; the statistics live in :mod:`lumin_inferno.statistics`."""
 
+from .._compat import import_lumin
+
+import_lumin()  # LUMIN first, with pdpbox's global warning filter undone (lumin_inferno._compat)
+
 from .approx_inferno import ApproxInfernoCallback
 from .inferno import DenormalFlush, InfernoCallback, InputTransform
 from .pivot import LambdaRamp, PivotCallback

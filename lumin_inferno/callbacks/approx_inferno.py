@@ -340,6 +340,7 @@ class ApproxInfernoCallback(Callback):
             ratios = stack[k][:, :, r.to(stack.device)].to(w.device)  # [K, 2, n_u]
             contrib = ratios * w[m].double()  # shifted weights of the process's events
             t = contrib @ probs[m].double() / totals[u]  # [K, 2, bins]
+            rows_t = t.reshape(-1, t.shape[-1]).unbind(0)  # one autograd node for all K pairs, not 2K selects
             for k, s in enumerate(systs):
-                shifted[(u, s.name)] = (t[k, 0], t[k, 1])
+                shifted[(u, s.name)] = (rows_t[2 * k], rows_t[2 * k + 1])
         return template_model(a, SummaryTemplates(nominal, shifted, variance))

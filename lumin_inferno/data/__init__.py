@@ -1,5 +1,9 @@
 """Data: benchmark generators writing LUMIN fold files; shifted systematics stored next to the nominal inputs."""
 
+from .._compat import import_lumin
+
+import_lumin()  # LUMIN first, with pdpbox's global warning filter undone (lumin_inferno._compat)
+
 from .analysis_toy import AnalysisToy, ToyLimit, analysis_toy
 from .paper import (
     BACKGROUND_YIELD,

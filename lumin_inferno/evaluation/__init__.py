@@ -1,5 +1,9 @@
 """Evaluation of trained summary statistics (hard-assigned templates, expected uncertainties) and plots."""
 
+from .._compat import import_lumin
+
+import_lumin()  # LUMIN first, with pdpbox's global warning filter undone (lumin_inferno._compat)
+
 from .analysis import (
     analysis_template_model,
     expected_poi_uncertainties,

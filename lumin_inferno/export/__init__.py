@@ -1,6 +1,10 @@
 """Export a trained summary statistic to the analyst's downstream tools: ONNX (onnxruntime) for the network and a
 pyhf (HistFactory JSON) workspace for the binned likelihood of its hard-assigned templates. See docs/export.md."""
 
+from .._compat import import_lumin
+
+import_lumin()  # LUMIN first, with pdpbox's global warning filter undone (lumin_inferno._compat)
+
 from .histfactory import parse_datacard, write_combine_datacard, write_histfactory_xml
 from .onnx import OUTPUT_MODES, SummaryStatisticModule, export_onnx
 from .pyhf import (

@@ -114,6 +114,18 @@ class StatError:
     uncertainty: Tensor
 
 
+def stack_rows(rows: Sequence[Tensor]) -> Tensor:
+    """``torch.stack(rows)``, except when ``rows`` are exactly the rows of one 2-D tensor in order (views, as
+    ``list(base)`` gives): then that tensor itself, with no copy and no per-row autograd nodes (builders of
+    many systematics make their templates as one block; this keeps the training step's backward short)."""
+    base = rows[0]._base if rows and isinstance(rows[0], Tensor) else None
+    if (base is not None and base.dim() == 2 and base.shape[0] == len(rows) and base.is_contiguous()
+            and all(r._base is base and r.shape == base.shape[1:] and r.storage_offset() == base.storage_offset()
+                    + i * base.stride(0) for i, r in enumerate(rows))):
+        return base
+    return torch.stack(list(rows))
+
+
 def poisson_nll(expected: Tensor, observed: Tensor) -> Tensor:
     """Poisson negative log-likelihood relative to the saturated model, summed over bins (unitless).
 
@@ -260,8 +272,8 @@ class TemplateModel:
             self._shape_proc = torch.tensor([proc_index[s.process] for s in self.shape_systematics], device=dev)
             self._shape_par = torch.tensor([index[s.parameter] for s in self.shape_systematics], device=dev)
             self._shape_step = torch.tensor([s.step for s in self.shape_systematics], device=dev, dtype=dt)
-            self._shape_up = torch.stack([s.shift_up for s in self.shape_systematics])
-            self._shape_down = torch.stack([s.shift_down for s in self.shape_systematics])
+            self._shape_up = stack_rows([s.shift_up for s in self.shape_systematics])
+            self._shape_down = stack_rows([s.shift_down for s in self.shape_systematics])
         if self.norm_systematics:
             self._norm_proc = torch.tensor([proc_index[s.process] for s in self.norm_systematics], device=dev)
             self._norm_par = torch.tensor([index[s.parameter] for s in self.norm_systematics], device=dev)

@@ -70,6 +70,7 @@ METHODS: Dict[str, Method] = {
     "approx_var_qqH": Method("approx", "variance", ("mu_qqH",), "INFERNO approx, Var(μ_qqH)"),
 }
 CE = "cross-entropy"
+ORACLE = "exact-density classifier"
 
 
 @dataclass
@@ -77,7 +78,8 @@ class AnalysisStudySettings:
     """Settings of one analysis-study run (recorded next to its outputs as ``settings.json``)."""
 
     outdir: str = "outputs/analysis_study"
-    methods: List[str] = field(default_factory=lambda: ["approx_gv", "exact_gv", "approx_var_ggH", "approx_var_qqH"])
+    #: INFERNO trainings (:data:`METHODS`); ``full()`` adds the per-POI variances
+    methods: List[str] = field(default_factory=lambda: ["approx_gv", "exact_gv"])
     n_train_per_process: int = 20_000
     n_test_per_process: int = 50_000
     n_folds: int = 5
@@ -100,6 +102,8 @@ class AnalysisStudySettings:
     seed: int = 0
     limit_events: int = 100_000
     limit_splits: int = 2
+    #: add a row for the Bayes-optimal classifier (exact densities) binned like cross-entropy
+    oracle: bool = True
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -128,8 +132,8 @@ class AnalysisStudySettings:
     @classmethod
     def full(cls, **overrides) -> "AnalysisStudySettings":
         """Larger samples, more models and epochs, a more precise limit (run time in docs/analysis_study.md)."""
-        base = dict(n_train_per_process=50_000, n_test_per_process=200_000, n_models=3, inferno_epochs=30,
-                    ce_epochs=20, limit_events=200_000, limit_splits=4)
+        base = dict(methods=list(METHODS), n_train_per_process=50_000, n_test_per_process=100_000, n_models=3,
+                    inferno_epochs=30, ce_epochs=20, limit_events=200_000, limit_splits=4)
         base.update(overrides)
         return cls(**base)
 
@@ -180,6 +184,25 @@ def _ce_bin_functions(models: list, reference: np.ndarray, reference_weights: np
     if len(models) > 1:
         fns.append(make(lambda x: np.mean([_predict(m, x) for m in models], axis=0)))
     return fns
+
+
+def oracle_probabilities(toy: AnalysisToy, pipe_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The Bayes-optimal balanced classifier of the toy: p(process | x) = f_p(x) / Σ_q f_q(x) from the exact
+    densities at the nominal point, on standardised inputs (undone with the fold files' input pipe). Binned like the
+    cross-entropy classifier it shows how much of the baseline's gap is the network and how much the binning."""
+    import torch
+
+    pipe = json.loads(Path(pipe_path).read_text())
+    mean, scale = np.asarray(pipe["mean"]), np.asarray(pipe["scale"])
+    theta = torch.tensor([p.nominal for p in toy.parameters()], dtype=torch.float64)
+
+    def probs(x: np.ndarray) -> np.ndarray:
+        phys = torch.as_tensor(np.asarray(x, dtype=np.float64) * scale + mean)
+        with torch.no_grad():
+            f = torch.stack([toy.intensity(phys, theta, only=[p.name]) / p.nominal_yield for p in toy.processes], 1)
+        return (f / f.sum(1, keepdim=True).clamp_min(1e-300)).numpy()
+
+    return probs
 
 
 def _inferno_bin_functions(models: list, reference: np.ndarray) -> list:
@@ -246,10 +269,14 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
     reference = fy.get_fold(0)  # binning edges and ensemble alignment; not the evaluation sample
 
     jobs = [(CE, None)] + [(name, METHODS[name]) for name in settings.methods]
+    if settings.oracle:
+        jobs.append((ORACLE, None))
     trained: Dict[str, tuple] = {}
     with open(out / "train.log", "w") as log:
         for i, (name, method) in enumerate(bar(jobs)):
             seed_everything(settings.seed + 1000 * (i + 1))  # each method's models independent of the others'
+            if name == ORACLE:
+                continue  # nothing to train
             if method is None:
                 builder = _builder(settings, fy, len(toy.processes), inferno=False)
                 results, histories = train_ensemble(fy, builder, settings.n_models, settings.ce_bs,
@@ -271,8 +298,14 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
     say("[analysis-study] evaluating on the test file (profile likelihood: every nuisance, control region, MC stats)")
     table: Dict[str, dict] = {}
     models_for_plots: Dict[str, object] = {}
+    if settings.oracle:
+        trained[ORACLE] = (None, [oracle_probabilities(toy, pipe_path)], None)
     for name, (method, models, _) in bar(list(trained.items())):
-        if method is None:
+        if name == ORACLE:
+            n_bins = len(toy.processes) * settings.ce_score_bins
+            edges = class_score_edges(models[0](reference["inputs"]), settings.ce_score_bins, reference["weights"])
+            fns = [lambda x, f=models[0]: class_score_bins(f(x), edges)]
+        elif method is None:
             n_bins = len(toy.processes) * settings.ce_score_bins
             fns = _ce_bin_functions(models, reference["inputs"], reference["weights"], settings.ce_score_bins)
         else:
@@ -282,7 +315,7 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
         stat_only = full.without_nuisances(full.nuisance_names())
         evals = [_evaluate(full, stat_only, fn, test_fy) for fn in fns]
         table[name] = _entry(evals, len(models))
-        table[name]["label"] = CE if method is None else method.label
+        table[name]["label"] = name if method is None else method.label
         table[name]["n_bins"] = n_bins
         models_for_plots[name] = evals[-1]["model"]
 
@@ -323,7 +356,8 @@ def _plots(plot_dir: Path, trained: dict, models: dict, table: dict, limit) -> N
         plot_training_curves(inferno, plot_dir / "training_curves_inferno.png", sqrt=False)
     plot_training_curves({CE: trained[CE][2]}, plot_dir / "training_curves_ce.png", sqrt=False)
     for name, model in models.items():
-        plot_channel_templates(model, plot_dir / f"templates_{name.replace(' ', '_').replace('-', '_')}.png",
+        slug = name.replace(" ", "_").replace("-", "_")
+        plot_channel_templates(model, plot_dir / f"templates_{slug}.png",
                                title=table[name]["label"])
     plot_poi_sigmas({table[n]["label"]: table[n]["sigma"] for n in table}, limit.sigma,
                     plot_dir / "sigma_vs_limit.png", limit.sigma_error)

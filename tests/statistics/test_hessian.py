@@ -232,3 +232,18 @@ def test_nll_hessian_is_differentiable_wrt_templates_like_the_fisher_information
     with torch.no_grad():
         assert not nll_hessian(mt).requires_grad
     assert not nll_hessian(m).requires_grad  # nothing upstream needs a graph
+
+
+def test_stack_rows_reuses_a_block_and_keeps_gradients():
+    import torch
+
+    from lumin_inferno.statistics.likelihood import stack_rows
+
+    base = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
+    block = base * 2.0
+    assert stack_rows(list(block)) is block  # the rows of one tensor, in order: the tensor itself
+    reordered = [block[1], block[0], block[2], block[3]]
+    assert torch.equal(stack_rows(reordered), torch.stack(reordered))  # anything else: a real stack
+    assert torch.equal(stack_rows(list(block[:3])), block[:3])
+    (stack_rows(list(block)) * torch.arange(3.0, dtype=torch.float64)).sum().backward()
+    assert torch.equal(base.grad, 2.0 * torch.arange(3.0, dtype=torch.float64).expand(4, 3))

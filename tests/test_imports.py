@@ -1,0 +1,35 @@
+"""The statistics core and the Analysis import without the host; the public API loads LUMIN only when used."""
+
+import subprocess
+import sys
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_statistics_and_analysis_import_without_lumin():
+    out = _run(
+        "import sys, lumin_inferno, lumin_inferno.statistics, lumin_inferno.analysis\n"
+        "a = lumin_inferno.Analysis\n"  # a public name from the core: still no host
+        "from lumin_inferno.statistics import TemplateModel, fisher_information, profile_interval\n"
+        "print(sorted(m for m in ('lumin', 'pdpbox', 'lumin_inferno.callbacks') if m in sys.modules))"
+    )
+    assert out == "[]"
+
+
+def test_public_callback_loads_lumin_without_pdpbox_silencing_warnings():
+    out = _run(
+        "import sys, warnings, lumin_inferno\n"
+        "cb = lumin_inferno.InfernoCallback\n"
+        "print('lumin' in sys.modules, ('ignore', None, Warning, None, 0) in warnings.filters)"
+    )
+    assert out == "True False"
+
+
+def test_every_public_name_resolves():
+    import lumin_inferno
+
+    for name in lumin_inferno.__all__:
+        assert getattr(lumin_inferno, name) is not None, name
+    assert set(lumin_inferno.__all__) <= set(dir(lumin_inferno))
