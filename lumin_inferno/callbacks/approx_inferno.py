@@ -30,7 +30,7 @@ from ..data.systematics import read_fold_systematics, systematics_info
 from ..exceptions import ConfigurationError, EmptyProcessError, FoldFileError, TargetShapeError
 from ..statistics.hessian import fisher_information
 from ..statistics.likelihood import TemplateModel
-from ..statistics.objectives import objective_value, poi_covariance
+from ..statistics.objectives import model_objective, poi_covariance
 from .batches import RowTrackingYielder
 from .common import (
     DenormalFlush,
@@ -246,7 +246,7 @@ class ApproxInfernoCallback(Callback):
         info = fisher_information(model)
         a = self.analysis
         indices = [model.index(p) for p in a.objective_pois]
-        value = objective_value(info, indices, a.objective.kind, a.objective.weights)
+        value = model_objective(model, info, indices, a.objective.kind, a.objective.weights)
         fp.loss_val = value
         self.history[fp.state].append(float(value.detach()))
         with torch.no_grad():

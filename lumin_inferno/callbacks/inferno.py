@@ -25,7 +25,7 @@ from ..exceptions import ConfigurationError, EmptyProcessError, InputTransformEr
 from ..exceptions import UnsupportedNetworkError
 from ..models.tangents import ForwardTangents
 from ..statistics.hessian import fisher_information
-from ..statistics.objectives import objective_value, poi_covariance
+from ..statistics.objectives import model_objective, poi_covariance
 from .common import (
     DenormalFlush,
     add_sigma_metrics,
@@ -262,7 +262,7 @@ class InfernoCallback(Callback):
         model = self.template_model(probs, w)
         info = fisher_information(model)
         a = self.analysis
-        value = objective_value(info, [model.index(p) for p in a.objective_pois], a.objective.kind,
+        value = model_objective(model, info, [model.index(p) for p in a.objective_pois], a.objective.kind,
                                 a.objective.weights)
         fp.loss_val = value
         self.history[fp.state].append(float(value.detach()))

@@ -11,6 +11,7 @@ from .pyhf import (
     pyhf_modifier_settings,
     pyhf_nuisance_scales,
     pyhf_poi_uncertainty,
+    pyhf_search_figures,
     pyhf_workspace,
     write_pyhf_workspace,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "pyhf_workspace",
     "write_pyhf_workspace",
     "pyhf_poi_uncertainty",
+    "pyhf_search_figures",
     "pyhf_modifier_settings",
     "pyhf_nuisance_scales",
 ]

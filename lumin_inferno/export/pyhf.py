@@ -47,6 +47,7 @@ __all__ = [
     "pyhf_modifier_settings",
     "pyhf_nuisance_scales",
     "pyhf_poi_uncertainty",
+    "pyhf_search_figures",
 ]
 
 #: a free nuisance is exported with a Gaussian this many times wider than its expected uncertainty.
@@ -282,6 +283,57 @@ def pyhf_poi_uncertainty(
                 raise FailedMinimization(f"pyhf's profile likelihood does not rise by 1 before the POI bound {far}")
             edges.append(brentq(excess, *sorted((best[i], far)), xtol=1e-9))
         return poi_scale * 0.5 * (edges[1] - edges[0])
+    finally:
+        pyhf.set_backend(old_backend, old_optimizer)
+
+
+def pyhf_search_figures(
+    workspace: Union[Dict[str, Any], Any],
+    modifier_settings: Optional[Dict[str, Dict[str, str]]] = None,
+    poi: Optional[str] = None,
+    cl: float = 0.95,
+    tolerance: float = 1e-10,
+    limit_guess: Optional[float] = None,
+    rtol: float = 1e-5,
+) -> Dict[str, float]:
+    """What pyhf's asymptotic calculator says of a workspace whose observations are the Asimov data at the nominal
+    point (our exports' default): ``"z0"``, the discovery significance from ``hypotest(0, test_stat="q0")``, and
+    ``"cls_limit"``, the median expected CLs upper limit at ``cl`` on the POI: the root of ``hypotest(μ,
+    test_stat="qtilde", return_expected=True)``'s median expected CLs = 1 − ``cl``, on the background-only data
+    (POI 0, everything else nominal; pyhf builds its background-only Asimov data from a fit to the data it is
+    given, so this is the a-priori expected limit), found to ``rtol`` relative, bracketed around ``limit_guess``
+    when given (each step is a pyhf hypotest, seconds on a model with tens of parameters). The reference for
+    :func:`~lumin_inferno.statistics.search.discovery_significance` and
+    :func:`~lumin_inferno.statistics.search.expected_cls_upper_limit`. numpy backend; the global backend is
+    restored."""
+    import pyhf
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    ws = workspace if isinstance(workspace, pyhf.Workspace) else pyhf.Workspace(workspace)
+    old_backend, old_optimizer = pyhf.get_backend()
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=tolerance))
+    try:
+        extra = {} if poi is None else {"poi_name": poi}
+        pdf = ws.model(modifier_settings=modifier_settings or _DEFAULT_SETTINGS, **extra)
+        data = np.asarray(ws.data(pdf), dtype=float)
+        p0 = float(pyhf.infer.hypotest(0.0, data, pdf, test_stat="q0", calctype="asymptotics"))
+        init = np.asarray(pdf.config.suggested_init(), dtype=float)
+        init[pdf.config.poi_index] = 0.0
+        background = np.asarray(pdf.expected_data(init), dtype=float)
+
+        def excess(mu: float) -> float:
+            _, expected = pyhf.infer.hypotest(mu, background, pdf, test_stat="qtilde", calctype="asymptotics",
+                                              return_expected=True)
+            return float(expected) - (1.0 - cl)
+
+        lo, hi = (0.8 * limit_guess, 1.25 * limit_guess) if limit_guess else (1e-6, 1.0)
+        if excess(lo) < 0:
+            lo = 1e-6
+        while excess(hi) > 0:
+            lo, hi = hi, 2.0 * hi
+        limit = brentq(excess, lo, hi, rtol=rtol)
+        return {"z0": float(norm.isf(p0)), "cls_limit": float(limit)}
     finally:
         pyhf.set_backend(old_backend, old_optimizer)
 

@@ -64,7 +64,8 @@ def _objective(model: TemplateModel, observed: Tensor):
 
     def grad(theta: np.ndarray) -> np.ndarray:
         th = torch.as_tensor(np.asarray(theta, dtype=float), dtype=dtype).requires_grad_(True)
-        (g,) = torch.autograd.grad(model.nll(th, observed), th)
+        with torch.enable_grad():  # fits also run inside a caller's torch.no_grad()
+            (g,) = torch.autograd.grad(model.nll(th, observed), th)
         return g.numpy()
 
     return nll, grad

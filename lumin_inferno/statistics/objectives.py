@@ -8,6 +8,15 @@ covariance). The objectives, all differentiable and all in POI units (squared, o
 * ``"weighted_variance"``: Σ_k w_k C_kk, a weighted sum of POI variances (w default 1);
 * ``"generalised_variance"``: log det C, the log of the volume of the POIs' confidence ellipsoid (neos's
   ``generalised_variance``; invariant under rescaling a POI, so no weights are needed).
+
+Two objectives of searches need the likelihood itself, not only its curvature (:func:`model_objective`;
+:mod:`lumin_inferno.statistics.search`):
+
+* ``"discovery"``: 1/Z₀², with Z₀ the expected (Asimov) discovery significance of the signal of the POIs, every
+  other parameter profiled (1/Z₀² ≈ σ²(μ) for a small signal: the same units as ``"variance"``, and positive, as
+  LUMIN's ensemble weighting needs);
+* ``"cls_limit"``: the median expected CLs upper limit at 95 % CL on the POIs' signal strength (q̃_μ,
+  background-only Asimov data).
 """
 
 from __future__ import annotations
@@ -20,9 +29,13 @@ from torch import Tensor
 from ..exceptions import InvalidModelSpec
 from .hessian import _cholesky
 
-__all__ = ["OBJECTIVES", "poi_covariance", "objective_value"]
+__all__ = ["OBJECTIVES", "SEARCH_OBJECTIVES", "poi_covariance", "objective_value", "model_objective"]
 
-OBJECTIVES = ("variance", "weighted_variance", "generalised_variance")
+#: objectives of the POI covariance (from the Fisher information alone)
+FISHER_OBJECTIVES = ("variance", "weighted_variance", "generalised_variance")
+#: objectives of searches, from fits of the likelihood
+SEARCH_OBJECTIVES = ("discovery", "cls_limit")
+OBJECTIVES = FISHER_OBJECTIVES + SEARCH_OBJECTIVES
 
 
 def poi_covariance(information: Tensor, poi_indices: Sequence[int]) -> Tensor:
@@ -47,8 +60,9 @@ def objective_value(
 ) -> Tensor:
     """The objective ``kind`` (:data:`OBJECTIVES`) of the POIs at ``poi_indices``; for ``"variance"`` only the
     first index counts. ``weights`` are the w_k of ``"weighted_variance"`` (default all 1)."""
-    if kind not in OBJECTIVES:
-        raise InvalidModelSpec(f"objective must be one of {OBJECTIVES}, got {kind!r}")
+    if kind not in FISHER_OBJECTIVES:
+        raise InvalidModelSpec(f"objective_value takes one of {FISHER_OBJECTIVES}, got {kind!r} (searches' "
+                               "objectives need the model: model_objective)")
     idx = list(poi_indices)
     if kind == "variance":
         idx = idx[:1]
@@ -63,3 +77,25 @@ def objective_value(
             raise InvalidModelSpec(f"weights must be {len(idx)} non-negative numbers, not all 0; got {weights}")
         return (w * torch.diagonal(cov)).sum()
     return torch.logdet(cov)
+
+
+def model_objective(
+    model,
+    information: Tensor,
+    poi_indices: Sequence[int],
+    kind: str = "variance",
+    weights: Optional[Sequence[float]] = None,
+) -> Tensor:
+    """The objective ``kind`` (:data:`OBJECTIVES`) of ``model`` (a :class:`~lumin_inferno.statistics.TemplateModel`)
+    over the POIs at ``poi_indices``: from its Fisher ``information`` for the covariance objectives, from fits of
+    the likelihood for ``"discovery"`` (1/Z₀²) and ``"cls_limit"`` (the expected CLs upper limit)."""
+    if kind in FISHER_OBJECTIVES:
+        return objective_value(information, poi_indices, kind, weights)
+    if kind not in SEARCH_OBJECTIVES:
+        raise InvalidModelSpec(f"objective must be one of {OBJECTIVES}, got {kind!r}")
+    from .search import discovery_significance, expected_cls_upper_limit
+
+    names = [model.parameter_names[i] for i in poi_indices]
+    if kind == "discovery":
+        return discovery_significance(model, names).pow(-2)
+    return expected_cls_upper_limit(model, names)
