@@ -14,6 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["lumin_inferno", "lumin_inferno.*"]),
+    package_data={"lumin_inferno": ["py.typed"]},  # PEP 561: the package ships its type hints
     install_requires=[
         "torch==2.13.0",
         "lumin==0.9.1",

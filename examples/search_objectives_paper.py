@@ -20,16 +20,13 @@ So a model trained for one figure is compared on all three, next to the training
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
-import numpy as np
 from lumin.nn.data.fold_yielder import FoldYielder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

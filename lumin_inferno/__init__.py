@@ -86,14 +86,14 @@ _PUBLIC: Dict[str, str] = {
     "sample_paper": ".data",
     "write_paper_foldfiles": ".data",
     "LuminInfernoError": ".exceptions",
-    "InvalidModelSpec": ".exceptions",
+    "InvalidModelSpecError": ".exceptions",
     "SingularHessianError": ".exceptions",
     "EmptyProcessError": ".exceptions",
     "TargetShapeError": ".exceptions",
     "UnsupportedNetworkError": ".exceptions",
     "InputTransformError": ".exceptions",
     "FoldFileError": ".exceptions",
-    "FailedMinimization": ".exceptions",
+    "FailedMinimizationError": ".exceptions",
     "ConfigurationError": ".exceptions",
 }
 

@@ -6,13 +6,13 @@ statement that some input, configuration or numerical state is not acceptable).
 
 __all__ = [
     "LuminInfernoError",
-    "InvalidModelSpec",
+    "InvalidModelSpecError",
     "SingularHessianError",
     "EmptyProcessError",
     "TargetShapeError",
     "InputTransformError",
     "FoldFileError",
-    "FailedMinimization",
+    "FailedMinimizationError",
     "ConfigurationError",
     "UnsupportedNetworkError",
 ]
@@ -22,7 +22,7 @@ class LuminInfernoError(ValueError):
     """Base class of every lumin_inferno error."""
 
 
-class InvalidModelSpec(LuminInfernoError):
+class InvalidModelSpecError(LuminInfernoError):
     """A likelihood / nuisance / constraint specification is inconsistent (unknown name, wrong shape, duplicate)."""
 
 
@@ -46,7 +46,7 @@ class FoldFileError(LuminInfernoError):
     """A LUMIN fold file lacks a dataset (e.g. a systematic column) or holds inconsistent data."""
 
 
-class FailedMinimization(LuminInfernoError):
+class FailedMinimizationError(LuminInfernoError):
     """A likelihood fit or profile did not converge (MIGRAD/MINOS reported an invalid minimum)."""
 
 

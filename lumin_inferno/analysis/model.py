@@ -16,7 +16,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..exceptions import InvalidModelSpec
+from ..exceptions import InvalidModelSpecError
 from ..statistics.likelihood import TEMPLATE_FLOOR, NormSystematic, Parameter, ShapeSystematic, StatError, TemplateModel
 from .spec import Analysis
 
@@ -63,9 +63,9 @@ class _Checks:
 
     def __call__(self, what: str, t: Tensor, n_bins: int, nonnegative: bool = True) -> Tensor:
         if not isinstance(t, Tensor):
-            raise InvalidModelSpec(f"{what} must be a torch tensor, got {type(t).__name__}")
+            raise InvalidModelSpecError(f"{what} must be a torch tensor, got {type(t).__name__}")
         if t.shape != (n_bins,):
-            raise InvalidModelSpec(f"{what} must have shape ({n_bins},), got {tuple(t.shape)}")
+            raise InvalidModelSpecError(f"{what} must have shape ({n_bins},), got {tuple(t.shape)}")
         self.items.append((what, t, nonnegative))
         return t
 
@@ -82,14 +82,14 @@ class _Checks:
 
 def _check(what: str, t: Tensor, n_bins: int, nonnegative: bool = True) -> Tensor:
     if not isinstance(t, Tensor):
-        raise InvalidModelSpec(f"{what} must be a torch tensor, got {type(t).__name__}")
+        raise InvalidModelSpecError(f"{what} must be a torch tensor, got {type(t).__name__}")
     if t.shape != (n_bins,):
-        raise InvalidModelSpec(f"{what} must have shape ({n_bins},), got {tuple(t.shape)}")
+        raise InvalidModelSpecError(f"{what} must have shape ({n_bins},), got {tuple(t.shape)}")
     d = t.detach()
     if not torch.isfinite(d).all():
-        raise InvalidModelSpec(f"{what} has non-finite bins {torch.nonzero(~torch.isfinite(d)).flatten().tolist()}")
+        raise InvalidModelSpecError(f"{what} has non-finite bins {torch.nonzero(~torch.isfinite(d)).flatten().tolist()}")
     if nonnegative and (d < 0).any():
-        raise InvalidModelSpec(
+        raise InvalidModelSpecError(
             f"{what} has negative bins {torch.nonzero(d < 0).flatten().tolist()} (negative event weights may make "
             "single events negative, not a bin's sum)"
         )
@@ -128,13 +128,13 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
 
     unknown = [k for k in templates.nominal if k not in procs]
     if unknown:
-        raise InvalidModelSpec(f"templates given for unknown process(es) {unknown}")
+        raise InvalidModelSpecError(f"templates given for unknown process(es) {unknown}")
     check = _Checks(n_sum)
     rows, totals = [], {}
     for p in a.processes:
         if p.labels:
             if p.name not in templates.nominal:
-                raise InvalidModelSpec(f"no summary template for process {p.name!r}")
+                raise InvalidModelSpecError(f"no summary template for process {p.name!r}")
             t = check(f"summary template of process {p.name!r}", templates.nominal[p.name], n_sum)
             summary = p.nominal_yield * (t + floor)
         else:
@@ -143,7 +143,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
         total = float(row.detach().sum())
         if not total > 0:
             check.finish()  # a non-finite or negative template is the first thing to name
-            raise InvalidModelSpec(f"process {p.name!r} has no expected events in any channel")
+            raise InvalidModelSpecError(f"process {p.name!r} has no expected events in any channel")
         totals[p.name] = total
         rows.append(row / total)
     nominal = torch.stack(rows)
@@ -162,7 +162,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
                 if p.labels:
                     key = (p.name, s.name)
                     if key not in templates.shifted:
-                        raise InvalidModelSpec(
+                        raise InvalidModelSpecError(
                             f"no {label} summary template for systematic {s.name!r} ({s.kind}) of process {p.name!r}"
                         )
                     summaries.append(check(f"{label} template of systematic {s.name!r}, process {p.name!r}",
@@ -191,7 +191,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
             if p.labels:
                 var = None if templates.mc_variance is None else templates.mc_variance.get(p.name)
                 if var is None:
-                    raise InvalidModelSpec(
+                    raise InvalidModelSpecError(
                         f"the analysis has mc_stat on but no MC variance of process {p.name!r}'s summary template "
                         "was given (set mc_stat=False on the analysis or the process to leave it out)"
                     )

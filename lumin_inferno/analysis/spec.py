@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..exceptions import InvalidModelSpec
+from ..exceptions import InvalidModelSpecError
 from ..statistics.interpolation import NORM_INTERPOLATIONS
 from ..statistics.objectives import OBJECTIVES
 
@@ -51,7 +51,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 def _name(what: str, value: Any) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
-        raise InvalidModelSpec(f"{what} must be a name matching [A-Za-z_][A-Za-z0-9_.-]*, got {value!r}")
+        raise InvalidModelSpecError(f"{what} must be a name matching [A-Za-z_][A-Za-z0-9_.-]*, got {value!r}")
     return value
 
 
@@ -59,20 +59,20 @@ def _finite(what: str, value: Any) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise InvalidModelSpec(f"{what} must be a number, got {value!r}") from None
+        raise InvalidModelSpecError(f"{what} must be a number, got {value!r}") from None
     if not math.isfinite(v):
-        raise InvalidModelSpec(f"{what} must be finite, got {value!r}")
+        raise InvalidModelSpecError(f"{what} must be finite, got {value!r}")
     return v
 
 
 def _floats(what: str, values: Any, n: Optional[int] = None, positive: bool = False) -> Tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise InvalidModelSpec(f"{what} must be a sequence of numbers, got {values!r}")
+        raise InvalidModelSpecError(f"{what} must be a sequence of numbers, got {values!r}")
     out = tuple(_finite(what, v) for v in values)
     if n is not None and len(out) != n:
-        raise InvalidModelSpec(f"{what} must have {n} values (one per bin), got {len(out)}")
+        raise InvalidModelSpecError(f"{what} must have {n} values (one per bin), got {len(out)}")
     if positive and any(v < 0 for v in out):
-        raise InvalidModelSpec(f"{what} must be >= 0 in every bin, got {list(out)}")
+        raise InvalidModelSpecError(f"{what} must be >= 0 in every bin, got {list(out)}")
     return out
 
 
@@ -102,21 +102,21 @@ class Process:
         try:
             labels = tuple(int(v) for v in labels)
         except (TypeError, ValueError):
-            raise InvalidModelSpec(f"process {self.name!r}: labels must be integers, got {self.labels!r}") from None
+            raise InvalidModelSpecError(f"process {self.name!r}: labels must be integers, got {self.labels!r}") from None
         if len(set(labels)) != len(labels):
-            raise InvalidModelSpec(f"process {self.name!r}: repeated labels {labels}")
+            raise InvalidModelSpecError(f"process {self.name!r}: repeated labels {labels}")
         object.__setattr__(self, "labels", labels)
         if self.role not in ROLES:
-            raise InvalidModelSpec(f"process {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
+            raise InvalidModelSpecError(f"process {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
         if self.nominal_yield is not None:
             y = _finite(f"process {self.name!r}: nominal_yield", self.nominal_yield)
             if not y > 0:
-                raise InvalidModelSpec(f"process {self.name!r}: nominal_yield must be > 0 events, got {y}")
+                raise InvalidModelSpecError(f"process {self.name!r}: nominal_yield must be > 0 events, got {y}")
             object.__setattr__(self, "nominal_yield", y)
         if labels and self.nominal_yield is None:
-            raise InvalidModelSpec(f"process {self.name!r} has fold-file labels {labels} but no nominal_yield")
+            raise InvalidModelSpecError(f"process {self.name!r} has fold-file labels {labels} but no nominal_yield")
         if self.nominal_yield is not None and not labels:
-            raise InvalidModelSpec(
+            raise InvalidModelSpecError(
                 f"process {self.name!r} has a nominal_yield in the summary channel but no fold-file labels"
             )
 
@@ -145,19 +145,19 @@ class NormFactor:
         _name("factor name", self.name)
         procs = (self.processes,) if isinstance(self.processes, str) else tuple(self.processes)
         if not procs:
-            raise InvalidModelSpec(f"factor {self.name!r} multiplies no process")
+            raise InvalidModelSpecError(f"factor {self.name!r} multiplies no process")
         object.__setattr__(self, "processes", procs)
         object.__setattr__(self, "nominal", _finite(f"factor {self.name!r}: nominal", self.nominal))
         lo, hi = (_finite(f"factor {self.name!r}: bounds", b) for b in self.bounds)
         if not lo < hi or not lo <= self.nominal <= hi:
-            raise InvalidModelSpec(f"factor {self.name!r}: bounds {self.bounds} must contain nominal {self.nominal}")
+            raise InvalidModelSpecError(f"factor {self.name!r}: bounds {self.bounds} must contain nominal {self.nominal}")
         object.__setattr__(self, "bounds", (lo, hi))
         if self.constraint is not None:
             c = _finite(f"factor {self.name!r}: constraint", self.constraint)
             if not c > 0:
-                raise InvalidModelSpec(f"factor {self.name!r}: constraint width must be > 0, got {c}")
+                raise InvalidModelSpecError(f"factor {self.name!r}: constraint width must be > 0, got {c}")
             if self.poi:
-                raise InvalidModelSpec(f"factor {self.name!r} is a POI and cannot be constrained")
+                raise InvalidModelSpecError(f"factor {self.name!r} is a POI and cannot be constrained")
             object.__setattr__(self, "constraint", c)
 
 
@@ -174,7 +174,7 @@ class Nuisance:
         if self.constraint is not None:
             c = _finite(f"nuisance {self.name!r}: constraint", self.constraint)
             if not c > 0:
-                raise InvalidModelSpec(f"nuisance {self.name!r}: constraint width must be > 0, got {c}")
+                raise InvalidModelSpecError(f"nuisance {self.name!r}: constraint width must be > 0, got {c}")
             object.__setattr__(self, "constraint", c)
 
 
@@ -189,11 +189,11 @@ class InputShift:
 
     def __post_init__(self) -> None:
         if not isinstance(self.feature, str) or not self.feature:
-            raise InvalidModelSpec(f"InputShift feature must be a column name, got {self.feature!r}")
+            raise InvalidModelSpecError(f"InputShift feature must be a column name, got {self.feature!r}")
         s = _finite(f"InputShift {self.feature!r}: scale", self.scale)
         d = _finite(f"InputShift {self.feature!r}: shift", self.shift)
         if s == 0 and d == 0:
-            raise InvalidModelSpec(f"InputShift {self.feature!r} changes nothing (scale = shift = 0)")
+            raise InvalidModelSpecError(f"InputShift {self.feature!r} changes nothing (scale = shift = 0)")
         object.__setattr__(self, "scale", s)
         object.__setattr__(self, "shift", d)
 
@@ -229,38 +229,38 @@ class Systematic:
     def __post_init__(self) -> None:
         _name("systematic name", self.name)
         if self.kind not in SYSTEMATIC_KINDS:
-            raise InvalidModelSpec(f"systematic {self.name!r}: kind must be one of {SYSTEMATIC_KINDS}, got {self.kind!r}")
+            raise InvalidModelSpecError(f"systematic {self.name!r}: kind must be one of {SYSTEMATIC_KINDS}, got {self.kind!r}")
         procs = (self.processes,) if isinstance(self.processes, str) else tuple(self.processes)
         if not procs or len(set(procs)) != len(procs):
-            raise InvalidModelSpec(f"systematic {self.name!r}: needs distinct processes, got {self.processes!r}")
+            raise InvalidModelSpecError(f"systematic {self.name!r}: needs distinct processes, got {self.processes!r}")
         object.__setattr__(self, "processes", procs)
         shifts = tuple(s if isinstance(s, InputShift) else InputShift(**s) for s in self.shifts)
         object.__setattr__(self, "shifts", shifts)
         if self.kind == "norm":
             if self.kappa_up is None:
-                raise InvalidModelSpec(f"normalisation systematic {self.name!r} needs kappa_up")
+                raise InvalidModelSpecError(f"normalisation systematic {self.name!r} needs kappa_up")
             up = _finite(f"systematic {self.name!r}: kappa_up", self.kappa_up)
             if not up > 0:
-                raise InvalidModelSpec(f"systematic {self.name!r}: kappa_up must be > 0, got {up}")
+                raise InvalidModelSpecError(f"systematic {self.name!r}: kappa_up must be > 0, got {up}")
             down = 1.0 / up if self.kappa_down is None else self.kappa_down
             down = _finite(f"systematic {self.name!r}: kappa_down", down)
             if not (up > 0 and down > 0):
-                raise InvalidModelSpec(f"systematic {self.name!r}: kappa_up/kappa_down must be > 0, got {up}, {down}")
+                raise InvalidModelSpecError(f"systematic {self.name!r}: kappa_up/kappa_down must be > 0, got {up}, {down}")
             if self.interpolation not in NORM_INTERPOLATIONS:
-                raise InvalidModelSpec(
+                raise InvalidModelSpecError(
                     f"systematic {self.name!r}: interpolation must be one of {NORM_INTERPOLATIONS}, got "
                     f"{self.interpolation!r}"
                 )
             object.__setattr__(self, "kappa_up", up)
             object.__setattr__(self, "kappa_down", down)
         elif self.kappa_up is not None or self.kappa_down is not None:
-            raise InvalidModelSpec(f"systematic {self.name!r} of kind {self.kind!r} takes no kappa (only 'norm' does)")
+            raise InvalidModelSpecError(f"systematic {self.name!r} of kind {self.kind!r} takes no kappa (only 'norm' does)")
         if self.kind != "transform" and shifts:
-            raise InvalidModelSpec(f"systematic {self.name!r} of kind {self.kind!r} takes no input shifts")
+            raise InvalidModelSpecError(f"systematic {self.name!r} of kind {self.kind!r} takes no input shifts")
         if self.kind in ("inputs", "weights"):
             object.__setattr__(self, "column", _name(f"systematic {self.name!r}: column", self.column or self.name))
         elif self.column is not None:
-            raise InvalidModelSpec(f"systematic {self.name!r} of kind {self.kind!r} reads no fold-file column")
+            raise InvalidModelSpecError(f"systematic {self.name!r} of kind {self.kind!r} reads no fold-file column")
 
     @property
     def is_shape(self) -> bool:
@@ -292,26 +292,26 @@ class FixedChannel:
     def __post_init__(self) -> None:
         _name("channel name", self.name)
         if not self.yields:
-            raise InvalidModelSpec(f"channel {self.name!r} has no process yields")
+            raise InvalidModelSpecError(f"channel {self.name!r} has no process yields")
         n = len(next(iter(self.yields.values())))
         if n < 1:
-            raise InvalidModelSpec(f"channel {self.name!r} has no bins")
+            raise InvalidModelSpecError(f"channel {self.name!r} has no bins")
         yields = {p: _floats(f"channel {self.name!r}, process {p!r}: yields", v, n, positive=True)
                   for p, v in self.yields.items()}
         total = [sum(v[i] for v in yields.values()) for i in range(n)]
         empty = [i for i, t in enumerate(total) if not t > 0]
         if empty:
-            raise InvalidModelSpec(f"channel {self.name!r}: bin(s) {empty} have no expected events")
+            raise InvalidModelSpecError(f"channel {self.name!r}: bin(s) {empty} have no expected events")
         variations: Dict[str, Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]]] = {}
         for syst, per_proc in dict(self.variations).items():
             variations[syst] = {}
             for p, pair in dict(per_proc).items():
                 if p not in yields:
-                    raise InvalidModelSpec(
+                    raise InvalidModelSpecError(
                         f"channel {self.name!r}: systematic {syst!r} varies process {p!r}, which has no yields here"
                     )
                 if len(pair) != 2:
-                    raise InvalidModelSpec(f"channel {self.name!r}: systematic {syst!r} on {p!r} needs (up, down)")
+                    raise InvalidModelSpecError(f"channel {self.name!r}: systematic {syst!r} on {p!r} needs (up, down)")
                 variations[syst][p] = tuple(
                     _floats(f"channel {self.name!r}, systematic {syst!r}, process {p!r}: {d}", v, n, positive=True)
                     for d, v in zip(("shift_up", "shift_down"), pair)
@@ -319,7 +319,7 @@ class FixedChannel:
         mc = {}
         for p, v in dict(self.mc_uncertainty).items():
             if p not in yields:
-                raise InvalidModelSpec(f"channel {self.name!r}: MC uncertainty given for process {p!r} without yields")
+                raise InvalidModelSpecError(f"channel {self.name!r}: MC uncertainty given for process {p!r} without yields")
             mc[p] = _floats(f"channel {self.name!r}, process {p!r}: mc_uncertainty", v, n, positive=True)
         object.__setattr__(self, "yields", yields)
         object.__setattr__(self, "variations", variations)
@@ -344,15 +344,15 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
-            raise InvalidModelSpec(f"objective must be one of {OBJECTIVES}, got {self.kind!r}")
+            raise InvalidModelSpecError(f"objective must be one of {OBJECTIVES}, got {self.kind!r}")
         pois = (self.pois,) if isinstance(self.pois, str) else tuple(self.pois)
         object.__setattr__(self, "pois", pois)
         if self.weights is not None:
             w = _floats("objective weights", self.weights, positive=True)
             if self.kind != "weighted_variance":
-                raise InvalidModelSpec(f"objective {self.kind!r} takes no weights (only 'weighted_variance')")
+                raise InvalidModelSpecError(f"objective {self.kind!r} takes no weights (only 'weighted_variance')")
             if pois and len(w) != len(pois):
-                raise InvalidModelSpec(f"objective weights {w} must match its POIs {pois}")
+                raise InvalidModelSpecError(f"objective weights {w} must match its POIs {pois}")
             object.__setattr__(self, "weights", w)
 
 
@@ -393,7 +393,7 @@ class Analysis:
                 elif isinstance(x, Mapping):
                     out.append(cls(**x))
                 else:
-                    raise InvalidModelSpec(f"{what} must be {cls.__name__} objects, got {type(x).__name__}")
+                    raise InvalidModelSpecError(f"{what} must be {cls.__name__} objects, got {type(x).__name__}")
             return tuple(out)
 
         object.__setattr__(self, "processes", coerce(self.processes, Process, "processes"))
@@ -405,54 +405,54 @@ class Analysis:
             object.__setattr__(self, "objective", Objective(**self.objective))
         _name("summary channel name", self.summary)
         if isinstance(self.n_bins, bool) or not isinstance(self.n_bins, int) or self.n_bins < 2:
-            raise InvalidModelSpec(f"the learned summary needs n_bins >= 2 (an integer), got {self.n_bins!r}")
+            raise InvalidModelSpecError(f"the learned summary needs n_bins >= 2 (an integer), got {self.n_bins!r}")
         self._validate()
 
     # ------------------------------------------------------------------------------------------------ checks
     def _validate(self) -> None:
         procs = [p.name for p in self.processes]
         if not procs:
-            raise InvalidModelSpec("the analysis has no processes")
+            raise InvalidModelSpecError("the analysis has no processes")
         _unique("process", procs)
         trained = [p for p in self.processes if p.labels]
         if not trained:
-            raise InvalidModelSpec("no process has fold-file labels: nothing for the summary channel")
+            raise InvalidModelSpecError("no process has fold-file labels: nothing for the summary channel")
         owner: Dict[int, str] = {}
         for p in trained:
             for v in p.labels:
                 if v in owner:
-                    raise InvalidModelSpec(f"target label {v} belongs to both {owner[v]!r} and {p.name!r}")
+                    raise InvalidModelSpecError(f"target label {v} belongs to both {owner[v]!r} and {p.name!r}")
                 owner[v] = p.name
         _unique("factor", [f.name for f in self.factors])
         if not any(f.poi for f in self.factors):
-            raise InvalidModelSpec("the analysis has no parameter of interest (a NormFactor with poi=True)")
+            raise InvalidModelSpecError("the analysis has no parameter of interest (a NormFactor with poi=True)")
         for f in self.factors:
             unknown = [p for p in f.processes if p not in procs]
             if unknown:
-                raise InvalidModelSpec(f"factor {f.name!r} multiplies unknown process(es) {unknown}; known: {procs}")
+                raise InvalidModelSpecError(f"factor {f.name!r} multiplies unknown process(es) {unknown}; known: {procs}")
         channels = [self.summary] + [c.name for c in self.channels]
         _unique("channel", channels)
         for c in self.channels:
             unknown = [p for p in c.yields if p not in procs]
             if unknown:
-                raise InvalidModelSpec(f"channel {c.name!r} has yields of unknown process(es) {unknown}")
+                raise InvalidModelSpecError(f"channel {c.name!r} has yields of unknown process(es) {unknown}")
         kinds: Dict[str, set] = {}
         seen = set()
         for s in self.systematics:
             unknown = [p for p in s.processes if p not in procs]
             if unknown:
-                raise InvalidModelSpec(f"systematic {s.name!r} acts on unknown process(es) {unknown}; known: {procs}")
+                raise InvalidModelSpecError(f"systematic {s.name!r} acts on unknown process(es) {unknown}; known: {procs}")
             for p in s.processes:
                 key = (s.name, p, s.kind == "norm")
                 if key in seen:
-                    raise InvalidModelSpec(f"systematic {s.name!r} is declared twice on process {p!r}")
+                    raise InvalidModelSpecError(f"systematic {s.name!r} is declared twice on process {p!r}")
                 seen.add(key)
             if s.is_shape:
                 untrained = [p for p in s.processes if not self.process(p).labels]
                 varied = {p for c in self.channels for p in c.variations.get(s.name, {})}
                 missing = [p for p in untrained if p not in varied]
                 if missing:
-                    raise InvalidModelSpec(
+                    raise InvalidModelSpecError(
                         f"shape systematic {s.name!r} on process(es) {missing} that have no events in the fold file "
                         "and no variations in any fixed channel"
                     )
@@ -460,38 +460,38 @@ class Analysis:
         names = list(kinds)
         clash = set(names) & ({f.name for f in self.factors} | set(procs))
         if clash:
-            raise InvalidModelSpec(f"names used both for a nuisance and a factor or process: {sorted(clash)}")
+            raise InvalidModelSpecError(f"names used both for a nuisance and a factor or process: {sorted(clash)}")
         _unique("nuisance", [n.name for n in self.nuisances])
         unused = [n.name for n in self.nuisances if n.name not in kinds]
         if unused:
-            raise InvalidModelSpec(f"nuisance(s) {unused} are declared but no systematic uses them")
+            raise InvalidModelSpecError(f"nuisance(s) {unused} are declared but no systematic uses them")
         for c in self.channels:
             for syst, per_proc in c.variations.items():
                 shape = [s for s in self.systematics if s.name == syst and s.is_shape]
                 if not shape:
-                    raise InvalidModelSpec(
+                    raise InvalidModelSpecError(
                         f"channel {c.name!r} has variations of {syst!r}, which is not a shape systematic of the "
                         "analysis"
                     )
                 acting = {p for s in shape for p in s.processes}
                 extra = [p for p in per_proc if p not in acting]
                 if extra:
-                    raise InvalidModelSpec(
+                    raise InvalidModelSpecError(
                         f"channel {c.name!r}: systematic {syst!r} varies process(es) {extra} it is not declared on"
                     )
         pois = self.poi_names
         for p in self.objective.pois:
             if p not in pois:
-                raise InvalidModelSpec(f"objective POI {p!r} is not a parameter of interest; POIs are {pois}")
+                raise InvalidModelSpecError(f"objective POI {p!r} is not a parameter of interest; POIs are {pois}")
         if self.objective.weights is not None and not self.objective.pois and len(self.objective.weights) != len(pois):
-            raise InvalidModelSpec(f"objective weights {self.objective.weights} must match the POIs {pois}")
+            raise InvalidModelSpecError(f"objective weights {self.objective.weights} must match the POIs {pois}")
 
     # ------------------------------------------------------------------------------------------------ views
     def process(self, name: str) -> Process:
         for p in self.processes:
             if p.name == name:
                 return p
-        raise InvalidModelSpec(f"unknown process {name!r}; processes are {[p.name for p in self.processes]}")
+        raise InvalidModelSpecError(f"unknown process {name!r}; processes are {[p.name for p in self.processes]}")
 
     @property
     def poi_names(self) -> List[str]:
@@ -521,7 +521,7 @@ class Analysis:
                 return n
         if name in self.nuisance_names():
             return Nuisance(name)
-        raise InvalidModelSpec(f"unknown nuisance {name!r}; nuisances are {self.nuisance_names()}")
+        raise InvalidModelSpecError(f"unknown nuisance {name!r}; nuisances are {self.nuisance_names()}")
 
     def systematics_of(self, kind: str) -> List[Systematic]:
         return [s for s in self.systematics if s.kind == kind]
@@ -541,7 +541,7 @@ class Analysis:
         names = set(names)
         unknown = names - set(self.nuisance_names())
         if unknown:
-            raise InvalidModelSpec(f"unknown nuisance(s) {sorted(unknown)}; nuisances are {self.nuisance_names()}")
+            raise InvalidModelSpecError(f"unknown nuisance(s) {sorted(unknown)}; nuisances are {self.nuisance_names()}")
         channels = tuple(replace(c, variations={k: v for k, v in c.variations.items() if k not in names})
                          for c in self.channels)
         return replace(self, systematics=tuple(s for s in self.systematics if s.name not in names),
@@ -561,11 +561,11 @@ class Analysis:
         d = dict(d)
         version = d.pop("version", SPEC_VERSION)
         if version != SPEC_VERSION:
-            raise InvalidModelSpec(f"analysis spec version {version} is not supported (this release reads {SPEC_VERSION})")
+            raise InvalidModelSpecError(f"analysis spec version {version} is not supported (this release reads {SPEC_VERSION})")
         known = {f for f in cls.__dataclass_fields__}
         extra = set(d) - known
         if extra:
-            raise InvalidModelSpec(f"unknown analysis field(s) {sorted(extra)}")
+            raise InvalidModelSpecError(f"unknown analysis field(s) {sorted(extra)}")
         channels = []
         for c in d.get("channels", ()):
             c = dict(c)
@@ -586,9 +586,9 @@ class Analysis:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as err:
-            raise InvalidModelSpec(f"analysis JSON does not parse: {err}") from None
+            raise InvalidModelSpecError(f"analysis JSON does not parse: {err}") from None
         if not isinstance(d, dict):
-            raise InvalidModelSpec("analysis JSON must be an object")
+            raise InvalidModelSpecError("analysis JSON must be an object")
         return cls.from_dict(d)
 
     def save(self, path: Union[str, Path]) -> Path:
@@ -601,11 +601,11 @@ class Analysis:
     def load(cls, path: Union[str, Path]) -> "Analysis":
         path = Path(path)
         if not path.is_file():
-            raise InvalidModelSpec(f"analysis file {path} does not exist")
+            raise InvalidModelSpecError(f"analysis file {path} does not exist")
         return cls.from_json(path.read_text())
 
 
 def _unique(what: str, names: Sequence[str]) -> None:
     dup = sorted({n for n in names if list(names).count(n) > 1})
     if dup:
-        raise InvalidModelSpec(f"duplicate {what} name(s) {dup}")
+        raise InvalidModelSpecError(f"duplicate {what} name(s) {dup}")

@@ -21,7 +21,7 @@ from lumin.nn.callbacks.callback import Callback
 from torch import Tensor
 
 from ..analysis import Analysis, SummaryTemplates, template_model
-from ..exceptions import ConfigurationError, EmptyProcessError, InputTransformError, InvalidModelSpec, TargetShapeError
+from ..exceptions import ConfigurationError, EmptyProcessError, InputTransformError, InvalidModelSpecError, TargetShapeError
 from ..exceptions import UnsupportedNetworkError
 from ..models.tangents import ForwardTangents
 from ..statistics.hessian import fisher_information
@@ -105,10 +105,10 @@ class InfernoCallback(Callback):
                 "ApproxInfernoCallback, or declare them as exact 'transform' systematics"
             )
         if jacobian not in _JACOBIAN_MODES:
-            raise InvalidModelSpec(f"jacobian must be one of {_JACOBIAN_MODES}, got {jacobian!r}")
+            raise InvalidModelSpecError(f"jacobian must be one of {_JACOBIAN_MODES}, got {jacobian!r}")
         undeclared = [s.name for s in analysis.systematics_of("transform") if not s.shifts]
         if undeclared and transform is None:
-            raise InvalidModelSpec(
+            raise InvalidModelSpecError(
                 f"transform systematic(s) {undeclared} declare no input shifts: pass transform=callable(x, "
                 "nuisances, mask) that applies them"
             )

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..exceptions import InvalidModelSpec
+from ..exceptions import InvalidModelSpecError
 from ..statistics.interpolation import code4, code4p
 from ..statistics.likelihood import Parameter
 
@@ -174,7 +174,7 @@ class AnalysisToy:
         from ..analysis import Analysis, FixedChannel, InputShift, NormFactor, Objective, Process, Systematic
 
         if kind not in ("inputs", "transform"):
-            raise InvalidModelSpec(f"kind must be 'inputs' or 'transform', got {kind!r}")
+            raise InvalidModelSpecError(f"kind must be 'inputs' or 'transform', got {kind!r}")
         systematics = []
         for s in self.scale_shifts:
             if kind == "inputs":
@@ -204,7 +204,7 @@ class AnalysisToy:
         """``n_per_process`` events of each process at the nominal point (weights = expected events / generated),
         their ±1σ copies for each shifted-input systematic and their up/down weights for each weight systematic."""
         if n_per_process < 1:
-            raise InvalidModelSpec(f"n_per_process must be ≥ 1, got {n_per_process}")
+            raise InvalidModelSpecError(f"n_per_process must be ≥ 1, got {n_per_process}")
         rng = np.random.default_rng(seed)
         frames = []
         for p in self.processes:
@@ -361,7 +361,7 @@ class AnalysisToy:
         nuisance fixed at nominal; the free k_ttbar still profiled), from the same Fisher information's
         (μ_ggH, μ_qqH, k_ttbar) block."""
         if n_splits < 2:
-            raise InvalidModelSpec(f"n_splits must be ≥ 2 to estimate the Monte Carlo error, got {n_splits}")
+            raise InvalidModelSpecError(f"n_splits must be ≥ 2 to estimate the Monte Carlo error, got {n_splits}")
         rows = []
         keep = len(self.parameters()) if systematics else 3
         for k in range(n_splits):

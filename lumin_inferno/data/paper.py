@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..exceptions import InvalidModelSpec
+from ..exceptions import InvalidModelSpecError
 from ..statistics.likelihood import Parameter
 
 __all__ = [
@@ -172,7 +172,7 @@ class PaperBenchmark:
         steps = dict(TEMPLATE_SHIFTS if steps is None else steps)
         missing = [p.name for p in self.shape_nuisances if p.name not in steps]
         if missing:
-            raise InvalidModelSpec(f"no template step for shape nuisance(s) {missing}")
+            raise InvalidModelSpecError(f"no template step for shape nuisance(s) {missing}")
         factors = [NormFactor("mu", ("signal",), bounds=(0.0, 10.0))]
         if isinstance(self.background, Parameter):
             b = self.background
@@ -214,7 +214,7 @@ def paper_benchmark(index: int) -> PaperBenchmark:
         4: (Parameter("b", BACKGROUND_YIELD, constraint=100.0, bounds=(0.0, None)), [r_con, lam_con]),
     }
     if index not in configs:
-        raise InvalidModelSpec(f"the paper has benchmarks 0-4, got {index}")
+        raise InvalidModelSpecError(f"the paper has benchmarks 0-4, got {index}")
     bkg, shapes = configs[index]
     return PaperBenchmark(index=index, poi=poi, background=bkg, shape_nuisances=shapes)
 
@@ -232,7 +232,7 @@ def paper_intensity(parameters: Sequence[Parameter]):
     names = [p.name for p in parameters]
     unknown = set(names) - {"s", "b", "r", "lambda"}
     if unknown:
-        raise InvalidModelSpec(f"the paper's likelihood has parameters s, b, r, lambda; got unknown {sorted(unknown)}")
+        raise InvalidModelSpecError(f"the paper's likelihood has parameters s, b, r, lambda; got unknown {sorted(unknown)}")
 
     def value(theta: Tensor, name: str, default: float) -> Tensor:
         return theta[names.index(name)] if name in names else torch.as_tensor(default, dtype=theta.dtype)

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..exceptions import ConfigurationError, FailedMinimization, SingularHessianError, TargetShapeError
+from ..exceptions import ConfigurationError, FailedMinimizationError, SingularHessianError, TargetShapeError
 from .analysis import analysis_template_model
 from .templates import BinFunction, expected_uncertainty
 
@@ -69,7 +69,7 @@ def poi_uncertainty(
                                         transform)
     try:
         return float(expected_uncertainty(model, method))
-    except (SingularHessianError, FailedMinimization):
+    except (SingularHessianError, FailedMinimizationError):
         return math.inf
 
 

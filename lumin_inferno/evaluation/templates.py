@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..exceptions import EmptyProcessError, InvalidModelSpec, TargetShapeError
+from ..exceptions import EmptyProcessError, InvalidModelSpecError, TargetShapeError
 from ..statistics.fit import profile_interval
 from ..statistics.hessian import expected_poi_uncertainty
 from ..statistics.likelihood import TemplateModel
@@ -51,7 +51,7 @@ def class_score_edges(probs: np.ndarray, n_score_bins: int, weights: Optional[np
     if p.ndim != 2 or p.shape[1] < 2:
         raise TargetShapeError(f"class_score_edges needs class probabilities of shape [events, classes ≥ 2], got {p.shape}")
     if n_score_bins < 1:
-        raise InvalidModelSpec(f"n_score_bins must be ≥ 1, got {n_score_bins}")
+        raise InvalidModelSpecError(f"n_score_bins must be ≥ 1, got {n_score_bins}")
     w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
     if len(w) != len(p):
         raise TargetShapeError(f"class_score_edges: {len(w)} weights for {len(p)} events")
@@ -114,7 +114,7 @@ def aligned_mean_probs(probs: Sequence[np.ndarray]) -> np.ndarray:
     (:func:`align_bins`); its argmax is the ensemble's hard bin."""
     probs = [np.asarray(p) for p in probs]
     if not probs:
-        raise InvalidModelSpec("need at least one model's output")
+        raise InvalidModelSpecError("need at least one model's output")
     return np.mean([probs[0]] + [p[:, align_bins(probs[0], p)] for p in probs[1:]], axis=0)
 
 
@@ -144,4 +144,4 @@ def expected_uncertainty(model: TemplateModel, method: str = "profile") -> float
         return profile_interval(model).sigma
     if method == "hessian":
         return expected_poi_uncertainty(model)
-    raise InvalidModelSpec(f"method must be 'profile' or 'hessian', got {method!r}")
+    raise InvalidModelSpecError(f"method must be 'profile' or 'hessian', got {method!r}")

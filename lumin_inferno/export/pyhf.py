@@ -250,7 +250,7 @@ def pyhf_poi_uncertainty(
     import pyhf
     from scipy.optimize import brentq
 
-    from ..exceptions import FailedMinimization
+    from ..exceptions import FailedMinimizationError
 
     if method not in ("profile", "hessian"):
         raise ConfigurationError(f"method must be 'profile' or 'hessian', got {method!r}")
@@ -280,7 +280,7 @@ def pyhf_poi_uncertainty(
             if excess(far) <= 0:
                 far = min(max(best[i] + sign * 4.0 * sigma_h, low_bound), high_bound)
             if excess(far) <= 0:
-                raise FailedMinimization(f"pyhf's profile likelihood does not rise by 1 before the POI bound {far}")
+                raise FailedMinimizationError(f"pyhf's profile likelihood does not rise by 1 before the POI bound {far}")
             edges.append(brentq(excess, *sorted((best[i], far)), xtol=1e-9))
         return poi_scale * 0.5 * (edges[1] - edges[0])
     finally:

@@ -2,7 +2,7 @@
 
 Why iminuit: it is the minimiser HEP fits are validated against; MIGRAD + HESSE + MINOS give the profile-likelihood
 interval directly (MINOS *is* the ΔNLL = ½ crossing with every other parameter re-minimised), and the results carry
-validity flags that we turn into :class:`~lumin_inferno.exceptions.FailedMinimization` instead of returning a silent
+validity flags that we turn into :class:`~lumin_inferno.exceptions.FailedMinimizationError` instead of returning a silent
 number. The NLL and its exact gradient come from torch (float64), so MIGRAD needs no finite differences.
 """
 
@@ -16,7 +16,7 @@ import torch
 from iminuit import Minuit
 from torch import Tensor
 
-from ..exceptions import FailedMinimization
+from ..exceptions import FailedMinimizationError
 from .hessian import check_observed, nll_hessian, poi_variance
 from .likelihood import TemplateModel
 
@@ -90,13 +90,13 @@ def _minuit(model: TemplateModel, observed: Tensor, fixed: Optional[Dict[str, fl
 
 
 def _migrad(model: TemplateModel, observed: Optional[Tensor], fixed: Optional[Dict[str, float]] = None):
-    """(float64 graph-free model, data (default Asimov), Minuit after a valid MIGRAD) or FailedMinimization."""
+    """(float64 graph-free model, data (default Asimov), Minuit after a valid MIGRAD) or FailedMinimizationError."""
     model = model.detached()
     observed = model.asimov() if observed is None else check_observed(model, observed.detach() if isinstance(observed, Tensor) else observed)
     m = _minuit(model, observed, fixed)
     m.migrad()
     if not m.valid:
-        raise FailedMinimization(f"MIGRAD did not converge: {m.fmin}")
+        raise FailedMinimizationError(f"MIGRAD did not converge: {m.fmin}")
     return model, observed, m
 
 
@@ -144,7 +144,7 @@ def _profiled_dnll(model: TemplateModel, observed: Tensor, best: Minuit, poi: Op
         m.values[poi] = float(v)
         m.migrad()
         if not m.valid:
-            raise FailedMinimization(f"profile fit at {poi} = {v} did not converge: {m.fmin}")
+            raise FailedMinimizationError(f"profile fit at {poi} = {v} did not converge: {m.fmin}")
         return m.fval - nll_min
 
     return dnll
@@ -157,7 +157,7 @@ def _crossing(dnll, best: float, step: float) -> float:
         edge = best + k * step
         if dnll(edge) > 0.5:
             return float(brentq(lambda v: dnll(v) - 0.5, best, edge, xtol=1e-5 * abs(step)))
-    raise FailedMinimization(f"the profile likelihood does not reach ΔNLL = 1/2 within 10 Hessian widths of {best}")
+    raise FailedMinimizationError(f"the profile likelihood does not reach ΔNLL = 1/2 within 10 Hessian widths of {best}")
 
 
 def profile_scan(model: TemplateModel, poi_values: Sequence[float], observed: Optional[Tensor] = None) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..exceptions import InvalidModelSpec, SingularHessianError
+from ..exceptions import InvalidModelSpecError, SingularHessianError
 from .likelihood import TemplateModel
 
 __all__ = [
@@ -60,11 +60,11 @@ def check_observed(model: TemplateModel, observed) -> Tensor:
     like = model.templates
     observed = torch.as_tensor(observed, dtype=like.dtype, device=like.device)
     if observed.shape != (model.n_bins,):
-        raise InvalidModelSpec(
+        raise InvalidModelSpecError(
             f"observed counts must have one value per bin, shape ({model.n_bins},); got shape {tuple(observed.shape)}"
         )
     if not torch.isfinite(observed.detach()).all() or (observed.detach() < 0).any():
-        raise InvalidModelSpec(f"observed counts must be finite and >= 0, got {observed.detach().tolist()}")
+        raise InvalidModelSpecError(f"observed counts must be finite and >= 0, got {observed.detach().tolist()}")
     return observed
 
 

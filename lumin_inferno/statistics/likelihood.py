@@ -24,7 +24,7 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..exceptions import InvalidModelSpec
+from ..exceptions import InvalidModelSpecError
 from .interpolation import NORM_INTERPOLATIONS, code1, code1_slope, code4, code4_slope, code4p, code4p_slope
 
 __all__ = [
@@ -62,7 +62,7 @@ class Parameter:
 
     def __post_init__(self) -> None:
         if self.constraint is not None and not self.constraint > 0:
-            raise InvalidModelSpec(f"Parameter {self.name!r}: constraint width must be > 0, got {self.constraint}")
+            raise InvalidModelSpecError(f"Parameter {self.name!r}: constraint width must be > 0, got {self.constraint}")
 
 
 @dataclass
@@ -176,31 +176,31 @@ class TemplateModel:
         self.parameters = list(self.parameters)
         self.pois = [self.poi] if isinstance(self.poi, str) else list(self.poi)
         if not self.pois:
-            raise InvalidModelSpec("the model needs at least one parameter of interest")
+            raise InvalidModelSpecError("the model needs at least one parameter of interest")
         if len(set(self.pois)) != len(self.pois):
-            raise InvalidModelSpec(f"duplicate parameters of interest {self.pois}")
+            raise InvalidModelSpecError(f"duplicate parameters of interest {self.pois}")
         self.poi = self.pois[0]
         names = [p.name for p in self.parameters]
         if len(set(names)) != len(names):
-            raise InvalidModelSpec(f"duplicate parameter names in {names}")
+            raise InvalidModelSpecError(f"duplicate parameter names in {names}")
         if len(set(self.processes)) != len(self.processes):
-            raise InvalidModelSpec(f"duplicate process names in {self.processes}")
+            raise InvalidModelSpecError(f"duplicate process names in {self.processes}")
         if not isinstance(self.templates, Tensor):
-            raise InvalidModelSpec(f"templates must be a torch tensor, got {type(self.templates).__name__}")
+            raise InvalidModelSpecError(f"templates must be a torch tensor, got {type(self.templates).__name__}")
         if not self.templates.is_floating_point():
-            raise InvalidModelSpec(f"templates must be floating point, got {self.templates.dtype}")
+            raise InvalidModelSpecError(f"templates must be floating point, got {self.templates.dtype}")
         if self.templates.dim() != 2 or self.templates.shape[0] != len(self.processes):
-            raise InvalidModelSpec(
+            raise InvalidModelSpecError(
                 f"templates must be [n_processes={len(self.processes)}, n_bins], got {tuple(self.templates.shape)}"
             )
         for poi in self.pois:
             if poi not in names:
-                raise InvalidModelSpec(f"poi {poi!r} is not among the parameters {names}")
+                raise InvalidModelSpecError(f"poi {poi!r} is not among the parameters {names}")
         index = {n: i for i, n in enumerate(names)}
         proc_index = {p: i for i, p in enumerate(self.processes)}
         missing = set(self.processes) - set(self.yields)
         if missing or set(self.yields) - set(self.processes):
-            raise InvalidModelSpec(
+            raise InvalidModelSpecError(
                 f"yields must name exactly the processes {self.processes}, got {sorted(self.yields)}"
             )
         dev, dt = self.templates.device, self.templates.dtype
@@ -209,11 +209,11 @@ class TemplateModel:
             self.channels = [("summary", n_bins)]
         self.channels = [(str(c), int(n)) for c, n in self.channels]
         if sum(n for _, n in self.channels) != n_bins:
-            raise InvalidModelSpec(f"channels {self.channels} do not add up to the templates' {n_bins} bins")
+            raise InvalidModelSpecError(f"channels {self.channels} do not add up to the templates' {n_bins} bins")
         for p in self.processes:
             v = self.yields[p]
             if isinstance(v, str) and v not in index:
-                raise InvalidModelSpec(f"yield of process {p!r} refers to unknown parameter {v!r}")
+                raise InvalidModelSpecError(f"yield of process {p!r} refers to unknown parameter {v!r}")
         self._yield_param = torch.tensor(
             [index.get(v, -1) if isinstance(v, str) else -1 for v in (self.yields[p] for p in self.processes)],
             device=dev,
@@ -228,12 +228,12 @@ class TemplateModel:
         rows, pars = [], []
         for p, fs in self.factors.items():
             if p not in proc_index:
-                raise InvalidModelSpec(f"factors given for unknown process {p!r}; processes are {self.processes}")
+                raise InvalidModelSpecError(f"factors given for unknown process {p!r}; processes are {self.processes}")
             if len(set(fs)) != len(fs):
-                raise InvalidModelSpec(f"process {p!r} lists a factor twice: {fs}")
+                raise InvalidModelSpecError(f"process {p!r} lists a factor twice: {fs}")
             for f in fs:
                 if f not in index:
-                    raise InvalidModelSpec(f"factor {f!r} of process {p!r} is not among the parameters {names}")
+                    raise InvalidModelSpecError(f"factor {f!r} of process {p!r} is not among the parameters {names}")
                 rows.append(proc_index[p])
                 pars.append(index[f])
         self._factor_rows = torch.tensor(rows, dtype=torch.long, device=dev)
@@ -247,20 +247,20 @@ class TemplateModel:
         )
         for s in list(self.shape_systematics) + list(self.norm_systematics):
             if s.parameter not in index:
-                raise InvalidModelSpec(f"systematic on {s.process!r} refers to unknown parameter {s.parameter!r}")
+                raise InvalidModelSpecError(f"systematic on {s.process!r} refers to unknown parameter {s.parameter!r}")
             if s.process not in proc_index:
-                raise InvalidModelSpec(f"systematic {s.parameter!r} refers to unknown process {s.process!r}")
+                raise InvalidModelSpecError(f"systematic {s.parameter!r} refers to unknown process {s.process!r}")
             if not s.step > 0:
-                raise InvalidModelSpec(f"systematic {s.parameter!r} on {s.process!r}: step must be > 0")
+                raise InvalidModelSpecError(f"systematic {s.parameter!r} on {s.process!r}: step must be > 0")
         for s in self.shape_systematics:
             if s.shift_up.shape != (n_bins,) or s.shift_down.shape != (n_bins,):
-                raise InvalidModelSpec(
+                raise InvalidModelSpecError(
                     f"shape systematic {s.parameter!r} on {s.process!r}: shift_up/shift_down must have shape "
                     f"({n_bins},), got {tuple(s.shift_up.shape)} / {tuple(s.shift_down.shape)}"
                 )
         for s in self.norm_systematics:
             if s.interpolation not in NORM_INTERPOLATIONS:
-                raise InvalidModelSpec(
+                raise InvalidModelSpecError(
                     f"normalisation systematic {s.parameter!r} on {s.process!r}: interpolation must be one of "
                     f"{NORM_INTERPOLATIONS}, got {s.interpolation!r}"
                 )
@@ -282,7 +282,7 @@ class TemplateModel:
             self._norm_down = torch.tensor([s.factor_down for s in self.norm_systematics], device=dev, dtype=dt)
             self._norm_code1 = torch.tensor([s.interpolation == "code1" for s in self.norm_systematics], device=dev)
             if (self._norm_up <= 0).any() or (self._norm_down <= 0).any():
-                raise InvalidModelSpec("normalisation factors must be > 0")
+                raise InvalidModelSpecError("normalisation factors must be > 0")
         self._gamma_bins: Optional[Tensor] = None
         self._n_given = len(self.parameters)
         if self.staterror is not None:
@@ -312,19 +312,19 @@ class TemplateModel:
         try:
             return self._index[name]
         except KeyError:
-            raise InvalidModelSpec(f"unknown parameter {name!r}; parameters are {self.parameter_names}") from None
+            raise InvalidModelSpecError(f"unknown parameter {name!r}; parameters are {self.parameter_names}") from None
 
     def _setup_staterror(self, proc_index: Mapping[str, int], dev, dt) -> None:
         se = self.staterror
         unknown = [p for p in se.processes if p not in proc_index]
         if unknown or len(set(se.processes)) != len(se.processes):
-            raise InvalidModelSpec(f"staterror processes {list(se.processes)}: unknown or repeated names {unknown}")
+            raise InvalidModelSpecError(f"staterror processes {list(se.processes)}: unknown or repeated names {unknown}")
         sigma = se.uncertainty
         if not isinstance(sigma, Tensor) or sigma.shape != (len(se.processes), self.n_bins):
             got = tuple(sigma.shape) if isinstance(sigma, Tensor) else type(sigma).__name__
-            raise InvalidModelSpec(f"staterror uncertainty must be a [{len(se.processes)}, {self.n_bins}] tensor, got {got}")
+            raise InvalidModelSpecError(f"staterror uncertainty must be a [{len(se.processes)}, {self.n_bins}] tensor, got {got}")
         if not torch.isfinite(sigma.detach()).all() or (sigma.detach() < 0).any():
-            raise InvalidModelSpec("staterror uncertainties must be finite and >= 0")
+            raise InvalidModelSpecError("staterror uncertainties must be finite and >= 0")
         rows = torch.tensor([proc_index[p] for p in se.processes], dtype=torch.long, device=dev)
         self._gamma_procs = torch.zeros(len(self.processes), dtype=torch.bool, device=dev)
         self._gamma_procs[rows] = True
@@ -338,7 +338,7 @@ class TemplateModel:
             names += [f"staterror_{c}[{i}]" for i in range(sl.stop - sl.start)]
         clash = {names[int(i)] for i in bins} & set(self._index)
         if clash:
-            raise InvalidModelSpec(f"parameter names {sorted(clash)} are reserved for the staterror factors")
+            raise InvalidModelSpecError(f"parameter names {sorted(clash)} are reserved for the staterror factors")
         gammas = [Parameter(names[int(i)], 1.0, constraint=max(float(d), 1e-300)) for i, d in zip(bins, delta.detach())]
         start = len(self.parameters)
         self.parameters = self.parameters + gammas
@@ -388,12 +388,12 @@ class TemplateModel:
         """``theta`` as a tensor of this model's dtype, after checking it has one finite value per parameter."""
         theta = torch.as_tensor(theta, dtype=self._nominal.dtype, device=self._nominal.device)
         if theta.shape != self._nominal.shape:
-            raise InvalidModelSpec(
+            raise InvalidModelSpecError(
                 f"theta must have one value per parameter, shape ({len(self.parameters)},) for "
                 f"{self.parameter_names}; got shape {tuple(theta.shape)}"
             )
         if not torch.isfinite(theta.detach()).all():
-            raise InvalidModelSpec(f"theta has non-finite values: {theta.detach().tolist()}")
+            raise InvalidModelSpecError(f"theta has non-finite values: {theta.detach().tolist()}")
         return theta
 
     def _norm_log_factors(self, theta: Tensor) -> Tuple[Tensor, Tensor]:

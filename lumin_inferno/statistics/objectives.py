@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..exceptions import InvalidModelSpec
+from ..exceptions import InvalidModelSpecError
 from .hessian import _cholesky
 
 __all__ = ["OBJECTIVES", "SEARCH_OBJECTIVES", "poi_covariance", "objective_value", "model_objective"]
@@ -44,7 +44,7 @@ def poi_covariance(information: Tensor, poi_indices: Sequence[int]) -> Tensor:
     n = information.shape[0]
     idx = list(poi_indices)
     if not idx or any(not 0 <= i < n for i in idx) or len(set(idx)) != len(idx):
-        raise InvalidModelSpec(f"poi indices must be distinct positions in 0..{n - 1}, got {idx}")
+        raise InvalidModelSpecError(f"poi indices must be distinct positions in 0..{n - 1}, got {idx}")
     chol = _cholesky(information)
     eye = torch.zeros(n, len(idx), dtype=information.dtype, device=information.device)
     eye[idx, torch.arange(len(idx))] = 1.0
@@ -61,7 +61,7 @@ def objective_value(
     """The objective ``kind`` (:data:`OBJECTIVES`) of the POIs at ``poi_indices``; for ``"variance"`` only the
     first index counts. ``weights`` are the w_k of ``"weighted_variance"`` (default all 1)."""
     if kind not in FISHER_OBJECTIVES:
-        raise InvalidModelSpec(f"objective_value takes one of {FISHER_OBJECTIVES}, got {kind!r} (searches' "
+        raise InvalidModelSpecError(f"objective_value takes one of {FISHER_OBJECTIVES}, got {kind!r} (searches' "
                                "objectives need the model: model_objective)")
     idx = list(poi_indices)
     if kind == "variance":
@@ -74,7 +74,7 @@ def objective_value(
             list(weights), dtype=cov.dtype, device=cov.device
         )
         if w.shape != (len(idx),) or (w < 0).any() or not (w > 0).any():
-            raise InvalidModelSpec(f"weights must be {len(idx)} non-negative numbers, not all 0; got {weights}")
+            raise InvalidModelSpecError(f"weights must be {len(idx)} non-negative numbers, not all 0; got {weights}")
         return (w * torch.diagonal(cov)).sum()
     return torch.logdet(cov)
 
@@ -92,7 +92,7 @@ def model_objective(
     if kind in FISHER_OBJECTIVES:
         return objective_value(information, poi_indices, kind, weights)
     if kind not in SEARCH_OBJECTIVES:
-        raise InvalidModelSpec(f"objective must be one of {OBJECTIVES}, got {kind!r}")
+        raise InvalidModelSpecError(f"objective must be one of {OBJECTIVES}, got {kind!r}")
     from .search import discovery_significance, expected_cls_upper_limit
 
     names = [model.parameter_names[i] for i in poi_indices]

@@ -30,7 +30,7 @@ import torch
 from scipy.stats import norm
 from torch import Tensor
 
-from ..exceptions import FailedMinimization, InvalidModelSpec
+from ..exceptions import FailedMinimizationError, InvalidModelSpecError
 from .fit import _minuit
 from .likelihood import TemplateModel
 
@@ -40,7 +40,7 @@ __all__ = ["discovery_significance", "expected_cls_upper_limit"]
 def _tested(model: TemplateModel, pois: Optional[Sequence[str]]) -> list:
     names = [model.poi] if pois is None else list(pois)
     if not names or any(p not in model.pois for p in names):
-        raise InvalidModelSpec(f"tested POIs {names} must be among the model's POIs {model.pois}")
+        raise InvalidModelSpecError(f"tested POIs {names} must be among the model's POIs {model.pois}")
     return names
 
 
@@ -110,7 +110,7 @@ def _conditional_fit(model: TemplateModel, observed: Tensor, fixed: Dict[str, fl
         m.values[k] = v
     m.migrad()
     if not m.valid:
-        raise FailedMinimization(f"conditional fit at {fixed} did not converge: {m.fmin}")
+        raise FailedMinimizationError(f"conditional fit at {fixed} did not converge: {m.fmin}")
     return torch.as_tensor(np.asarray(m.values), dtype=torch.float64)
 
 
@@ -119,13 +119,13 @@ def _signal_sensitive(model: TemplateModel, tested: list, theta: Tensor) -> None
     with torch.no_grad():
         jac = model.jacobian(theta.to(model.templates.dtype))
     if not bool((jac[:, [model.index(p) for p in tested]].abs() > 0).any()):
-        raise InvalidModelSpec(f"the model has no bin sensitive to the tested POI(s) {tested}: no signal expected")
+        raise InvalidModelSpecError(f"the model has no bin sensitive to the tested POI(s) {tested}: no signal expected")
 
 
 def discovery_significance(model: TemplateModel, pois: Optional[Sequence[str]] = None) -> Tensor:
     """Expected (Asimov) discovery significance Z₀ = √q₀ for the signal of ``pois`` (default the primary POI) at
     its nominal strength, every other parameter profiled; a 0-d tensor, differentiable w.r.t. the templates
-    (module docstring). Raises :class:`InvalidModelSpec` if no bin is sensitive to the signal."""
+    (module docstring). Raises :class:`InvalidModelSpecError` if no bin is sensitive to the signal."""
     tested = _tested(model, pois)
     theta0 = model.nominal().detach().to(torch.float64)
     _signal_sensitive(model, tested, theta0)
@@ -144,7 +144,7 @@ def expected_cls_upper_limit(model: TemplateModel, pois: Optional[Sequence[str]]
     profiled; a 0-d tensor in POI units, differentiable w.r.t. the templates by implicit differentiation (module
     docstring)."""
     if not 0.0 < cl < 1.0:
-        raise InvalidModelSpec(f"cl must be in (0, 1), got {cl}")
+        raise InvalidModelSpecError(f"cl must be in (0, 1), got {cl}")
     tested = _tested(model, pois)
     dtype = model.templates.dtype
     theta_b = model.nominal().detach().to(torch.float64).clone()
@@ -191,9 +191,9 @@ def expected_cls_upper_limit(model: TemplateModel, pois: Optional[Sequence[str]]
             step = 0.5 * (lo + hi) if np.isfinite(hi) else 2.0 * mu
         mu = step
     else:
-        raise FailedMinimization(f"no expected CLs limit found: q̃_μ does not reach its threshold below {hi_bound}")
+        raise FailedMinimizationError(f"no expected CLs limit found: q̃_μ does not reach its threshold below {hi_bound}")
     if f < 0 and not np.isfinite(hi):
-        raise FailedMinimization(f"q̃_μ stays below its CLs threshold up to the POI bound {hi_bound}")
+        raise FailedMinimizationError(f"q̃_μ stays below its CLs threshold up to the POI bound {hi_bound}")
     mu_up = mu
     dq_dmu = slope
     # implicit derivative: value μ_up, gradient −(∂q̃/∂φ)/(∂q̃/∂μ), both at (μ_up, θ̂̂)

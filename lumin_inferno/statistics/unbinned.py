@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ..exceptions import InvalidModelSpec
+from ..exceptions import InvalidModelSpecError
 from .hessian import poi_variance
 from .likelihood import Parameter
 
@@ -46,7 +46,7 @@ def extended_fisher_information(
         chunk_size: events per vectorised score evaluation (bounds memory).
     """
     if set(samples) != set(yields):
-        raise InvalidModelSpec(f"samples ({sorted(samples)}) and yields ({sorted(yields)}) name different processes")
+        raise InvalidModelSpecError(f"samples ({sorted(samples)}) and yields ({sorted(yields)}) name different processes")
     theta = torch.tensor([p.nominal for p in parameters], dtype=torch.float64)
 
     def log_nu(x: Tensor, th: Tensor) -> Tensor:
@@ -57,12 +57,12 @@ def extended_fisher_information(
     for name, x in samples.items():
         x = torch.as_tensor(x, dtype=torch.float64)
         if x.shape[0] == 0:
-            raise InvalidModelSpec(f"no events in the sample of process {name!r}")
+            raise InvalidModelSpecError(f"no events in the sample of process {name!r}")
         acc = torch.zeros_like(info)
         for start in range(0, x.shape[0], chunk_size):
             g = score(x[start : start + chunk_size], theta)
             if not torch.isfinite(g).all():
-                raise InvalidModelSpec(f"non-finite score ∂θ log ν for process {name!r}: ν must be > 0 on its sample")
+                raise InvalidModelSpecError(f"non-finite score ∂θ log ν for process {name!r}: ν must be > 0 on its sample")
             acc += g.T @ g
         info += float(yields[name]) * acc / x.shape[0]
     precision = [0.0 if p.constraint is None else 1.0 / p.constraint**2 for p in parameters]

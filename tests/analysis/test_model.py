@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lumin_inferno.analysis import SummaryTemplates, template_model
-from lumin_inferno.exceptions import InvalidModelSpec
+from lumin_inferno.exceptions import InvalidModelSpecError
 from lumin_inferno.statistics import fisher_information, nll_hessian
 from lumin_inferno.statistics.objectives import objective_value, poi_covariance
 
@@ -95,17 +95,17 @@ def test_objective_values_against_closed_form(analysis):
 
 def test_missing_and_bad_templates_are_named(analysis):
     t = make_templates(analysis)
-    with pytest.raises(InvalidModelSpec, match="shift_up summary template for systematic 'jes' .* process 'ztt'"):
+    with pytest.raises(InvalidModelSpecError, match="shift_up summary template for systematic 'jes' .* process 'ztt'"):
         template_model(analysis, SummaryTemplates(t.nominal, {k: v for k, v in t.shifted.items()
                                                               if k != ("ztt", "jes")}, t.mc_variance))
     bad = dict(t.nominal, ttbar=t.nominal["ttbar"] - 0.5)
-    with pytest.raises(InvalidModelSpec, match="summary template of process 'ttbar' has negative bins"):
+    with pytest.raises(InvalidModelSpecError, match="summary template of process 'ttbar' has negative bins"):
         template_model(analysis, SummaryTemplates(bad, t.shifted, t.mc_variance))
     nan = dict(t.nominal, ggH=torch.full((N_BINS,), float("nan"), dtype=D))
-    with pytest.raises(InvalidModelSpec, match="process 'ggH' has non-finite bins"):
+    with pytest.raises(InvalidModelSpecError, match="process 'ggH' has non-finite bins"):
         template_model(analysis, SummaryTemplates(nan, t.shifted, t.mc_variance))
-    with pytest.raises(InvalidModelSpec, match="no MC variance of process 'ggH'"):
+    with pytest.raises(InvalidModelSpecError, match="no MC variance of process 'ggH'"):
         template_model(analysis, SummaryTemplates(t.nominal, t.shifted, None))
     short = dict(t.nominal, qqH=t.nominal["qqH"][:3])
-    with pytest.raises(InvalidModelSpec, match=r"process 'qqH' must have shape \(5,\)"):
+    with pytest.raises(InvalidModelSpecError, match=r"process 'qqH' must have shape \(5,\)"):
         template_model(analysis, SummaryTemplates(short, t.shifted, t.mc_variance))

@@ -8,7 +8,7 @@ import pytest
 from lumin_inferno.analysis import (
     Analysis, FixedChannel, InputShift, NormFactor, Nuisance, Objective, Process, Systematic,
 )
-from lumin_inferno.exceptions import InvalidModelSpec
+from lumin_inferno.exceptions import InvalidModelSpecError
 
 from .conftest import make_analysis
 
@@ -55,7 +55,7 @@ def _with(**changes):
     ],
 )
 def test_bad_analysis_is_named(changes, message):
-    with pytest.raises(InvalidModelSpec, match=message):
+    with pytest.raises(InvalidModelSpecError, match=message):
         _with(**changes)
 
 
@@ -85,24 +85,24 @@ def test_bad_analysis_is_named(changes, message):
     ],
 )
 def test_bad_parts_are_named(make, message):
-    with pytest.raises(InvalidModelSpec, match=message):
+    with pytest.raises(InvalidModelSpecError, match=message):
         make()
 
 
 def test_bad_json_is_named():
-    with pytest.raises(InvalidModelSpec, match="does not parse"):
+    with pytest.raises(InvalidModelSpecError, match="does not parse"):
         Analysis.from_json("{not json")
     d = make_analysis().to_dict()
     d["version"] = 99
-    with pytest.raises(InvalidModelSpec, match="version 99"):
+    with pytest.raises(InvalidModelSpecError, match="version 99"):
         Analysis.from_dict(d)
     d = make_analysis().to_dict()
     d["colour"] = "red"
-    with pytest.raises(InvalidModelSpec, match="unknown analysis field"):
+    with pytest.raises(InvalidModelSpecError, match="unknown analysis field"):
         Analysis.from_dict(d)
 
 
 def test_label_owned_by_two_processes():
-    with pytest.raises(InvalidModelSpec, match="target label 0 belongs to both 'a' and 'b'"):
+    with pytest.raises(InvalidModelSpecError, match="target label 0 belongs to both 'a' and 'b'"):
         Analysis(processes=(Process("a", 1.0, labels=(0,)), Process("b", 1.0, labels=(0, 1))),
                  factors=(NormFactor("mu", ("a",)),))

@@ -22,7 +22,7 @@ from lumin_inferno import (
     HardBinPredHandler,
     InfernoCallback,
     InputTransformError,
-    InvalidModelSpec,
+    InvalidModelSpecError,
     Parameter,
     TargetShapeError,
     UnsupportedNetworkError,
@@ -328,9 +328,9 @@ def test_transform_errors(paper_foldfiles, inferno_builder):
 
 def test_spec_mismatches():
     bm = paper_benchmark(2)
-    with pytest.raises(InvalidModelSpec, match=r"\['r', 'lambda'\] declare no input shifts"):
+    with pytest.raises(InvalidModelSpecError, match=r"\['r', 'lambda'\] declare no input shifts"):
         InfernoCallback(bm.analysis(kind="transform"))
-    with pytest.raises(InvalidModelSpec, match="jacobian"):
+    with pytest.raises(InvalidModelSpecError, match="jacobian"):
         InfernoCallback(bm.analysis(kind="transform"), transform=bm.transform(), jacobian="central")
     assert InfernoCallback(paper_benchmark(0).analysis()).jacobian == "auto"
     with pytest.raises(ConfigurationError, match="train with ApproxInfernoCallback"):

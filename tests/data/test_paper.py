@@ -6,7 +6,7 @@ import pytest
 import torch
 from lumin.nn.data.fold_yielder import FoldYielder
 
-from lumin_inferno import InvalidModelSpec, paper_benchmark, sample_paper
+from lumin_inferno import InvalidModelSpecError, paper_benchmark, sample_paper
 from lumin_inferno.data.paper import FEATURE_SCALE, FEATURE_SHIFT, FEATURES, PaperTransform, standardise
 
 
@@ -65,7 +65,7 @@ def test_benchmarks():
     b4 = paper_benchmark(4)
     assert (b4.background.name, b4.background.nominal, b4.background.constraint) == ("b", 1000.0, 100.0)
     assert (b4.poi.name, b4.poi.nominal) == ("s", 50.0)
-    with pytest.raises(InvalidModelSpec, match="benchmarks 0-4"):
+    with pytest.raises(InvalidModelSpecError, match="benchmarks 0-4"):
         paper_benchmark(5)
 
 

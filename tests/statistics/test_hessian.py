@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lumin_inferno.exceptions import InvalidModelSpec, SingularHessianError
+from lumin_inferno.exceptions import InvalidModelSpecError, SingularHessianError
 from lumin_inferno.statistics import (
     NormSystematic,
     Parameter,
@@ -171,21 +171,21 @@ def test_poi_variance_matches_full_inverse_and_is_differentiable():
 
 def test_spec_errors():
     t = torch.ones(2, 3, dtype=D) / 3
-    with pytest.raises(InvalidModelSpec, match="poi"):
+    with pytest.raises(InvalidModelSpecError, match="poi"):
         TemplateModel(["a", "b"], t, {"a": "s", "b": 1.0}, [Parameter("s", 1.0)], poi="mu")
-    with pytest.raises(InvalidModelSpec, match="unknown parameter 'x'"):
+    with pytest.raises(InvalidModelSpecError, match="unknown parameter 'x'"):
         TemplateModel(["a", "b"], t, {"a": "x", "b": 1.0}, [Parameter("s", 1.0)], poi="s")
-    with pytest.raises(InvalidModelSpec, match="yields must name exactly"):
+    with pytest.raises(InvalidModelSpecError, match="yields must name exactly"):
         TemplateModel(["a", "b"], t, {"a": "s"}, [Parameter("s", 1.0)], poi="s")
-    with pytest.raises(InvalidModelSpec, match="shape"):
+    with pytest.raises(InvalidModelSpecError, match="shape"):
         TemplateModel(["a", "b"], t, {"a": "s", "b": 1.0}, [Parameter("s", 1.0), Parameter("k", 0.0)], poi="s",
                       shape_systematics=[ShapeSystematic("k", "b", torch.ones(2), torch.ones(2))])
-    with pytest.raises(InvalidModelSpec, match="unknown process"):
+    with pytest.raises(InvalidModelSpecError, match="unknown process"):
         TemplateModel(["a", "b"], t, {"a": "s", "b": 1.0}, [Parameter("s", 1.0), Parameter("k", 0.0)], poi="s",
                       shape_systematics=[ShapeSystematic("k", "c", t[0], t[0])])
-    with pytest.raises(InvalidModelSpec, match="constraint width"):
+    with pytest.raises(InvalidModelSpecError, match="constraint width"):
         Parameter("k", 0.0, constraint=0.0)
-    with pytest.raises(InvalidModelSpec, match="duplicate parameter"):
+    with pytest.raises(InvalidModelSpecError, match="duplicate parameter"):
         TemplateModel(["a", "b"], t, {"a": "s", "b": 1.0}, [Parameter("s", 1.0), Parameter("s", 2.0)], poi="s")
 
 

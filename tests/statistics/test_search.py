@@ -7,7 +7,7 @@ import torch
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from lumin_inferno.exceptions import InvalidModelSpec
+from lumin_inferno.exceptions import InvalidModelSpecError
 from lumin_inferno.statistics import NormSystematic, Parameter, ShapeSystematic, TemplateModel
 from lumin_inferno.statistics.search import discovery_significance, expected_cls_upper_limit
 
@@ -80,11 +80,11 @@ def test_nuisances_lower_z0_and_raise_the_limit():
 def test_no_signal_sensitive_bin_is_named():
     m = TemplateModel(["sig", "bkg"], torch.tensor([[0.0], [1.0]], dtype=D), {"sig": 10.0, "bkg": 100.0},
                       [Parameter("mu", 1.0, bounds=(-5.0, 10.0))], poi="mu", factors={"sig": ["mu"]})
-    with pytest.raises(InvalidModelSpec, match="no bin sensitive"):
+    with pytest.raises(InvalidModelSpecError, match="no bin sensitive"):
         discovery_significance(m)
-    with pytest.raises(InvalidModelSpec, match="no bin sensitive"):
+    with pytest.raises(InvalidModelSpecError, match="no bin sensitive"):
         expected_cls_upper_limit(m)
-    with pytest.raises(InvalidModelSpec, match="must be among"):
+    with pytest.raises(InvalidModelSpecError, match="must be among"):
         discovery_significance(one_bin(5.0, 10.0), pois=["nope"])
-    with pytest.raises(InvalidModelSpec, match="cl must be"):
+    with pytest.raises(InvalidModelSpecError, match="cl must be"):
         expected_cls_upper_limit(one_bin(5.0, 10.0), cl=1.5)

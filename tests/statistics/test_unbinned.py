@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lumin_inferno.exceptions import InvalidModelSpec, SingularHessianError
+from lumin_inferno.exceptions import InvalidModelSpecError, SingularHessianError
 from lumin_inferno.statistics.likelihood import Parameter
 from lumin_inferno.statistics.unbinned import extended_fisher_information, unbinned_poi_uncertainty
 
@@ -52,5 +52,5 @@ def test_errors_name_the_problem():
     x = torch.randn(100, 1)
     with pytest.raises(SingularHessianError):
         unbinned_poi_uncertainty(nu, params, {"sig": x}, {"sig": 10.0})
-    with pytest.raises(InvalidModelSpec, match="different processes"):
+    with pytest.raises(InvalidModelSpecError, match="different processes"):
         extended_fisher_information(nu, params, {"sig": x}, {"bkg": 10.0})
