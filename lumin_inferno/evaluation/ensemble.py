@@ -98,7 +98,7 @@ class AlignedEnsemble:
     ``predict(x)`` returns :math:`\\bar p_i(x) = \\sum_m w_m\\,p_{m,\\pi_m(i)}(x)` (``[n_events, n_bins]``, rows sum
     to 1), with :math:`w_m` the (LUMIN) ensemble weights normalised to unit sum and :math:`\\pi_m` = ``permutations[m]``
     (identity for the reference member); ``predict_bins(x)`` its argmax, the hard bin used in the final fit. An
-    instance is a bin function for :func:`~lumin_inferno.evaluation.asimov_template_model` (``__call__`` = hard bins).
+    instance is a bin function for :func:`~lumin_inferno.evaluation.analysis_template_model` (``__call__`` = hard bins).
 
     Attributes:
         models: the LUMIN ``Model`` members, in the ensemble's order.

@@ -242,8 +242,8 @@ def pyhf_poi_uncertainty(
     ``"profile"``: half-width of the interval where the profiled −2 ln L rises by 1 (pyhf's ``fixed_poi_fit`` at each
     point, nuisances re-minimised; crossings root-found with Brent); ``"hessian"``: √(H⁻¹)_poi,poi, with H the
     central finite-difference Hessian of pyhf's −ln L at pyhf's best fit (MINUIT's numerical HESSE through pyhf
-    scatters by ~0.5 % here, so we do not use it). Multiplied by ``poi_scale`` (:func:`pyhf_poi_scale`) to give the
-    POI in its own units. Uses pyhf's numpy backend with the scipy optimiser; the global pyhf backend is restored.
+    scatters by ~0.5 % here, so we do not use it), multiplied by ``poi_scale`` (e.g. the signal yield per unit of
+    signal strength, 50 for the paper: σ(s) = 50 σ(μ)). Uses pyhf's numpy backend with the scipy optimiser; the global pyhf backend is restored.
     ``modifier_settings``: :func:`pyhf_modifier_settings` of the analysis (default: pyhf's own defaults, code4p
     shapes and code4 normalisations); ``poi``: another POI than the measurement's.
     """
