@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Dict
@@ -69,9 +70,7 @@ def main(outdir: str = "outputs/search_objectives", tiny: bool = False, n_models
     with open(out / "train.log", "w") as log:
         for i, kind in enumerate(OBJECTIVES):
             seed_everything(seed + 1000 * (i + 1))
-            analysis = paper_benchmark(2).analysis(n_bins=n_bins)
-            analysis = type(analysis)(**{**{f: getattr(analysis, f) for f in analysis.__dataclass_fields__},
-                                         "objective": Objective(kind)})
+            analysis = replace(paper_benchmark(2).analysis(n_bins=n_bins), objective=Objective(kind))
             builder = _builder(fy, n_bins)
             t_train = time.time()
             results, _ = train_ensemble(fy, builder, n_models, bs, epochs, out / "weights" / kind, log,

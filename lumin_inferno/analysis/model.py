@@ -168,7 +168,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
                     summaries.append(check(f"{label} template of systematic {s.name!r}, process {p.name!r}",
                                            templates.shifted[key][direction], n_sum, nonnegative=False))
                 else:
-                    summaries.append(zeros_sum - floor)  # no summary events: 0 after the floor is added
+                    summaries.append(zeros_sum)  # no summary events: its scale (nominal yield) is 0
             summary = scale * (torch.stack(summaries) + floor)
             if a.channels:
                 ckey = ("shape_cr", direction)

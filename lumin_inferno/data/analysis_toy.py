@@ -360,20 +360,31 @@ class AnalysisToy:
         errors are the spread of the splits / √n_splits. ``systematics=False``: the statistical-only limit (every
         nuisance fixed at nominal; the free k_ttbar still profiled), from the same Fisher information's
         (μ_ggH, μ_qqH, k_ttbar) block."""
+        with_systematics, stat_only = self.limits(n_per_process, n_splits, seed)
+        return with_systematics if systematics else stat_only
+
+    def limits(self, n_per_process: int = 200_000, n_splits: int = 4, seed: int = 12345) -> Tuple[ToyLimit, ToyLimit]:
+        """(:meth:`limit` with all systematics, :meth:`limit` statistical-only), both from one set of Fisher
+        matrices."""
         if n_splits < 2:
             raise InvalidModelSpecError(f"n_splits must be ≥ 2 to estimate the Monte Carlo error, got {n_splits}")
+        infos = [self.fisher_information(n_per_process, seed + 7919 * k) for k in range(n_splits)]
+        return (self._limit(infos, len(self.parameters()), n_per_process),
+                self._limit(infos, 3, n_per_process))
+
+    @staticmethod
+    def _limit(infos: List[Tensor], keep: int, n_per_process: int) -> ToyLimit:
+        """The limit from the first ``keep`` parameters' block of each split's Fisher information."""
         rows = []
-        keep = len(self.parameters()) if systematics else 3
-        for k in range(n_splits):
-            info = self.fisher_information(n_per_process, seed + 7919 * k)[:keep, :keep]
-            cov = torch.linalg.inv(info)[:2, :2]
+        for info in infos:
+            cov = torch.linalg.inv(info[:keep, :keep])[:2, :2]
             s = cov.diagonal().sqrt()
             rows.append([float(s[0]), float(s[1]), float(cov[0, 1] / (s[0] * s[1]))])
         a = np.asarray(rows)
-        mean, err = a.mean(0), a.std(0, ddof=1) / math.sqrt(n_splits)
+        mean, err = a.mean(0), a.std(0, ddof=1) / math.sqrt(len(infos))
         return ToyLimit({"mu_ggH": float(mean[0]), "mu_qqH": float(mean[1])},
                         {"mu_ggH": float(err[0]), "mu_qqH": float(err[1])}, float(mean[2]), float(err[2]),
-                        n_per_process * n_splits)
+                        n_per_process * len(infos))
 
 
 def analysis_toy() -> AnalysisToy:

@@ -30,6 +30,7 @@ by ~1e-4 relative).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -229,6 +230,23 @@ def _pyhf_errors() -> tuple:
             e.InvalidInterpCode)
 
 
+@contextlib.contextmanager
+def _numpy_backend(workspace, modifier_settings, poi: Optional[str], tolerance: float):
+    """(pyhf model of ``workspace`` with ``modifier_settings`` and POI ``poi``, its data incl. auxdata) on pyhf's
+    numpy backend with the scipy optimiser at ``tolerance``; the global backend is restored afterwards."""
+    import pyhf
+
+    ws = workspace if isinstance(workspace, pyhf.Workspace) else pyhf.Workspace(workspace)
+    old_backend, old_optimizer = pyhf.get_backend()
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=tolerance))
+    try:
+        extra = {} if poi is None else {"poi_name": poi}
+        pdf = ws.model(modifier_settings=modifier_settings or _DEFAULT_SETTINGS, **extra)
+        yield pdf, np.asarray(ws.data(pdf), dtype=float)
+    finally:
+        pyhf.set_backend(old_backend, old_optimizer)
+
+
 def pyhf_poi_uncertainty(
     workspace: Union[Dict[str, Any], Any],
     method: str = "profile",
@@ -243,7 +261,8 @@ def pyhf_poi_uncertainty(
     point, nuisances re-minimised; crossings root-found with Brent); ``"hessian"``: √(H⁻¹)_poi,poi, with H the
     central finite-difference Hessian of pyhf's −ln L at pyhf's best fit (MINUIT's numerical HESSE through pyhf
     scatters by ~0.5 % here, so we do not use it), multiplied by ``poi_scale`` (e.g. the signal yield per unit of
-    signal strength, 50 for the paper: σ(s) = 50 σ(μ)). Uses pyhf's numpy backend with the scipy optimiser; the global pyhf backend is restored.
+    signal strength, 50 for the paper: σ(s) = 50 σ(μ)). Uses pyhf's numpy backend with the scipy optimiser; the
+    global pyhf backend is restored.
     ``modifier_settings``: :func:`pyhf_modifier_settings` of the analysis (default: pyhf's own defaults, code4p
     shapes and code4 normalisations); ``poi``: another POI than the measurement's.
     """
@@ -254,13 +273,7 @@ def pyhf_poi_uncertainty(
 
     if method not in ("profile", "hessian"):
         raise ConfigurationError(f"method must be 'profile' or 'hessian', got {method!r}")
-    ws = workspace if isinstance(workspace, pyhf.Workspace) else pyhf.Workspace(workspace)
-    old_backend, old_optimizer = pyhf.get_backend()
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=tolerance))
-    try:
-        extra = {} if poi is None else {"poi_name": poi}
-        pdf = ws.model(modifier_settings=modifier_settings or _DEFAULT_SETTINGS, **extra)
-        data = np.asarray(ws.data(pdf), dtype=float)
+    with _numpy_backend(workspace, modifier_settings, poi, tolerance) as (pdf, data):
         best, twice_nll_min = pyhf.infer.mle.fit(data, pdf, return_fitted_val=True)
         best, twice_nll_min = np.asarray(best, dtype=float), float(twice_nll_min)
         i = pdf.config.poi_index
@@ -283,8 +296,6 @@ def pyhf_poi_uncertainty(
                 raise FailedMinimizationError(f"pyhf's profile likelihood does not rise by 1 before the POI bound {far}")
             edges.append(brentq(excess, *sorted((best[i], far)), xtol=1e-9))
         return poi_scale * 0.5 * (edges[1] - edges[0])
-    finally:
-        pyhf.set_backend(old_backend, old_optimizer)
 
 
 def pyhf_search_figures(
@@ -310,13 +321,7 @@ def pyhf_search_figures(
     from scipy.optimize import brentq
     from scipy.stats import norm
 
-    ws = workspace if isinstance(workspace, pyhf.Workspace) else pyhf.Workspace(workspace)
-    old_backend, old_optimizer = pyhf.get_backend()
-    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=tolerance))
-    try:
-        extra = {} if poi is None else {"poi_name": poi}
-        pdf = ws.model(modifier_settings=modifier_settings or _DEFAULT_SETTINGS, **extra)
-        data = np.asarray(ws.data(pdf), dtype=float)
+    with _numpy_backend(workspace, modifier_settings, poi, tolerance) as (pdf, data):
         p0 = float(pyhf.infer.hypotest(0.0, data, pdf, test_stat="q0", calctype="asymptotics"))
         init = np.asarray(pdf.config.suggested_init(), dtype=float)
         init[pdf.config.poi_index] = 0.0
@@ -334,8 +339,6 @@ def pyhf_search_figures(
             lo, hi = hi, 2.0 * hi
         limit = brentq(excess, lo, hi, rtol=rtol)
         return {"z0": float(norm.isf(p0)), "cls_limit": float(limit)}
-    finally:
-        pyhf.set_backend(old_backend, old_optimizer)
 
 
 def _fd_poi_sigma(nll, best: np.ndarray, poi_index: int, h: float = 1e-4) -> float:

@@ -23,7 +23,7 @@ POIs set to μ); every other parameter, other POIs included, is profiled.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,6 +44,13 @@ def _tested(model: TemplateModel, pois: Optional[Sequence[str]]) -> list:
     return names
 
 
+def _bounds(model: TemplateModel) -> Tuple[Tensor, Tensor]:
+    """(lower, upper) fit bounds of every parameter, ±inf where a parameter has none."""
+    pairs = [p.bounds or (None, None) for p in model.parameters]
+    return (torch.tensor([-np.inf if b[0] is None else b[0] for b in pairs], dtype=torch.float64),
+            torch.tensor([np.inf if b[1] is None else b[1] for b in pairs], dtype=torch.float64))
+
+
 def _newton_fit(model: TemplateModel, observed: Tensor, theta: Tensor, free: Tensor, edm: float = 1e-12,
                 max_iter: int = 30) -> Optional[Tensor]:
     """Minimise the NLL over the ``free`` parameters by Newton's method with the exact Hessian and a backtracking
@@ -51,10 +58,7 @@ def _newton_fit(model: TemplateModel, observed: Tensor, theta: Tensor, free: Ten
     The Asimov fits of a search start next to their minimum, so a few steps suffice (~ms each)."""
     from .hessian import fisher_information, nll_hessian
 
-    lo = torch.tensor([(p.bounds or (None, None))[0] if p.bounds and p.bounds[0] is not None else -np.inf
-                       for p in model.parameters], dtype=torch.float64)[free]
-    hi = torch.tensor([(p.bounds or (None, None))[1] if p.bounds and p.bounds[1] is not None else np.inf
-                       for p in model.parameters], dtype=torch.float64)[free]
+    lo, hi = (b[free] for b in _bounds(model))
     theta = theta.clone()
     with torch.enable_grad():
         for _ in range(max_iter):
@@ -157,8 +161,7 @@ def expected_cls_upper_limit(model: TemplateModel, pois: Optional[Sequence[str]]
     nll_b = float(fixed_model.nll(theta_b, data))
     target = float(norm.ppf(1.0 - 0.5 * (1.0 - cl))) ** 2
     idx = torch.tensor([model.index(p) for p in tested])
-    bounds = [model.parameters[i].bounds for i in idx.tolist()]
-    hi_bound = min([b[1] for b in bounds if b is not None and b[1] is not None], default=float("inf"))
+    hi_bound = float(_bounds(model)[1][idx].min())
 
     def q_and_slope(mu: float, start: Tensor):
         """q̃(μ) − target at θ̂̂(μ), and dq̃/dμ = 2 ∂NLL/∂μ there (envelope theorem)."""

@@ -36,16 +36,16 @@ from ..callbacks.approx_inferno import ApproxInfernoCallback
 from ..callbacks.inferno import InfernoCallback
 from ..callbacks.schedules import TemperatureSchedule
 from ..data.analysis_toy import AnalysisToy, analysis_toy
-from ..evaluation.analysis import expected_poi_uncertainties, foldfile_template_model
-from ..evaluation.ensemble import align_ensemble
+from ..analysis import template_model
+from ..evaluation.analysis import expected_poi_uncertainties, foldfile_template_model, hard_summary_templates
 from ..evaluation.plots import plot_channel_templates, plot_poi_contours, plot_poi_sigmas, plot_training_curves
-from ..evaluation.templates import argmax_bins, class_score_bins, class_score_edges
+from ..evaluation.templates import class_score_bins, class_score_edges
 from ..exceptions import ConfigurationError
 from ..io import atomic_write_text
 from ..models.tails import SoftmaxTemperatureTail
 from ..statistics.hessian import fisher_information
 from ..statistics.objectives import poi_covariance
-from .common import load_models, seed_everything, summarise, train_ensemble
+from .common import inferno_bin_functions, load_models, predict as _predict, seed_everything, summarise, train_ensemble
 
 __all__ = ["AnalysisStudySettings", "METHODS", "run_analysis_study", "format_table"]
 
@@ -168,21 +168,19 @@ def training_analysis(toy: AnalysisToy, method: Method, n_bins: int) -> Analysis
     return replace(a, objective=Objective(method.objective, pois=method.pois))
 
 
-def _predict(model, x: np.ndarray) -> np.ndarray:
-    return model.predict(x, bs=50_000)
-
-
 # ---------------------------------------------------------------------------------------------------- evaluation
-def _ce_bin_functions(models: list, reference: np.ndarray, reference_weights: np.ndarray, n_score: int) -> list:
-    """Per member and for the ensemble (mean of the members' class probabilities, as LUMIN's ``Ensemble``): argmax
-    class × ``n_score`` score quantiles, edges from the reference sample (equal simulated yield per score bin)."""
+def _class_score_bin_functions(classifiers: list, reference: np.ndarray, reference_weights: np.ndarray,
+                               n_score: int) -> list:
+    """Per classifier (a function inputs → class probabilities) and, for several, for their ensemble (mean of the
+    class probabilities, as LUMIN's ``Ensemble``): argmax class × ``n_score`` score quantiles, edges from the
+    reference sample (equal simulated yield per score bin)."""
     def make(predict: Callable[[np.ndarray], np.ndarray]):
         edges = class_score_edges(predict(reference), n_score, reference_weights)
         return lambda x: class_score_bins(predict(x), edges)
 
-    fns = [make(partial(_predict, m)) for m in models]
-    if len(models) > 1:
-        fns.append(make(lambda x: np.mean([_predict(m, x) for m in models], axis=0)))
+    fns = [make(c) for c in classifiers]
+    if len(classifiers) > 1:
+        fns.append(make(lambda x: np.mean([c(x) for c in classifiers], axis=0)))
     return fns
 
 
@@ -205,20 +203,15 @@ def oracle_probabilities(toy: AnalysisToy, pipe_path: Path) -> Callable[[np.ndar
     return probs
 
 
-def _inferno_bin_functions(models: list, reference: np.ndarray) -> list:
-    fns = [lambda x, m=m: argmax_bins(_predict(m, x)) for m in models]
-    if len(models) > 1:  # INFERNO bins are unordered classes: align before averaging
-        fns.append(align_ensemble(models, reference, reference=0, bs=50_000))
-    return fns
-
-
-def _evaluate(analysis: Analysis, stat_only: Analysis, fn, test_fy) -> dict:
-    """σ per POI (profile, every nuisance), their correlation (Hessian), bin occupancy, and σ stat-only."""
+def _evaluate(analysis: Analysis, stat_only: Analysis, fn, test_fy, test: dict) -> dict:
+    """σ per POI (profile, every nuisance), their correlation (Hessian), bin occupancy, and σ stat-only. ``test``
+    is ``test_fy``'s fold 0, read once: its nominal bins serve the stat-only model and the occupancy."""
     model = foldfile_template_model(analysis, fn, test_fy)
     sigma = expected_poi_uncertainties(model)
     cov = poi_covariance(fisher_information(model), [model.index(p) for p in POIS]).detach().numpy()
-    stat = expected_poi_uncertainties(foldfile_template_model(stat_only, fn, test_fy))
-    bins = np.asarray(fn(test_fy.get_fold(0)["inputs"]))
+    bins = np.asarray(fn(test["inputs"]))
+    stat = expected_poi_uncertainties(template_model(stat_only, hard_summary_templates(
+        stat_only, bins, test["targets"], test["weights"])))  # no systematics: the nominal bins are all it needs
     occupancy = np.bincount(bins, minlength=analysis.n_bins)
     return {"sigma": sigma, "sigma_stat": stat, "correlation": float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])),
             "covariance": cov.tolist(), "empty_bins": int((occupancy == 0).sum()), "model": model}
@@ -266,17 +259,14 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
     fy = FoldYielder(str(train_path))
     fy_pipe = FoldYielder(str(train_path), input_pipe=toy.input_pipe(pipe_path))  # exact shifts in physical units
     test_fy = FoldYielder(str(test_path))
+    test = test_fy.get_fold(0)
     reference = fy.get_fold(0)  # binning edges and ensemble alignment; not the evaluation sample
 
     jobs = [(CE, None)] + [(name, METHODS[name]) for name in settings.methods]
-    if settings.oracle:
-        jobs.append((ORACLE, None))
     trained: Dict[str, tuple] = {}
     with open(out / "train.log", "w") as log:
         for i, (name, method) in enumerate(bar(jobs)):
             seed_everything(settings.seed + 1000 * (i + 1))  # each method's models independent of the others'
-            if name == ORACLE:
-                continue  # nothing to train
             if method is None:
                 builder = _builder(settings, fy, len(toy.processes), inferno=False)
                 results, histories = train_ensemble(fy, builder, settings.n_models, settings.ce_bs,
@@ -298,30 +288,29 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
     say("[analysis-study] evaluating on the test file (profile likelihood: every nuisance, control region, MC stats)")
     table: Dict[str, dict] = {}
     models_for_plots: Dict[str, object] = {}
+    # CE's members and the exact-density classifier are functions inputs → class probabilities, binned alike
+    classifiers = {CE: [partial(_predict, m) for m in trained[CE][1]]}
     if settings.oracle:
-        trained[ORACLE] = (None, [oracle_probabilities(toy, pipe_path)], None)
+        classifiers[ORACLE] = [oracle_probabilities(toy, pipe_path)]
+        trained[ORACLE] = (None, classifiers[ORACLE], None)
     for name, (method, models, _) in bar(list(trained.items())):
-        if name == ORACLE:
+        if method is None:
             n_bins = len(toy.processes) * settings.ce_score_bins
-            edges = class_score_edges(models[0](reference["inputs"]), settings.ce_score_bins, reference["weights"])
-            fns = [lambda x, f=models[0]: class_score_bins(f(x), edges)]
-        elif method is None:
-            n_bins = len(toy.processes) * settings.ce_score_bins
-            fns = _ce_bin_functions(models, reference["inputs"], reference["weights"], settings.ce_score_bins)
+            fns = _class_score_bin_functions(classifiers[name], reference["inputs"], reference["weights"],
+                                             settings.ce_score_bins)
         else:
             n_bins = settings.n_bins
-            fns = _inferno_bin_functions(models, reference["inputs"])
+            fns = inferno_bin_functions(models, reference["inputs"])
         full = toy.analysis(n_bins, kind="inputs")
         stat_only = full.without_nuisances(full.nuisance_names())
-        evals = [_evaluate(full, stat_only, fn, test_fy) for fn in fns]
+        evals = [_evaluate(full, stat_only, fn, test_fy, test) for fn in fns]
         table[name] = _entry(evals, len(models))
         table[name]["label"] = name if method is None else method.label
         table[name]["n_bins"] = n_bins
         models_for_plots[name] = evals[-1]["model"]
 
     say("[analysis-study] the unbinned limit (Fisher information of the exact densities)")
-    limit = toy.limit(settings.limit_events, settings.limit_splits, seed=settings.seed + 99)
-    limit_stat = toy.limit(settings.limit_events, settings.limit_splits, seed=settings.seed + 99, systematics=False)
+    limit, limit_stat = toy.limits(settings.limit_events, settings.limit_splits, seed=settings.seed + 99)
     limits = {"systematics": asdict(limit), "stat_only": asdict(limit_stat)}
     _compare(table, limit, limit_stat)
 

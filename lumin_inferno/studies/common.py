@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, TextIO
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "train_ensemble", "load_models", "summarise"]
+__all__ = ["seed_everything", "train_ensemble", "load_models", "predict", "inferno_bin_functions", "summarise"]
 
 
 def seed_everything(seed: int) -> None:
@@ -50,6 +50,25 @@ def load_models(results, builder) -> list:
         m.load(str(Path(r["path"]) / f"train_{idx}.h5"))
         models.append(m)
     return models
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:
+    """A trained member's output on ``x`` (LUMIN ``Model.predict`` in batches of 50k events)."""
+    return model.predict(x, bs=50_000)
+
+
+def inferno_bin_functions(models: list, reference: np.ndarray) -> list:
+    """One bin function (inputs → argmax bin) per INFERNO member and, for several, a last one for their ensemble:
+    :func:`~lumin_inferno.evaluation.align_ensemble` of the members (uniform weights), bins aligned to the first
+    member's on the ``reference`` inputs, then fixed for any input, shifted ones included. INFERNO bins are
+    unordered classes: they are aligned before averaging."""
+    from ..evaluation.ensemble import align_ensemble
+    from ..evaluation.templates import argmax_bins
+
+    fns = [lambda x, m=m: argmax_bins(predict(m, x)) for m in models]
+    if len(models) > 1:
+        fns.append(align_ensemble(models, reference, reference=0, bs=50_000))
+    return fns
 
 
 def summarise(values: List[float]) -> Dict[str, float]:

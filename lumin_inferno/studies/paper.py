@@ -24,13 +24,12 @@ from ..callbacks.schedules import TemperatureSchedule
 from ..data.paper import SIGNAL_YIELD, analytic_limit, paper_benchmark, write_paper_foldfiles
 from ..exceptions import ConfigurationError
 from ..evaluation.plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
-from ..evaluation.ensemble import align_ensemble
 from ..evaluation.analysis import analysis_template_model
-from ..evaluation.templates import argmax_bins, expected_uncertainty, uniform_bins
+from ..evaluation.templates import expected_uncertainty, uniform_bins
 from ..statistics.fit import profile_scan
 from ..models.tails import SoftmaxTemperatureTail
 from ..io import atomic_write_text
-from .common import load_models, seed_everything, summarise, train_ensemble
+from .common import inferno_bin_functions, load_models, predict, seed_everything, summarise, train_ensemble
 
 __all__ = ["StudySettings", "run_paper_study", "PAPER_RESULTS", "format_table", "format_cross_table"]
 
@@ -125,10 +124,6 @@ def _train(fy, settings: StudySettings, builder, bs: int, epochs: int, savepath:
     return train_ensemble(fy, builder, settings.n_models, bs, epochs, savepath, log, cb_partials)
 
 
-def _predict(model, x: np.ndarray) -> np.ndarray:
-    return model.predict(x, bs=50_000)
-
-
 def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
     """The hard-binned Asimov TemplateModel of one summary statistic on the test sample, for one benchmark."""
     bm = paper_benchmark(benchmark)
@@ -137,15 +132,11 @@ def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
 
 
 def _bin_functions(models: list, inferno: bool, n_bins: int, reference_inputs: np.ndarray) -> list:
-    """One bin function per model (INFERNO: argmax; cross-entropy: uniform bins of the score); for INFERNO a last
-    one for the ensemble: :func:`~lumin_inferno.evaluation.align_ensemble` of the models (uniform weights), its
-    bins aligned to the first model's on the nominal test inputs, then fixed for the shifted inputs too."""
+    """One bin function per model (INFERNO: argmax; cross-entropy: uniform bins of the score), and for INFERNO a
+    last one for the aligned ensemble (:func:`~lumin_inferno.studies.common.inferno_bin_functions`)."""
     if not inferno:
-        return [partial(lambda x, m: uniform_bins(_predict(m, x), n_bins), m=m) for m in models]
-    fns = [partial(lambda x, m: argmax_bins(_predict(m, x)), m=m) for m in models]
-    if len(models) > 1:  # bins are unordered classes: align before averaging
-        fns.append(align_ensemble(models, reference_inputs, reference=0, bs=50_000))
-    return fns
+        return [partial(lambda x, m: uniform_bins(predict(m, x), n_bins), m=m) for m in models]
+    return inferno_bin_functions(models, reference_inputs)
 
 
 def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
