@@ -18,6 +18,7 @@ from .version import __version__
 #: public name → the module that defines it
 _PUBLIC: Dict[str, str] = {
     "InfernoCallback": ".callbacks",
+    "HardSigmaMetric": ".callbacks",
     "ApproxInfernoCallback": ".callbacks",
     "PivotCallback": ".callbacks",
     "LambdaRamp": ".callbacks",
@@ -54,6 +55,9 @@ _PUBLIC: Dict[str, str] = {
     "permutation_importance": ".evaluation",
     "plot_feature_importance": ".evaluation",
     "expected_uncertainty": ".evaluation",
+    "training_report": ".evaluation",
+    "TrainingWarning": ".evaluation",
+    "bin_occupancy": ".evaluation",
     "distance_correlation": ".evaluation",
     "js_divergence": ".evaluation",
     "ks_statistic": ".evaluation",

@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     anneal.add_argument("--anneal-from", type=float, default=None,
                         help="anneal the temperature geometrically from this value down to --temperature (default 1.0)")
     anneal.add_argument("--constant-temperature", action="store_true", help="no annealing: --temperature throughout")
+    s.add_argument("--select-on", choices=["hard_sigma", "loss"], default=None,
+                   help="keep each INFERNO model's epoch of lowest hard-binned validation σ(s) (default) or soft loss")
+    s.add_argument("--patience", type=int, default=None,
+                   help="stop an INFERNO model after this many epochs without improvement (default: never)")
     s.add_argument("--width", type=int, default=None, help="hidden-layer width (default 100)")
     s.add_argument("--depth", type=int, default=None, help="hidden layers (default 2)")
     s.add_argument("--quiet", action="store_true")
@@ -84,6 +88,8 @@ def study_settings(args: argparse.Namespace):
             temperature_start=args.anneal_from,
             width=args.width,
             depth=args.depth,
+            select_on=args.select_on,
+            patience=args.patience,
         ).items()
         if v is not None
     }

@@ -6,12 +6,14 @@ import_lumin()  # LUMIN first, with pdpbox's global warning filter undone (lumin
 
 from .approx_inferno import ApproxInfernoCallback
 from .inferno import DenormalFlush, InfernoCallback, InputTransform
+from .metrics import HardSigmaMetric
 from .pivot import LambdaRamp, PivotCallback
 from .pred_handlers import HardBinPredHandler
 from .schedules import TemperatureSchedule
 
 __all__ = [
     "InfernoCallback",
+    "HardSigmaMetric",
     "InputTransform",
     "DenormalFlush",
     "ApproxInfernoCallback",

@@ -27,6 +27,7 @@ from .independence import (
     ks_statistic,
     plot_output_vs_nuisance,
 )
+from .report import TrainingWarning, training_report
 from .plots import (
     plot_channel_templates,
     plot_poi_contours,
@@ -40,6 +41,7 @@ from .templates import (
     align_bins,
     aligned_mean_probs,
     argmax_bins,
+    bin_occupancy,
     class_score_bins,
     class_score_edges,
     expected_uncertainty,
@@ -76,4 +78,15 @@ __all__ = [
     "plot_channel_templates",
     "plot_poi_sigmas",
     "plot_poi_contours",
-"align_bins", "aligned_mean_probs", "argmax_bins", "uniform_bins", "class_score_bins", "class_score_edges", "hard_templates", "expected_uncertainty"]
+    "align_bins",
+    "aligned_mean_probs",
+    "argmax_bins",
+    "uniform_bins",
+    "bin_occupancy",
+    "training_report",
+    "TrainingWarning",
+    "class_score_bins",
+    "class_score_edges",
+    "hard_templates",
+    "expected_uncertainty",
+]

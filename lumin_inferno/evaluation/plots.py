@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Mapping, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -51,26 +51,27 @@ def _figure(path: PathLike, figsize=(8, 6), ncols: int = 1):
             plt.close(fig)
 
 
-def plot_training_curves(histories: Mapping[str, Sequence], path: PathLike, sqrt: bool = True) -> Path:
-    """Validation loss per epoch for each labelled set of LUMIN histories (as returned by ``train_models``).
+def plot_training_curves(histories: Mapping[str, Sequence], path: PathLike, sqrt: bool = True,
+                         metric: Optional[str] = None, scale: float = 1.0) -> Path:
+    """Validation loss per epoch for each labelled set of LUMIN histories (as returned by ``train_models``), or the
+    validation ``metric`` (e.g. ``"hard_sigma"``, :class:`~lumin_inferno.callbacks.HardSigmaMetric`) times ``scale``.
 
     With ``sqrt=True`` the INFERNO loss, a variance of the POI, is shown as the expected σ(POI) in POI units.
-    Each model is one thin line; the label's median over models is thick.
+    Each model is one thin line (up to its last epoch, early stopping included); the median over models is thick.
     """
     with _figure(path) as (fig, (ax,)):
         for i, (label, hists) in enumerate(histories.items()):
             colour = f"C{i}"
-            curves = [np.asarray(h[0]["Validation"], dtype=float) for h in hists]
+            curves = [scale * np.asarray(h[1][metric] if metric else h[0]["Validation"], dtype=float) for h in hists]
+            if sqrt and not metric:
+                curves = [np.sqrt(np.clip(c, 0, None)) for c in curves]
+            for c in curves:
+                ax.plot(np.arange(1, len(c) + 1), c, color=colour, alpha=0.3, lw=1)
             n = min(len(c) for c in curves)
-            stack = np.stack([c[:n] for c in curves])
-            if sqrt:
-                stack = np.sqrt(np.clip(stack, 0, None))
-            epochs = np.arange(1, n + 1)
-            for c in stack:
-                ax.plot(epochs, c, color=colour, alpha=0.3, lw=1)
-            ax.plot(epochs, np.median(stack, axis=0), color=colour, lw=2.5, label=label)
+            ax.plot(np.arange(1, n + 1), np.median([c[:n] for c in curves], axis=0), color=colour, lw=2.5, label=label)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("validation √loss = σ(POI) (soft)" if sqrt else "validation loss")
+        ax.set_ylabel(f"validation {metric}" if metric else
+                      "validation √loss = σ(POI) (soft)" if sqrt else "validation loss")
         ax.legend(fontsize="small")
     return Path(path)
 

@@ -20,6 +20,7 @@ from ..statistics.likelihood import TemplateModel
 __all__ = [
     "argmax_bins",
     "uniform_bins",
+    "bin_occupancy",
     "class_score_bins",
     "class_score_edges",
     "align_bins",
@@ -34,6 +35,14 @@ BinFunction = Callable[[np.ndarray], np.ndarray]
 def argmax_bins(probs: np.ndarray) -> np.ndarray:
     """Hard bin of a softmax output: the argmax (bins are unordered classes; the index is kept, not sorted)."""
     return np.asarray(probs).argmax(axis=-1)
+
+
+def bin_occupancy(bins: np.ndarray, n_bins: int, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """Fraction of the (weighted) events in each of the ``n_bins`` bins of a hard assignment."""
+    w = np.ones(len(bins)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    counts = np.bincount(np.asarray(bins).reshape(-1), weights=w, minlength=n_bins)[:n_bins]
+    total = counts.sum()
+    return counts / total if total > 0 else counts
 
 
 def uniform_bins(scores: np.ndarray, n_bins: int = 10) -> np.ndarray:

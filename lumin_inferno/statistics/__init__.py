@@ -10,7 +10,8 @@ from .hessian import (
     poi_variance,
 )
 from .interpolation import code1, code4, code4p
-from .objectives import OBJECTIVES, SEARCH_OBJECTIVES, model_objective, objective_value, poi_covariance
+from .objectives import (OBJECTIVES, SEARCH_OBJECTIVES, model_objective, objective_scale, objective_value,
+                         poi_covariance)
 from .search import discovery_significance, expected_cls_upper_limit
 from .unbinned import extended_fisher_information, unbinned_poi_uncertainty
 from .likelihood import (
@@ -50,6 +51,7 @@ __all__ = [
     "OBJECTIVES",
     "objective_value",
     "model_objective",
+    "objective_scale",
     "SEARCH_OBJECTIVES",
     "poi_covariance",
     "discovery_significance",

@@ -21,6 +21,7 @@ Two objectives of searches need the likelihood itself, not only its curvature (:
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -29,7 +30,7 @@ from torch import Tensor
 from ..exceptions import InvalidModelSpecError
 from .hessian import _cholesky
 
-__all__ = ["OBJECTIVES", "SEARCH_OBJECTIVES", "poi_covariance", "objective_value", "model_objective"]
+__all__ = ["OBJECTIVES", "SEARCH_OBJECTIVES", "poi_covariance", "objective_value", "model_objective", "objective_scale"]
 
 #: objectives of the POI covariance (from the Fisher information alone)
 FISHER_OBJECTIVES = ("variance", "weighted_variance", "generalised_variance")
@@ -99,3 +100,21 @@ def model_objective(
     if kind == "discovery":
         return discovery_significance(model, names).pow(-2)
     return expected_cls_upper_limit(model, names)
+
+
+def objective_scale(model, poi_indices: Sequence[int], kind: str = "variance",
+                    weights: Optional[Sequence[float]] = None) -> float:
+    """The objective ``kind`` of ``model`` on its Asimov data as one number in POI units (lower is better), for
+    model selection and reports: √C₀₀ (``"variance"``: σ of the POI), √(Σ w_k C_kk) (``"weighted_variance"``),
+    (det C)^(1/2k) (``"generalised_variance"``: the geometric mean of the k POIs' σ for uncorrelated POIs), 1/Z₀
+    (``"discovery"``) and the expected upper limit (``"cls_limit"``). Not differentiable (floats out)."""
+    from .hessian import fisher_information
+
+    with torch.enable_grad():
+        information = fisher_information(model).detach()
+        value = float(model_objective(model, information, poi_indices, kind, weights).detach())
+    if kind in ("variance", "weighted_variance", "discovery"):
+        return value ** 0.5
+    if kind == "generalised_variance":
+        return math.exp(value / (2 * len(list(poi_indices))))
+    return value

@@ -24,7 +24,7 @@ import csv
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -34,6 +34,7 @@ import numpy as np
 from ..analysis import Analysis, Objective
 from ..callbacks.approx_inferno import ApproxInfernoCallback
 from ..callbacks.inferno import InfernoCallback
+from ..callbacks.metrics import HardSigmaMetric
 from ..callbacks.schedules import TemperatureSchedule
 from ..data.analysis_toy import AnalysisToy, analysis_toy
 from ..analysis import template_model
@@ -102,6 +103,11 @@ class AnalysisStudySettings:
     seed: int = 0
     limit_events: int = 100_000
     limit_splits: int = 2
+    #: which epoch of each INFERNO model is kept: "hard_sigma" (lowest hard-binned objective on its validation fold,
+    #: :class:`~lumin_inferno.callbacks.HardSigmaMetric`) or "loss" (lowest soft validation loss)
+    select_on: str = "hard_sigma"
+    #: stop an INFERNO model after this many epochs without improvement of the selection metric (None: never)
+    patience: Optional[int] = None
     #: add a row for the Bayes-optimal classifier (exact densities) binned like cross-entropy
     oracle: bool = True
 
@@ -113,6 +119,8 @@ class AnalysisStudySettings:
                      "inferno_epochs", "inferno_bs", "ce_epochs", "ce_bs", "width", "depth", "limit_events"):
             if int(getattr(self, name)) < 1:
                 raise ConfigurationError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.select_on not in ("hard_sigma", "loss"):
+            raise ConfigurationError(f"select_on must be 'hard_sigma' or 'loss', got {self.select_on!r}")
         if self.n_bins < 2:
             raise ConfigurationError(f"n_bins must be ≥ 2, got {self.n_bins}")
         if self.n_folds < 2:
@@ -279,9 +287,13 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
                 cbs = [partial(cb, a)]
                 if settings.temperature_start is not None:
                     cbs.append(partial(TemperatureSchedule, start=settings.temperature_start, end=settings.temperature))
+                kwargs = {}
+                if settings.select_on == "hard_sigma":  # the evaluation's likelihood, with the training's objective
+                    selection = replace(toy.analysis(settings.n_bins, kind="inputs"), objective=a.objective)
+                    kwargs = dict(metric_partials=[partial(HardSigmaMetric, selection)], patience=settings.patience)
                 results, histories = train_ensemble(fy if method.callback == "approx" else fy_pipe, builder,
                                                     settings.n_models, settings.inferno_bs, settings.inferno_epochs,
-                                                    out / "weights" / name, log, cbs)
+                                                    out / "weights" / name, log, cbs, **kwargs)
             trained[name] = (method, load_models(results, builder), histories)
             say(f"[analysis-study] trained {name}: {settings.n_models} models ({time.time() - t0:.0f}s)")
 

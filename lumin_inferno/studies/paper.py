@@ -20,12 +20,14 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..callbacks.inferno import InfernoCallback
+from ..callbacks.metrics import HardSigmaMetric
 from ..callbacks.schedules import TemperatureSchedule
 from ..data.paper import SIGNAL_YIELD, analytic_limit, paper_benchmark, write_paper_foldfiles
 from ..exceptions import ConfigurationError
 from ..evaluation.plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
 from ..evaluation.analysis import analysis_template_model
-from ..evaluation.templates import expected_uncertainty, uniform_bins
+from ..evaluation.report import training_report
+from ..evaluation.templates import bin_occupancy, expected_uncertainty, uniform_bins
 from ..statistics.fit import profile_scan
 from ..models.tails import SoftmaxTemperatureTail
 from ..io import atomic_write_text
@@ -67,6 +69,12 @@ class StudySettings:
     #: (:class:`~lumin_inferno.callbacks.TemperatureSchedule`; lowered σ(s) on benchmarks 2 and 4, docs/paper_study.md);
     #: ``None``: constant ``temperature``
     temperature_start: Optional[float] = 1.0
+    #: which epoch of each INFERNO model is kept: "hard_sigma" (the epoch of lowest hard-binned σ(s) on its
+    #: validation fold, :class:`~lumin_inferno.callbacks.HardSigmaMetric`) or "loss" (LUMIN's default: the lowest
+    #: soft validation loss, compared across temperatures)
+    select_on: str = "hard_sigma"
+    #: stop an INFERNO model after this many epochs without improvement of the selection metric (None: never)
+    patience: Optional[int] = None
     ce_epochs: int = 10
     ce_bs: int = 256
     ce_lr: float = 1e-3
@@ -120,8 +128,12 @@ def _lr_schedule(settings: StudySettings):
     return partial(OneCycle, lengths=(warm, max(1, settings.inferno_epochs - warm)), lr_range=[lr / 10, lr, lr / 1000])
 
 
-def _train(fy, settings: StudySettings, builder, bs: int, epochs: int, savepath: Path, log, cb_partials=None):
-    return train_ensemble(fy, builder, settings.n_models, bs, epochs, savepath, log, cb_partials)
+def _train(fy, settings: StudySettings, builder, bs: int, epochs: int, savepath: Path, log, cb_partials=None,
+           metric_partials=None):
+    kwargs = {}
+    if metric_partials:
+        kwargs = dict(metric_partials=metric_partials, patience=settings.patience)
+    return train_ensemble(fy, builder, settings.n_models, bs, epochs, savepath, log, cb_partials, **kwargs)
 
 
 def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
@@ -150,6 +162,8 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
     from fastprogress.fastprogress import progress_bar
     from lumin.nn.data.fold_yielder import FoldYielder
 
+    if settings.select_on not in ("hard_sigma", "loss"):
+        raise ConfigurationError(f"select_on must be 'hard_sigma' or 'loss', got {settings.select_on!r}")
     t0 = time.time()
     out = Path(settings.outdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -171,8 +185,12 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
         for name, k in bar(jobs):
             inferno = k is not None
             builder = _model_builder(settings, fy, inferno)
-            cbs = [partial(InfernoCallback, paper_benchmark(k).analysis(settings.n_bins, kind="transform"),
-                           transform=paper_benchmark(k).transform())] if inferno else None
+            cbs, metrics = None, None
+            if inferno:
+                analysis, transform = paper_benchmark(k).analysis(settings.n_bins, kind="transform"), paper_benchmark(k).transform()
+                cbs = [partial(InfernoCallback, analysis, transform=transform)]
+                if settings.select_on == "hard_sigma":
+                    metrics = [partial(HardSigmaMetric, analysis, transform=transform)]
             if inferno and settings.inferno_lr_schedule != "constant":
                 cbs.append(_lr_schedule(settings))
             if inferno and settings.temperature_start is not None:
@@ -186,8 +204,10 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
                 out / "weights" / (f"inferno_{k}" if inferno else "ce"),
                 log,
                 cbs,
+                metrics,
             )
-            trained[name] = (k, load_models(results, builder), histories)
+            val = [float(r["hard_sigma"]) for r in results] if metrics else None  # each model's selection metric
+            trained[name] = (k, load_models(results, builder), histories, val)
             say(f"[paper-study] trained {name}: {settings.n_models} models ({time.time() - t0:.0f}s)")
 
     # σ(s) of every trained summary statistic on every benchmark (the diagonal is the paper's main table).
@@ -196,7 +216,7 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
     templates: Dict[str, Dict[int, object]] = {}
     evals = [(name, j) for name in trained for j in settings.benchmarks]
     for name, j in bar(evals):
-        k, models, _ = trained[name]
+        k, models, _, val = trained[name]
         fns = _bin_functions(models, k is not None, settings.n_bins, test["inputs"])
         tms = [_evaluate(fn, test, settings, j) for fn in fns]
         # σ(s) = s₀ σ(μ): the analysis's POI is the signal strength
@@ -206,6 +226,12 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
                  "hessian": {"per_model": hessian, **summarise(hessian)}}
         if len(sigmas) > len(models):
             entry["ensemble"] = sigmas[-1]
+        if val is not None:  # the member of lowest hard σ on its own validation fold (the test file unseen)
+            entry["selected"] = sigmas[int(np.argmin(val))]
+        if k is not None and j == k:
+            occupancy = [bin_occupancy(fn(test["inputs"]), settings.n_bins) for fn in fns[: len(models)]]
+            entry["occupancy"] = [o.tolist() for o in occupancy]
+            entry["empty_bins"] = [int((o <= 0).sum()) for o in occupancy]
         cross.setdefault(name, {})[j] = entry
         templates.setdefault(name, {})[j] = tms[0]
 
@@ -216,6 +242,7 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
         row.update(PAPER_RESULTS[k])
         row["limit"] = limit
         row["inferno_to_limit_pct"] = 100.0 * (row["inferno"]["median"] / limit - 1.0)
+        row["warnings"] = _report(k, row, trained[f"INFERNO {k}"], settings)
         table[k] = row
 
     results = {
@@ -225,7 +252,7 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
         "runtime_s": time.time() - t0,
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-    md = format_table(table) + "\n\n" + format_cross_table(cross, settings.benchmarks)
+    md = format_table(table) + "\n\n" + format_cross_table(cross, settings.benchmarks) + _format_warnings(table)
     atomic_write_text(out / "results.md", md + "\n")
     atomic_write_text(out / "results.csv", _csv(table))
     atomic_write_text(out / "cross_benchmark.csv", _cross_csv(cross, settings.benchmarks))
@@ -235,10 +262,31 @@ def run_paper_study(settings: StudySettings, verbose: bool = True) -> dict:
     return results
 
 
+def _report(k: int, row: dict, trained: tuple, settings: StudySettings) -> List[str]:
+    """The training report (:func:`~lumin_inferno.evaluation.training_report`) of each INFERNO-k model on benchmark
+    k: against the cross-entropy median, its empty test bins, its selection metric's convergence."""
+    _, models, histories, _ = trained
+    inf = row["inferno"]
+    out: List[str] = []
+    for i in range(len(models)):
+        history = histories[i][1].get("hard_sigma") if settings.select_on == "hard_sigma" else None
+        out += training_report(f"INFERNO {k}, model {i}", inf["per_model"][i], row["ce"]["median"],
+                               inf["occupancy"][i], history)
+    return out
+
+
+def _format_warnings(table: dict) -> str:
+    lines = [w for row in table.values() for w in row["warnings"]]
+    return "\n\n**Training report**\n\n" + ("\n".join(f"- {w}" for w in lines) if lines else "No warnings.")
+
+
 def _plots(plot_dir: Path, trained: dict, templates: dict, table: dict, settings: StudySettings) -> None:
     """Training curves, learned templates, profile curves (CE vs INFERNO) and σ(s) per benchmark vs the limit."""
-    plot_training_curves({name: h for name, (k, _, h) in trained.items() if k is not None},
-                         plot_dir / "training_curves_inferno.png")
+    inferno = {name: h for name, (k, _, h, _) in trained.items() if k is not None}
+    plot_training_curves(inferno, plot_dir / "training_curves_inferno.png")
+    if settings.select_on == "hard_sigma":
+        plot_training_curves(inferno, plot_dir / "training_curves_hard_sigma.png", metric="hard_sigma",
+                             scale=SIGNAL_YIELD)  # σ(s) = s₀ σ(μ), events
     plot_training_curves({"cross-entropy": trained["cross-entropy"][2]}, plot_dir / "training_curves_ce.png",
                          sqrt=False)
     for k in settings.benchmarks:
@@ -260,19 +308,28 @@ def _fmt(entry: Optional[dict]) -> str:
 
 
 def format_table(table: dict) -> str:
-    """Markdown table of σ(s) per benchmark: ours (median [16 %, 84 %] over models; the ensemble of INFERNO models),
-    the paper's values, the analytic limit (computed here; the paper's in brackets) and INFERNO's distance to it."""
+    """Markdown table of σ(s) per benchmark: ours (median [16 %, 84 %] over models; the member selected by its
+    validation hard σ; the aligned mean of the members), the paper's values, the analytic limit (computed here; the
+    paper's in brackets), the distances to it, and each INFERNO model's empty bins on the test file."""
     lines = [
-        "| benchmark | cross-entropy σ(s) | INFERNO σ(s) | INFERNO ensemble | paper CE | paper INFERNO "
-        "| analytic limit (paper) | INFERNO − limit | INFERNO √(H⁻¹)ₛₛ |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| benchmark | cross-entropy σ(s) | INFERNO σ(s) | INFERNO selected | INFERNO aligned mean | paper CE "
+        "| paper INFERNO | analytic limit (paper) | INFERNO − limit | selected − limit | INFERNO √(H⁻¹)ₛₛ "
+        "| empty bins |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def opt(x: Optional[float]) -> str:
+        return "–" if x is None else f"{x:.2f}"
+
     for k, row in sorted(table.items()):
-        ens = row["inferno"].get("ensemble")
+        inf = row["inferno"]
+        sel = inf.get("selected")
+        sel_pct = "–" if sel is None else f"{100 * (sel / row['limit'] - 1):+.1f} %"
         lines.append(
-            f"| {k} | {_fmt(row['ce'])} | {_fmt(row['inferno'])} | {'–' if ens is None else f'{ens:.2f}'} "
+            f"| {k} | {_fmt(row['ce'])} | {_fmt(inf)} | {opt(sel)} | {opt(inf.get('ensemble'))} "
             f"| {row['paper_ce']:.2f} | {row['paper_inferno']:.2f} | {row['limit']:.2f} ({row['analytic']:.2f}) "
-            f"| {row['inferno_to_limit_pct']:+.1f} % | {row['inferno']['hessian']['median']:.2f} |"
+            f"| {row['inferno_to_limit_pct']:+.1f} % | {sel_pct} | {inf['hessian']['median']:.2f} "
+            f"| {', '.join(str(e) for e in inf.get('empty_bins', [])) or '–'} |"
         )
     return "\n".join(lines)
 
@@ -291,12 +348,12 @@ def _csv(table: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["benchmark", "ce_median", "ce_q16", "ce_q84", "inferno_median", "inferno_q16", "inferno_q84",
-                "inferno_ensemble", "paper_ce", "paper_inferno", "limit", "paper_limit", "inferno_to_limit_pct",
+                "inferno_ensemble", "inferno_selected", "paper_ce", "paper_inferno", "limit", "paper_limit", "inferno_to_limit_pct",
                 "ce_hessian_median", "inferno_hessian_median"])
     for k, row in sorted(table.items()):
         ce, inf = row["ce"], row["inferno"]
         w.writerow([k, ce["median"], ce["q16"], ce["q84"], inf["median"], inf["q16"], inf["q84"],
-                    inf.get("ensemble", ""), row["paper_ce"], row["paper_inferno"], row["limit"], row["analytic"],
+                    inf.get("ensemble", ""), inf.get("selected", ""), row["paper_ce"], row["paper_inferno"], row["limit"], row["analytic"],
                     row["inferno_to_limit_pct"], ce["hessian"]["median"], inf["hessian"]["median"]])
     return buf.getvalue()
 
