@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analysis-study",
                        help="cross-entropy vs INFERNO on the analysis-scale toy (2 POIs, control region, 22 systematics)")
     a.add_argument("--outdir", default="outputs/analysis_study", help="where fold files, weights and results go")
+    a.add_argument("--toy", choices=["analysis", "small"], default=None,
+                   help="the generator: the analysis-scale toy (default) or the small one-POI problem")
+    a.add_argument("--select-on", choices=["hard_sigma", "loss"], default=None,
+                   help="keep each INFERNO model's epoch of lowest hard-binned validation objective (default) or loss")
+    a.add_argument("--patience", type=int, default=None,
+                   help="stop an INFERNO model after this many epochs without improvement (default: never)")
     a.add_argument("--full", action="store_true", help="larger samples, more models and epochs (docs/analysis_study.md)")
     a.add_argument("--methods", nargs="+", default=None,
                    help="INFERNO trainings among approx_gv exact_gv approx_var_ggH approx_var_qqH (default: approx_gv "
@@ -107,7 +113,8 @@ def analysis_study_settings(args: argparse.Namespace):
         outdir=args.outdir, methods=args.methods, n_models=args.n_models, inferno_epochs=args.inferno_epochs,
         ce_epochs=args.ce_epochs, n_train_per_process=args.n_train, n_test_per_process=args.n_test,
         n_folds=args.n_folds, n_bins=args.n_bins, ce_score_bins=args.ce_score_bins, inferno_bs=args.inferno_bs,
-        limit_events=args.limit_events, seed=args.seed).items() if v is not None}
+        limit_events=args.limit_events, seed=args.seed, toy=args.toy, select_on=args.select_on,
+        patience=args.patience).items() if v is not None}
     return AnalysisStudySettings.full(**overrides) if args.full else AnalysisStudySettings(**overrides)
 
 

@@ -65,3 +65,26 @@ def test_bad_arguments_are_refused_before_any_work(argv, tmp_path, capsys):
 def test_full_settings():
     s = analysis_study_settings(_parser().parse_args(["analysis-study", "--full", "--n-models", "4"]))
     assert s.n_models == 4 and s.n_train_per_process == 50_000 and s.limit_splits == 4
+
+
+def test_small_toy_one_poi_no_control_region(tmp_path):
+    """The second generator through the same study: one POI, no control region, no correlation column."""
+    out = tmp_path / "small"
+    assert main(["analysis-study", "--toy", "small", "--outdir", str(out), "--methods", "approx_gv", "--n-models", "2",
+                 "--inferno-epochs", "2", "--ce-epochs", "1", "--n-train", "1500", "--n-test", "3000", "--n-folds",
+                 "3", "--inferno-bs", "1000", "--n-bins", "6", "--ce-score-bins", "2", "--limit-events", "20000",
+                 "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    limit = results["limit"]["systematics"]
+    assert list(limit["sigma"]) == ["mu"] and limit["correlation"] == 0.0
+    row = results["methods"]["approx_gv"]
+    assert row["sigma"]["mu"]["selected"] in [m["sigma"]["mu"] for m in row["per_model"]]
+    assert row["selected_model"] == min(range(2), key=lambda i: row["validation_objective"][i])
+    assert all(abs(sum(m["occupancy"]) - 1) < 1e-9 for m in row["per_model"])
+    assert isinstance(results["warnings"], list)
+    md = (out / "results.md").read_text()
+    assert "| σ(mu) | ρ | mu − limit | mu vs CE |" in md and "**Training report**" in md
+    assert not (out / "plots" / "poi_contours.png").exists()
+    with pytest.raises(Exception, match="POIs"):
+        analysis_study_settings(_parser().parse_args(["analysis-study", "--toy", "small", "--methods",
+                                                      "approx_var_ggH"]))

@@ -34,7 +34,7 @@ from ..exceptions import InvalidModelSpecError
 from ..statistics.interpolation import code4, code4p
 from ..statistics.likelihood import Parameter
 
-__all__ = ["AnalysisToy", "analysis_toy", "ToyLimit"]
+__all__ = ["AnalysisToy", "analysis_toy", "small_toy", "ToyFactor", "ToyLimit"]
 
 FEATURES: Tuple[str, ...] = ("tau_pt", "m_vis", "m_jj", "deta_jj", "met")
 
@@ -79,6 +79,16 @@ class NormShift:
     name: str
     processes: Tuple[str, ...]
     kappa: float
+
+
+@dataclass(frozen=True)
+class ToyFactor:
+    """A free normalisation factor of the toy (nominal 1): a POI (``poi=True``) or a free background normalisation."""
+
+    name: str
+    processes: Tuple[str, ...]
+    poi: bool = True
+    bounds: Tuple[float, float] = (-5.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,11 @@ NORM_SHIFTS: Tuple[NormShift, ...] = (
     NormShift("fake_rate", ("wjets",), 1.15),
     NormShift("ue_ps", SIGNALS, 1.02),
 )
+FACTORS: Tuple[ToyFactor, ...] = (
+    ToyFactor("mu_ggH", ("ggH",)),
+    ToyFactor("mu_qqH", ("qqH",)),
+    ToyFactor("k_ttbar", ("ttbar",), poi=False, bounds=(0.0, 5.0)),
+)
 #: the ttbar control region (b-tagged events): yields per bin, ±1σ variations, MC uncertainties
 CONTROL_REGION = {
     "name": "ttbar_cr",
@@ -152,13 +167,27 @@ class AnalysisToy:
     scale_shifts: Tuple[ScaleShift, ...] = SCALE_SHIFTS
     weight_shifts: Tuple[WeightShift, ...] = WEIGHT_SHIFTS
     norm_shifts: Tuple[NormShift, ...] = NORM_SHIFTS
-    control_region: Mapping = field(default_factory=lambda: CONTROL_REGION)
+    control_region: Optional[Mapping] = field(default_factory=lambda: CONTROL_REGION)
     features: Tuple[str, ...] = FEATURES
+    factors: Tuple[ToyFactor, ...] = FACTORS
+
+    def __post_init__(self) -> None:
+        names = {p.name for p in self.processes}
+        for f in self.factors:
+            if not set(f.processes) <= names:
+                raise InvalidModelSpecError(f"factor {f.name!r} acts on unknown process(es) "
+                                            f"{sorted(set(f.processes) - names)}")
+        if not any(f.poi for f in self.factors):
+            raise InvalidModelSpecError("the toy needs at least one POI factor")
+        for p in self.processes:
+            if len(p.mean) != len(self.features) or len(p.width) != len(self.features):
+                raise InvalidModelSpecError(f"process {p.name!r}: one mean and one width per feature "
+                                            f"({len(self.features)})")
 
     # ------------------------------------------------------------------------------------------------ description
     @property
     def pois(self) -> List[str]:
-        return ["mu_ggH", "mu_qqH"]
+        return [f.name for f in self.factors if f.poi]
 
     @property
     def nuisance_names(self) -> List[str]:
@@ -185,17 +214,16 @@ class AnalysisToy:
         systematics += [Systematic(s.name, "weights", s.processes) for s in self.weight_shifts]
         systematics += [Systematic(s.name, "norm", s.processes, kappa_up=s.kappa) for s in self.norm_shifts]
         cr = self.control_region
+        channels = () if cr is None else (FixedChannel(cr["name"], yields=cr["yields"], variations=cr["variations"],
+                                                       mc_uncertainty=cr["mc_uncertainty"]),)
         return Analysis(
             processes=tuple(Process(p.name, p.nominal_yield, labels=(p.label,), role=p.role) for p in self.processes),
-            factors=(NormFactor("mu_ggH", ("ggH",), bounds=(-5.0, 10.0)),
-                     NormFactor("mu_qqH", ("qqH",), bounds=(-5.0, 10.0)),
-                     NormFactor("k_ttbar", ("ttbar",), poi=False, bounds=(0.0, 5.0))),
+            factors=tuple(NormFactor(f.name, f.processes, poi=f.poi, bounds=f.bounds) for f in self.factors),
             systematics=tuple(systematics),
-            channels=(FixedChannel(cr["name"], yields=cr["yields"], variations=cr["variations"],
-                                   mc_uncertainty=cr["mc_uncertainty"]),),
+            channels=channels,
             n_bins=n_bins,
             mc_stat=mc_stat,
-            objective=Objective(objective, pois=tuple(self.pois) if objective != "variance" else ("mu_ggH",)),
+            objective=Objective(objective, pois=tuple(self.pois) if objective != "variance" else tuple(self.pois[:1])),
         )
 
     # ------------------------------------------------------------------------------------------------ sampling
@@ -279,16 +307,16 @@ class AnalysisToy:
 
     # ------------------------------------------------------------------------------------------------ the limit
     def parameters(self) -> List[Parameter]:
-        """(μ_ggH, μ_qqH, k_ttbar, α…): the factors free, every nuisance a unit Gaussian."""
-        return [Parameter("mu_ggH", 1.0), Parameter("mu_qqH", 1.0), Parameter("k_ttbar", 1.0)] + [
-            Parameter(n, 0.0, 1.0) for n in self.nuisance_names]
+        """(the factors, α…), e.g. (μ_ggH, μ_qqH, k_ttbar, α…): the factors free at 1, every nuisance a unit
+        Gaussian."""
+        return [Parameter(f.name, 1.0) for f in self.factors] + [Parameter(n, 0.0, 1.0) for n in self.nuisance_names]
 
     def _factor(self, theta: Tensor, process: str, names: List[str]) -> Tensor:
-        """Normalisation of a process: its free factor × Π code4(α, κ, 1/κ)."""
+        """Normalisation of a process: its free factors × Π code4(α, κ, 1/κ)."""
         f = torch.ones((), dtype=theta.dtype)
-        factor = {"ggH": "mu_ggH", "qqH": "mu_qqH", "ttbar": "k_ttbar"}.get(process)
-        if factor is not None:
-            f = f * theta[names.index(factor)]
+        for factor in self.factors:
+            if process in factor.processes:
+                f = f * theta[names.index(factor.name)]
         for s in self.norm_shifts:
             if process in s.processes:
                 k = torch.as_tensor(s.kappa, dtype=theta.dtype)
@@ -326,6 +354,8 @@ class AnalysisToy:
         """Expected counts of the control region at θ (variations interpolated with code4p, as in the model)."""
         names = [p.name for p in self.parameters()]
         cr = self.control_region
+        if cr is None:
+            return torch.zeros(0, dtype=theta.dtype)
         total = 0.0
         for proc, y in cr["yields"].items():
             nominal = torch.as_tensor(y, dtype=theta.dtype)
@@ -348,6 +378,8 @@ class AnalysisToy:
         samples = {p.name: x[torch.as_tensor(df["target"].to_numpy() == p.label)] for p in self.processes}
         yields = {p.name: p.nominal_yield for p in self.processes}
         info = extended_fisher_information(self.intensity, params, samples, yields)
+        if self.control_region is None:
+            return info
         theta = torch.tensor([p.nominal for p in params], dtype=torch.float64)
         nu = self.control_region_expected(theta)
         jac = torch.func.jacrev(self.control_region_expected)(theta)  # [bins, n_par]
@@ -370,23 +402,47 @@ class AnalysisToy:
             raise InvalidModelSpecError(f"n_splits must be ≥ 2 to estimate the Monte Carlo error, got {n_splits}")
         infos = [self.fisher_information(n_per_process, seed + 7919 * k) for k in range(n_splits)]
         return (self._limit(infos, len(self.parameters()), n_per_process),
-                self._limit(infos, 3, n_per_process))
+                self._limit(infos, len(self.factors), n_per_process))
 
-    @staticmethod
-    def _limit(infos: List[Tensor], keep: int, n_per_process: int) -> ToyLimit:
-        """The limit from the first ``keep`` parameters' block of each split's Fisher information."""
+    def _limit(self, infos: List[Tensor], keep: int, n_per_process: int) -> ToyLimit:
+        """The limit from the first ``keep`` parameters' block of each split's Fisher information (σ of each POI;
+        the correlation of the first two POIs, 0 with one POI)."""
+        idx = [i for i, f in enumerate(self.factors) if f.poi]
         rows = []
         for info in infos:
-            cov = torch.linalg.inv(info[:keep, :keep])[:2, :2]
+            cov = torch.linalg.inv(info[:keep, :keep])[idx][:, idx]
             s = cov.diagonal().sqrt()
-            rows.append([float(s[0]), float(s[1]), float(cov[0, 1] / (s[0] * s[1]))])
+            rho = float(cov[0, 1] / (s[0] * s[1])) if len(idx) > 1 else 0.0
+            rows.append([float(v) for v in s] + [rho])
         a = np.asarray(rows)
         mean, err = a.mean(0), a.std(0, ddof=1) / math.sqrt(len(infos))
-        return ToyLimit({"mu_ggH": float(mean[0]), "mu_qqH": float(mean[1])},
-                        {"mu_ggH": float(err[0]), "mu_qqH": float(err[1])}, float(mean[2]), float(err[2]),
+        pois = self.pois
+        return ToyLimit({p: float(mean[i]) for i, p in enumerate(pois)},
+                        {p: float(err[i]) for i, p in enumerate(pois)}, float(mean[-1]), float(err[-1]),
                         n_per_process * len(infos))
 
 
 def analysis_toy() -> AnalysisToy:
     """The built-in analysis-scale toy (module docstring)."""
     return AnalysisToy()
+
+
+def small_toy() -> AnalysisToy:
+    """A second, smaller problem of the kind a new user brings: four features, one POI (μ on a signal of 50
+    events), two backgrounds (800 and 400 events), an energy-scale systematic on x0 as shifted copies, a shape
+    systematic of event weights, a 10 % and a 5 % normalisation, no control region. The signal is a narrow blob
+    in (x0, x1) on top of backgrounds that differ in x2 and x3, so a summary must both find the signal and keep away
+    from the x0 region where the scale systematic moves the background most."""
+    return AnalysisToy(
+        processes=(
+            ToyProcess("sig", 0, 50.0, (1.5, 1.0, 0.0, 0.5), (0.4, 0.5, 1.0, 1.0), "signal"),
+            ToyProcess("bkg_a", 1, 800.0, (0.0, 0.0, 0.5, 0.0), (1.0, 1.0, 1.0, 1.0)),
+            ToyProcess("bkg_b", 2, 400.0, (1.0, 0.5, -1.0, 1.5), (0.8, 1.2, 0.8, 1.0)),
+        ),
+        scale_shifts=(ScaleShift("x0_scale", ("sig", "bkg_a", "bkg_b"), {"x0": 0.05}),),
+        weight_shifts=(WeightShift("bkg_b_shape", ("bkg_b",), "x3", 0.10, 1.5, 1.0),),
+        norm_shifts=(NormShift("xs_bkg_a", ("bkg_a",), 1.10), NormShift("xs_bkg_b", ("bkg_b",), 1.05)),
+        control_region=None,
+        features=("x0", "x1", "x2", "x3"),
+        factors=(ToyFactor("mu", ("sig",)),),
+    )

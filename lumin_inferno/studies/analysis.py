@@ -36,9 +36,10 @@ from ..callbacks.approx_inferno import ApproxInfernoCallback
 from ..callbacks.inferno import InfernoCallback
 from ..callbacks.metrics import HardSigmaMetric
 from ..callbacks.schedules import TemperatureSchedule
-from ..data.analysis_toy import AnalysisToy, analysis_toy
+from ..data.analysis_toy import AnalysisToy, analysis_toy, small_toy
 from ..analysis import template_model
 from ..evaluation.analysis import expected_poi_uncertainties, foldfile_template_model, hard_summary_templates
+from ..evaluation.report import training_report
 from ..evaluation.plots import plot_channel_templates, plot_poi_contours, plot_poi_sigmas, plot_training_curves
 from ..evaluation.templates import class_score_bins, class_score_edges
 from ..exceptions import ConfigurationError
@@ -50,7 +51,6 @@ from .common import inferno_bin_functions, load_models, predict as _predict, see
 
 __all__ = ["AnalysisStudySettings", "METHODS", "run_analysis_study", "format_table"]
 
-POIS = ("mu_ggH", "mu_qqH")
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,13 @@ class Method:
 
 #: The INFERNO trainings the study can run (``--methods``).
 METHODS: Dict[str, Method] = {
-    "approx_gv": Method("approx", "generalised_variance", POIS, "INFERNO approx, log det C"),
-    "exact_gv": Method("exact", "generalised_variance", POIS, "INFERNO exact, log det C"),
+    "approx_gv": Method("approx", "generalised_variance", (), "INFERNO approx, log det C"),
+    "exact_gv": Method("exact", "generalised_variance", (), "INFERNO exact, log det C"),
     "approx_var_ggH": Method("approx", "variance", ("mu_ggH",), "INFERNO approx, Var(μ_ggH)"),
     "approx_var_qqH": Method("approx", "variance", ("mu_qqH",), "INFERNO approx, Var(μ_qqH)"),
 }
+#: the generators the study runs on (``--toy``): the analysis-scale toy and a small one-POI problem
+TOYS: Dict[str, Callable[[], AnalysisToy]] = {"analysis": analysis_toy, "small": small_toy}
 CE = "cross-entropy"
 ORACLE = "exact-density classifier"
 
@@ -79,6 +81,8 @@ class AnalysisStudySettings:
     """Settings of one analysis-study run (recorded next to its outputs as ``settings.json``)."""
 
     outdir: str = "outputs/analysis_study"
+    #: the generator (:data:`TOYS`)
+    toy: str = "analysis"
     #: INFERNO trainings (:data:`METHODS`); ``full()`` adds the per-POI variances
     methods: List[str] = field(default_factory=lambda: ["approx_gv", "exact_gv"])
     n_train_per_process: int = 20_000
@@ -115,6 +119,12 @@ class AnalysisStudySettings:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ConfigurationError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        if self.toy not in TOYS:
+            raise ConfigurationError(f"unknown toy {self.toy!r}; choose from {list(TOYS)}")
+        pois = TOYS[self.toy]().pois
+        foreign = [m for m in self.methods if not set(METHODS[m].pois) <= set(pois)]
+        if foreign:
+            raise ConfigurationError(f"method(s) {foreign} need POIs the {self.toy!r} toy does not have ({pois})")
         for name in ("n_train_per_process", "n_test_per_process", "n_models", "n_bins", "ce_score_bins",
                      "inferno_epochs", "inferno_bs", "ce_epochs", "ce_bs", "width", "depth", "limit_events"):
             if int(getattr(self, name)) < 1:
@@ -140,7 +150,8 @@ class AnalysisStudySettings:
     @classmethod
     def full(cls, **overrides) -> "AnalysisStudySettings":
         """Larger samples, more models and epochs, a more precise limit (run time in docs/analysis_study.md)."""
-        base = dict(methods=list(METHODS), n_train_per_process=50_000, n_test_per_process=100_000, n_models=3,
+        pois = set(TOYS[overrides.get("toy", "analysis")]().pois) if overrides.get("toy", "analysis") in TOYS else set()
+        base = dict(methods=[m for m in METHODS if set(METHODS[m].pois) <= pois], n_train_per_process=50_000, n_test_per_process=100_000, n_models=3,
                     inferno_epochs=30, ce_epochs=20, limit_events=200_000, limit_splits=4)
         base.update(overrides)
         return cls(**base)
@@ -173,7 +184,7 @@ def training_analysis(toy: AnalysisToy, method: Method, n_bins: int) -> Analysis
     a = toy.analysis(n_bins, kind=kind)
     if method.callback == "exact":
         a = a.without_nuisances([s.name for s in a.systematics_of("weights")])
-    return replace(a, objective=Objective(method.objective, pois=method.pois))
+    return replace(a, objective=Objective(method.objective, pois=method.pois or tuple(toy.pois)))
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -216,23 +227,34 @@ def _evaluate(analysis: Analysis, stat_only: Analysis, fn, test_fy, test: dict) 
     is ``test_fy``'s fold 0, read once: its nominal bins serve the stat-only model and the occupancy."""
     model = foldfile_template_model(analysis, fn, test_fy)
     sigma = expected_poi_uncertainties(model)
-    cov = poi_covariance(fisher_information(model), [model.index(p) for p in POIS]).detach().numpy()
+    pois = analysis.poi_names
+    cov = poi_covariance(fisher_information(model), [model.index(p) for p in pois]).detach().numpy()
     bins = np.asarray(fn(test["inputs"]))
     stat = expected_poi_uncertainties(template_model(stat_only, hard_summary_templates(
         stat_only, bins, test["targets"], test["weights"])))  # no systematics: the nominal bins are all it needs
     occupancy = np.bincount(bins, minlength=analysis.n_bins)
-    return {"sigma": sigma, "sigma_stat": stat, "correlation": float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])),
-            "covariance": cov.tolist(), "empty_bins": int((occupancy == 0).sum()), "model": model}
+    rho = float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])) if len(pois) > 1 else 0.0
+    return {"sigma": sigma, "sigma_stat": stat, "correlation": rho,
+            "covariance": cov.tolist(), "empty_bins": int((occupancy == 0).sum()),
+            "occupancy": (occupancy / max(occupancy.sum(), 1)).tolist(), "model": model}
 
 
-def _entry(evals: List[dict], n_models: int) -> dict:
+def _entry(evals: List[dict], n_models: int, pois: List[str], val: Optional[List[float]] = None) -> dict:
+    """Summaries over members; the aligned ensemble's figures (``"ensemble"``) and those of the member of lowest
+    validation objective (``"selected"``, from each member's own validation fold: the test file is not used)."""
     members, ensemble = evals[:n_models], evals[n_models:]
     out: Dict[str, object] = {"per_model": [{k: v for k, v in e.items() if k != "model"} for e in members]}
+    chosen = None if val is None else int(np.argmin(val))
     for key in ("sigma", "sigma_stat"):
-        out[key] = {p: summarise([e[key][p] for e in members]) for p in POIS}
-        if ensemble:
-            for p in POIS:
+        out[key] = {p: summarise([e[key][p] for e in members]) for p in pois}
+        for p in pois:
+            if ensemble:
                 out[key][p]["ensemble"] = ensemble[0][key][p]
+            if chosen is not None:
+                out[key][p]["selected"] = members[chosen][key][p]
+    if chosen is not None:
+        out["selected_model"] = chosen
+        out["validation_objective"] = list(val)
     out["correlation"] = summarise([e["correlation"] for e in members])
     out["empty_bins"] = [e["empty_bins"] for e in members]
     if ensemble:
@@ -258,7 +280,7 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
     seed_everything(settings.seed)
     say = print if verbose else (lambda *a, **k: None)
     bar = (lambda it: progress_bar(list(it), display=True)) if verbose else (lambda it: it)
-    toy = analysis_toy()
+    toy = TOYS[settings.toy]()
 
     say(f"[analysis-study] writing fold files to {out / 'data'}")
     train_path, test_path, pipe_path = toy.write_foldfiles(out / "data", settings.n_train_per_process,
@@ -294,7 +316,8 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
                 results, histories = train_ensemble(fy if method.callback == "approx" else fy_pipe, builder,
                                                     settings.n_models, settings.inferno_bs, settings.inferno_epochs,
                                                     out / "weights" / name, log, cbs, **kwargs)
-            trained[name] = (method, load_models(results, builder), histories)
+            val = [float(r["hard_sigma"]) for r in results] if method and settings.select_on == "hard_sigma" else None
+            trained[name] = (method, load_models(results, builder), histories, val)
             say(f"[analysis-study] trained {name}: {settings.n_models} models ({time.time() - t0:.0f}s)")
 
     say("[analysis-study] evaluating on the test file (profile likelihood: every nuisance, control region, MC stats)")
@@ -304,8 +327,8 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
     classifiers = {CE: [partial(_predict, m) for m in trained[CE][1]]}
     if settings.oracle:
         classifiers[ORACLE] = [oracle_probabilities(toy, pipe_path)]
-        trained[ORACLE] = (None, classifiers[ORACLE], None)
-    for name, (method, models, _) in bar(list(trained.items())):
+        trained[ORACLE] = (None, classifiers[ORACLE], None, None)
+    for name, (method, models, _, val) in bar(list(trained.items())):
         if method is None:
             n_bins = len(toy.processes) * settings.ce_score_bins
             fns = _class_score_bin_functions(classifiers[name], reference["inputs"], reference["weights"],
@@ -316,7 +339,7 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
         full = toy.analysis(n_bins, kind="inputs")
         stat_only = full.without_nuisances(full.nuisance_names())
         evals = [_evaluate(full, stat_only, fn, test_fy, test) for fn in fns]
-        table[name] = _entry(evals, len(models))
+        table[name] = _entry(evals, len(models), toy.pois, val)
         table[name]["label"] = name if method is None else method.label
         table[name]["n_bins"] = n_bins
         models_for_plots[name] = evals[-1]["model"]
@@ -324,37 +347,59 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True) ->
     say("[analysis-study] the unbinned limit (Fisher information of the exact densities)")
     limit, limit_stat = toy.limits(settings.limit_events, settings.limit_splits, seed=settings.seed + 99)
     limits = {"systematics": asdict(limit), "stat_only": asdict(limit_stat)}
-    _compare(table, limit, limit_stat)
+    _compare(table, limit, limit_stat, toy.pois)
+    warnings = _report(table, trained, toy)
 
-    _plots(out / "plots", trained, models_for_plots, table, limit)
-    md = format_table(table, limit, limit_stat)
-    results = {"settings": asdict(settings), "limit": limits, "methods": table, "runtime_s": time.time() - t0}
+    _plots(out / "plots", trained, models_for_plots, table, limit, toy.pois)
+    md = format_table(table, limit, limit_stat, toy) + "\n\n**Training report**\n\n" + (
+        "\n".join(f"- {w}" for w in warnings) if warnings else "No warnings.")
+    results = {"settings": asdict(settings), "limit": limits, "methods": table, "warnings": warnings,
+               "runtime_s": time.time() - t0}
     atomic_write_text(out / "results.md", md + "\n")
-    atomic_write_text(out / "results.csv", _csv(table))
+    atomic_write_text(out / "results.csv", _csv(table, toy.pois))
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     say(md)
     say(f"[analysis-study] done in {time.time() - t0:.0f}s; outputs in {out} (plots in {out / 'plots'})")
     return results
 
 
-def _compare(table: Dict[str, dict], limit, limit_stat) -> None:
+def _compare(table: Dict[str, dict], limit, limit_stat, pois: List[str]) -> None:
     """Distance of each method's median (and ensemble) to the limit and its gain over cross-entropy, in %."""
     for name, row in table.items():
         for key, lim in (("sigma", limit), ("sigma_stat", limit_stat)):
-            row[f"{key}_to_limit_pct"] = {p: 100.0 * (row[key][p]["median"] / lim.sigma[p] - 1.0) for p in POIS}
+            row[f"{key}_to_limit_pct"] = {p: 100.0 * (row[key][p]["median"] / lim.sigma[p] - 1.0) for p in pois}
             row[f"{key}_vs_ce_pct"] = {p: 100.0 * (row[key][p]["median"] / table[CE][key][p]["median"] - 1.0)
-                                       for p in POIS}
-            if "ensemble" in row[key][POIS[0]]:
+                                       for p in pois}
+            if "ensemble" in row[key][pois[0]]:
                 row[f"{key}_ensemble_to_limit_pct"] = {
-                    p: 100.0 * (row[key][p]["ensemble"] / lim.sigma[p] - 1.0) for p in POIS}
+                    p: 100.0 * (row[key][p]["ensemble"] / lim.sigma[p] - 1.0) for p in pois}
 
 
-def _plots(plot_dir: Path, trained: dict, models: dict, table: dict, limit) -> None:
+def _report(table: Dict[str, dict], trained: dict, toy: AnalysisToy) -> List[str]:
+    """The training report (:func:`~lumin_inferno.evaluation.training_report`) of every INFERNO model: σ of each
+    POI of its objective against cross-entropy's median, its empty test bins, its selection metric's convergence."""
+    out: List[str] = []
+    for name, (method, models, histories, _) in trained.items():
+        if method is None:
+            continue
+        row = table[name]
+        for i, member in enumerate(row["per_model"]):
+            history = histories[i][1].get("hard_sigma")
+            for j, p in enumerate(method.pois or toy.pois):
+                out += training_report(f"{row['label']}, model {i}, σ({p})", member["sigma"][p],
+                                       table[CE]["sigma"][p]["median"],
+                                       member["occupancy"] if j == 0 else None, history if j == 0 else None)
+    return out
+
+
+def _plots(plot_dir: Path, trained: dict, models: dict, table: dict, limit, pois: List[str]) -> None:
     """Training curves, templates per channel with variations (each method's ensemble), σ per POI against the limit,
     and the 2-D (μ_ggH, μ_qqH) 68 % CL contours of every method's ensemble next to the limit's."""
-    inferno = {name: h for name, (m, _, h) in trained.items() if m is not None}
+    inferno = {name: h for name, (m, _, h, _) in trained.items() if m is not None}
     if inferno:
         plot_training_curves(inferno, plot_dir / "training_curves_inferno.png", sqrt=False)
+        if all("hard_sigma" in h[1] for hs in inferno.values() for h in hs):
+            plot_training_curves(inferno, plot_dir / "training_curves_hard_sigma.png", metric="hard_sigma")
     plot_training_curves({CE: trained[CE][2]}, plot_dir / "training_curves_ce.png", sqrt=False)
     for name, model in models.items():
         slug = name.replace(" ", "_").replace("-", "_")
@@ -362,53 +407,63 @@ def _plots(plot_dir: Path, trained: dict, models: dict, table: dict, limit) -> N
                                title=table[name]["label"])
     plot_poi_sigmas({table[n]["label"]: table[n]["sigma"] for n in table}, limit.sigma,
                     plot_dir / "sigma_vs_limit.png", limit.sigma_error)
+    if len(pois) < 2:
+        return
     ellipses = {}
     for name, row in table.items():
         cov = row.get("ensemble_covariance", row["covariance_model0"])
-        ellipses[row["label"]] = ((1.0, 1.0), np.asarray(cov))
-    s = np.array([limit.sigma[p] for p in POIS])
+        ellipses[row["label"]] = ((1.0, 1.0), np.asarray(cov)[:2, :2])
+    s = np.array([limit.sigma[p] for p in pois[:2]])
     ellipses["limit (unbinned)"] = ((1.0, 1.0), np.outer(s, s) * np.array([[1, limit.correlation], [limit.correlation, 1]]))
-    plot_poi_contours(ellipses, plot_dir / "poi_contours.png", pois=("μ_ggH", "μ_qqH"))
+    plot_poi_contours(ellipses, plot_dir / "poi_contours.png", pois=tuple(pois[:2]))
 
 
 # ------------------------------------------------------------------------------------------------------ tables
 def _fmt(e: dict) -> str:
     ens = f"; ens. {e['ensemble']:.3f}" if "ensemble" in e else ""
-    return f"{e['median']:.3f} [{e['q16']:.3f}, {e['q84']:.3f}]{ens}"
+    sel = f"; sel. {e['selected']:.3f}" if "selected" in e else ""
+    return f"{e['median']:.3f} [{e['q16']:.3f}, {e['q84']:.3f}]{ens}{sel}"
 
 
-def format_table(table: Dict[str, dict], limit, limit_stat) -> str:
+def format_table(table: Dict[str, dict], limit, limit_stat, toy: AnalysisToy) -> str:
     """Markdown tables (all systematics; statistical only): σ of each POI (median [16 %, 84 %] over models; the
-    ensemble's), correlation, distance of the median to the limit and gain over cross-entropy."""
+    ensemble's), correlation of the first two POIs, distance of the median to the limit and gain over cross-entropy."""
+    pois = toy.pois
+    free = [f.name for f in toy.factors if not f.poi]
+    floating = f", {', '.join(free)} free" if free else ""
+    n_cols = 3 + 3 * len(pois)
     out = []
-    for key, lim, title in (("sigma", limit, "all systematics (22 nuisances, k_ttbar free, MC statistics)"),
-                            ("sigma_stat", limit_stat, "statistical only (nuisances fixed; k_ttbar free, MC statistics)")):
+    for key, lim, title in (("sigma", limit, f"all systematics ({len(toy.nuisance_names)} nuisances{floating}, "
+                                             "MC statistics)"),
+                            ("sigma_stat", limit_stat, f"statistical only (nuisances fixed{floating}, MC statistics)")):
         out.append(f"**{title}**\n")
-        out.append("| method | bins | σ(μ_ggH) | σ(μ_qqH) | ρ | μ_ggH − limit | μ_qqH − limit | μ_ggH vs CE | μ_qqH vs CE |")
-        out.append("|---|---|---|---|---|---|---|---|---|")
+        out.append("| method | bins | " + " | ".join(f"σ({p})" for p in pois) + " | ρ | "
+                   + " | ".join(f"{p} − limit" for p in pois) + " | " + " | ".join(f"{p} vs CE" for p in pois) + " |")
+        out.append("|" + "---|" * n_cols)
         for name, row in table.items():
-            rho = f"{row['correlation']['median']:+.3f}" if key == "sigma" else "–"
+            rho = f"{row['correlation']['median']:+.3f}" if key == "sigma" and len(pois) > 1 else "–"
             d, g = row[f"{key}_to_limit_pct"], row[f"{key}_vs_ce_pct"]
-            out.append(f"| {row['label']} | {row['n_bins']} | {_fmt(row[key]['mu_ggH'])} | {_fmt(row[key]['mu_qqH'])} | "
-                       f"{rho} | {d['mu_ggH']:+.1f} % | {d['mu_qqH']:+.1f} % | {g['mu_ggH']:+.1f} % | "
-                       f"{g['mu_qqH']:+.1f} % |")
-        rho = f"{lim.correlation:+.3f}" if key == "sigma" else "–"
-        out.append(f"| limit (unbinned, ± MC error) | – | {lim.sigma['mu_ggH']:.3f} ± {lim.sigma_error['mu_ggH']:.3f} | "
-                   f"{lim.sigma['mu_qqH']:.3f} ± {lim.sigma_error['mu_qqH']:.3f} | {rho} | | | | |")
+            out.append(f"| {row['label']} | {row['n_bins']} | " + " | ".join(_fmt(row[key][p]) for p in pois)
+                       + f" | {rho} | " + " | ".join(f"{d[p]:+.1f} %" for p in pois) + " | "
+                       + " | ".join(f"{g[p]:+.1f} %" for p in pois) + " |")
+        rho = f"{lim.correlation:+.3f}" if key == "sigma" and len(pois) > 1 else "–"
+        out.append("| limit (unbinned, ± MC error) | – | "
+                   + " | ".join(f"{lim.sigma[p]:.3f} ± {lim.sigma_error[p]:.3f}" for p in pois)
+                   + f" | {rho} |" + " |" * (2 * len(pois)))
         out.append("")
     empty = ", ".join(f"{row['label']}: {row['empty_bins']}" for row in table.values())
     out.append(f"Empty bins per model on the test file: {empty}.")
     return "\n".join(out)
 
 
-def _csv(table: Dict[str, dict]) -> str:
+def _csv(table: Dict[str, dict], pois: List[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["method", "label", "n_bins", "errors", "poi", "median", "q16", "q84", "ensemble", "to_limit_pct",
                 "vs_ce_pct"])
     for name, row in table.items():
         for key in ("sigma", "sigma_stat"):
-            for p in POIS:
+            for p in pois:
                 e = row[key][p]
                 w.writerow([name, row["label"], row["n_bins"], "all" if key == "sigma" else "stat_only", p, e["median"],
                             e["q16"], e["q84"], e.get("ensemble", ""), row[f"{key}_to_limit_pct"][p],
