@@ -19,6 +19,7 @@ from .version import __version__
 _PUBLIC: Dict[str, str] = {
     "InfernoCallback": ".callbacks",
     "HardSigmaMetric": ".callbacks",
+    "ReseedEmptyBins": ".callbacks",
     "ApproxInfernoCallback": ".callbacks",
     "PivotCallback": ".callbacks",
     "LambdaRamp": ".callbacks",

@@ -5,6 +5,7 @@ from .._compat import import_lumin
 import_lumin()  # LUMIN first, with pdpbox's global warning filter undone (lumin_inferno._compat)
 
 from .approx_inferno import ApproxInfernoCallback
+from .bins import ReseedEmptyBins
 from .inferno import DenormalFlush, InfernoCallback, InputTransform
 from .metrics import HardSigmaMetric
 from .pivot import LambdaRamp, PivotCallback
@@ -14,6 +15,7 @@ from .schedules import TemperatureSchedule
 __all__ = [
     "InfernoCallback",
     "HardSigmaMetric",
+    "ReseedEmptyBins",
     "InputTransform",
     "DenormalFlush",
     "ApproxInfernoCallback",

@@ -1,0 +1,65 @@
+"""Train INFERNO members for one paper benchmark with changed settings on an existing paper-study's fold files, and
+print their σ(s) on its test file next to their validation hard σ: the measurements behind docs/training.md.
+
+    .venv/bin/python benchmarks/tune_paper_benchmark.py OUTDIR BENCHMARK '{"inferno_bs": 8000, "inferno_lr": 0.003}'
+
+Settings are :class:`~lumin_inferno.studies.paper.StudySettings` fields; models are selected on the hard σ
+(``HardSigmaMetric``), σ(s) is the Hessian width (√(H⁻¹)ₛₛ), seed 27 as in the study.
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from lumin_inferno import HardSigmaMetric, InfernoCallback, TemperatureSchedule, paper_benchmark
+from lumin_inferno.data.paper import SIGNAL_YIELD
+from lumin_inferno.evaluation.templates import argmax_bins, expected_uncertainty
+from lumin_inferno.studies.common import load_models, predict, seed_everything, train_ensemble
+from lumin_inferno.studies.paper import StudySettings, _evaluate, _lr_schedule, _model_builder
+
+
+def main() -> None:
+    from lumin.nn.data.fold_yielder import FoldYielder
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("outdir")
+    p.add_argument("benchmark", type=int)
+    p.add_argument("settings", nargs="?", default="{}", help="JSON object of StudySettings overrides")
+    args = p.parse_args()
+    out, k, cfg = Path(args.outdir), args.benchmark, json.loads(args.settings)
+    s = StudySettings(**{**json.loads((out / "settings.json").read_text()), **cfg})
+    fy = FoldYielder(str(out / "data" / "train.hdf5"))
+    test = FoldYielder(str(out / "data" / "test.hdf5")).get_fold(0)
+    seed_everything(s.seed)
+    builder = _model_builder(s, fy, True)
+    bm = paper_benchmark(k)
+    analysis, transform = bm.analysis(s.n_bins, kind="transform"), bm.transform()
+    cbs = [partial(InfernoCallback, analysis, transform=transform)]
+    if s.temperature_start is not None:
+        cbs.append(partial(TemperatureSchedule, start=s.temperature_start, end=s.temperature))
+    if s.inferno_lr_schedule != "constant":
+        cbs.append(_lr_schedule(s))
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "train.log", "w") as log:
+        results, histories = train_ensemble(fy, builder, s.n_models, s.inferno_bs, s.inferno_epochs, Path(tmp) / "w",
+                                            log, cbs, metric_partials=[partial(HardSigmaMetric, analysis,
+                                                                               transform=transform)],
+                                            patience=s.patience)
+        models = load_models(results, builder)
+    seconds = time.time() - t0
+    test_sigma = [SIGNAL_YIELD * expected_uncertainty(_evaluate(lambda x, m=m: argmax_bins(predict(m, x)), test, s, k),
+                                                      "hessian") for m in models]
+    val = [SIGNAL_YIELD * r["hard_sigma"] for r in results]
+    best = [int(np.argmin(h[1]["hard_sigma"])) + 1 for h in histories]
+    epochs = [len(h[1]["hard_sigma"]) for h in histories]
+    print(f"| {k} | {json.dumps(cfg)} | {np.median(test_sigma):.2f} | {', '.join(f'{v:.2f}' for v in test_sigma)} "
+          f"| {', '.join(f'{v:.2f}' for v in val)} | {epochs} | {best} | {seconds:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
