@@ -15,6 +15,7 @@ __all__ = [
     "FailedMinimizationError",
     "ConfigurationError",
     "UnsupportedNetworkError",
+    "FanOutError",
 ]
 
 
@@ -59,3 +60,8 @@ class UnsupportedNetworkError(ConfigurationError):
     """The network has a layer whose forward tangent cannot be built from its recorded activations (batch
     normalisation, active dropout, skip connections, categorical embeddings, an unknown module); INFERNO then uses
     its generic Jacobian."""
+
+
+class FanOutError(LuminInfernoError):
+    """A task of a fan-out (an ensemble member, a chunk of toys) failed after its retries; finished tasks are kept
+    on disk."""

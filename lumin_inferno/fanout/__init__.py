@@ -1,0 +1,8 @@
+"""Fan-out of independent work (ensemble members, chunks of toys) to a Dask cluster: a local one, an existing
+scheduler, or a batch system through dask-jobqueue (docs/scale_out.md). Every finished unit is written to disk
+atomically as it finishes, so a rerun of the same command resumes from it."""
+
+from .cluster import connect
+from .training import MemberTask, load_member, train_members
+
+__all__ = ["connect", "train_members", "load_member", "MemberTask"]

@@ -1,0 +1,287 @@
+"""Ensemble members as independent tasks: LUMIN's ``train_models`` for one member each, serially or on Dask.
+
+Member ``i`` is trained exactly as ``train_models(fy, n_models, ...)`` would train its ``i``-th model (validation
+fold ``i mod n_folds``, the other folds for training) with its own seed, ``seed + i``, so a member's numbers do not
+depend on where, when or next to what it ran: a serial run and a run on any cluster give the same models. Each
+member is written into ``savepath/model_id_i`` atomically (LUMIN's files, ``member.json`` with its results and
+history, ``train.log`` with LUMIN's printout); a rerun finds the finished members and trains only the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from ..exceptions import ConfigurationError, FanOutError
+from ..io import atomic_directory, atomic_write_text
+
+__all__ = ["MemberTask", "train_members", "load_member", "FanOutError"]
+
+PathLike = Union[str, Path]
+MEMBER_FILE = "member.json"
+
+
+@dataclass
+class MemberTask:
+    """Everything one ensemble member needs, picklable for a Dask worker.
+
+    Attributes:
+        foldfile: path of the training fold file; ``foldfile_kwargs`` go to LUMIN's ``FoldYielder`` (e.g.
+            ``input_pipe``).
+        builder: the LUMIN ``ModelBuilder``; ``cb_partials`` / ``metric_partials`` as for ``train_models``.
+        model_id, n_models: the member and the ensemble size (LUMIN picks the validation fold from them).
+        seed: the member's seed (torch, numpy, random) is ``seed + model_id``.
+        torch_threads: ``torch.set_num_threads`` inside the task (``None``: leave it); the thread count changes the
+            order of floating-point sums, so serial and distributed runs compare equal only with the same value.
+        train_kwargs: the other ``train_models`` arguments (``patience``, ``train_on_weights``, ...).
+    """
+
+    foldfile: str
+    builder: Any
+    model_id: int
+    n_models: int
+    bs: int
+    n_epochs: int
+    savepath: str
+    cb_partials: Sequence[Callable] = ()
+    metric_partials: Sequence[Callable] = ()
+    seed: int = 0
+    torch_threads: Optional[int] = None
+    foldfile_kwargs: Dict[str, Any] = field(default_factory=dict)
+    train_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.savepath) / f"model_id_{self.model_id}"
+
+    def __call__(self) -> Tuple[dict, tuple]:
+        """Train the member (unless it is already on disk) in a fresh Python process and return LUMIN's
+        (results, history) for it.
+
+        A fresh process per member: LUMIN draws from Python's and numpy's global generators, which anything else in
+        a long-lived process may also draw from (Dask's own threads do), and a process carries state from one
+        training to the next. Seeded in a process of its own, a member gives the same numbers wherever it runs."""
+        done = load_member(self.directory)
+        if done is not None:
+            return done
+        return _in_subprocess(self)
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def load_member(directory: PathLike) -> Optional[Tuple[dict, tuple]]:
+    """(results, history) of a finished member written by :func:`train_members`, or ``None`` if there is none:
+    ``results`` as LUMIN's (``"path"`` the member's directory), ``history`` its (losses, metrics) per epoch."""
+    directory = Path(directory)
+    path = directory / MEMBER_FILE
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    results = dict(d["results"], path=directory)
+    return results, (d["history"][0], d["history"][1])
+
+
+def _in_subprocess(task: MemberTask) -> Tuple[dict, tuple]:
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    Path(task.savepath).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(prefix=f".member_{task.model_id}.", suffix=".pkl", dir=task.savepath) as f:
+        try:
+            pickle.dump(task, f)
+        except (pickle.PicklingError, AttributeError, TypeError) as err:
+            raise ConfigurationError(f"ensemble member {task.model_id}: its builder and callback partials must be "
+                                     f"picklable (module-level classes and functions, no lambdas): {err}") from err
+        f.flush()
+        proc = subprocess.run([sys.executable, "-m", "lumin_inferno.fanout.member", f.name], capture_output=True,
+                              text=True, preexec_fn=_die_with_parent)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
+        raise FanOutError(f"ensemble member {task.model_id} ({task.directory}) failed (exit {proc.returncode}):\n{tail}")
+    done = load_member(task.directory)
+    if done is None:  # pragma: no cover - the child exits 0 only after writing the member
+        raise FanOutError(f"ensemble member {task.model_id}: the training process wrote no {task.directory / MEMBER_FILE}")
+    return done
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the training process gets SIGKILL when its parent (a Dask worker) dies, so a killed worker leaves no
+    orphan training behind."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def train_member(task: MemberTask) -> Tuple[dict, tuple]:
+    """Train one member in this process (what the fresh process of :meth:`MemberTask.__call__` runs)."""
+    return _train(task)
+
+
+def _train(task: MemberTask) -> Tuple[dict, tuple]:
+    import h5py
+    import torch
+    from lumin.nn.data.fold_yielder import FoldYielder
+    from lumin.nn.training.train import train_models
+
+    from ..studies.common import seed_everything
+
+    threads = torch.get_num_threads()
+    if task.torch_threads is not None:
+        torch.set_num_threads(task.torch_threads)
+    t0 = time.time()
+    try:
+        Path(task.savepath).mkdir(parents=True, exist_ok=True)
+        with atomic_directory(task.directory) as tmp:
+            seed_everything(task.seed + task.model_id)
+            # read-only and without HDF5's file lock: every worker (and the caller, which may hold the file open
+            # read-write) reads the same fold file at once
+            fy = FoldYielder(h5py.File(task.foldfile, "r", locking=False), **task.foldfile_kwargs)
+            inner = tmp / "lumin"
+            inner.mkdir()
+            (inner / f"model_id_{task.model_id}").mkdir()  # train_models shells out `rm -r` on it
+            with open(tmp / "train.log", "w") as log, contextlib.redirect_stdout(log):
+                results, histories, _ = train_models(
+                    fy, n_models=task.model_id + 1, start_model_id=task.model_id, bs=task.bs,
+                    model_builder=task.builder, n_epochs=task.n_epochs, cb_partials=list(task.cb_partials) or None,
+                    metric_partials=list(task.metric_partials) or None, savepath=inner, live_fdbk=False,
+                    **task.train_kwargs)
+            member = inner / f"model_id_{task.model_id}"
+            for f in member.iterdir():  # LUMIN's layout: the member's files directly in model_id_i
+                os.replace(f, tmp / f.name)
+            for f in inner.iterdir():
+                if f.is_file():
+                    os.replace(f, tmp / f"ensemble_{f.name}")
+            shutil.rmtree(inner)
+            result = {k: v for k, v in results[0].items() if k != "path"}
+            history = (dict(histories[0][0]), dict(histories[0][1]))
+            atomic_write_text(tmp / MEMBER_FILE, json.dumps(_to_json(
+                {"model_id": task.model_id, "seed": task.seed + task.model_id, "results": result,
+                 "history": history, "seconds": time.time() - t0}), indent=1))
+    finally:
+        torch.set_num_threads(threads)
+    return load_member(task.directory)
+
+
+def train_members(
+    foldfile: PathLike,
+    builder: Any,
+    n_models: int,
+    bs: int,
+    n_epochs: int,
+    savepath: PathLike,
+    cb_partials: Optional[Sequence[Callable]] = None,
+    metric_partials: Optional[Sequence[Callable]] = None,
+    seed: int = 0,
+    client: Any = None,
+    retries: int = 2,
+    torch_threads: Optional[int] = None,
+    foldfile_kwargs: Optional[Dict[str, Any]] = None,
+    progress: bool = True,
+    **train_kwargs: Any,
+) -> Tuple[List[dict], List[tuple]]:
+    """Train ``n_models`` ensemble members, one task each, and return ``(results, histories)`` in member order, as
+    LUMIN's ``train_models`` does (so ``Ensemble.from_results``, alignment and export take them unchanged).
+
+    Without ``client`` the tasks run here, one after the other; with a ``dask.distributed`` client
+    (:func:`~lumin_inferno.fanout.connect`) they run on its workers, each retried ``retries`` times if it raises
+    or its worker dies. Members already in ``savepath`` are loaded, not retrained; the others are written there
+    atomically as each finishes, so an interrupted run resumes where it stopped. ``train_kwargs`` go to
+    ``train_models`` (e.g. ``patience``, ``train_on_weights=False``).
+
+    Raises :class:`FanOutError` naming the member and its error when a task still fails after its retries (the
+    finished members stay on disk)."""
+    if n_models < 1:
+        raise ConfigurationError(f"n_models must be ≥ 1, got {n_models}")
+    foldfile = str(foldfile)
+    if not Path(foldfile).is_file():
+        raise ConfigurationError(f"fold file {foldfile} does not exist")
+    tasks = [MemberTask(foldfile, builder, i, n_models, bs, n_epochs, str(savepath), tuple(cb_partials or ()),
+                        tuple(metric_partials or ()), seed, torch_threads, dict(foldfile_kwargs or {}),
+                        dict(train_kwargs)) for i in range(n_models)]
+    out: Dict[int, Tuple[dict, tuple]] = {}
+    for t in tasks:
+        done = load_member(t.directory)
+        if done is not None:
+            out[t.model_id] = done
+    todo = [t for t in tasks if t.model_id not in out]
+    bar = _bar(progress, len(tasks), len(out))
+    if client is None:
+        for t in todo:
+            out[t.model_id] = _run_here(t)
+            bar(1)
+    else:
+        out.update(_run_on(client, todo, retries, bar))
+    results = [out[i][0] for i in range(n_models)]
+    histories = [out[i][1] for i in range(n_models)]
+    return results, histories
+
+
+def _run_here(task: MemberTask) -> Tuple[dict, tuple]:
+    try:
+        return task()
+    except FanOutError:
+        raise
+    except Exception as err:
+        raise FanOutError(f"ensemble member {task.model_id} ({task.directory}) failed: {type(err).__name__}: {err}") from err
+
+
+def _run_on(client: Any, tasks: List[MemberTask], retries: int, bar) -> Dict[int, Tuple[dict, tuple]]:
+    from distributed import as_completed
+
+    futures = {client.submit(t, key=f"lumin-inferno-member-{Path(t.savepath).name}-{t.model_id}-{time.time_ns()}",
+                             retries=retries, pure=False): t for t in tasks}
+    out: Dict[int, Tuple[dict, tuple]] = {}
+    failed: List[str] = []
+    for future in as_completed(futures):
+        t = futures[future]
+        try:
+            out[t.model_id] = future.result()
+        except Exception as err:
+            failed.append(f"member {t.model_id} ({t.directory}): {type(err).__name__}: {err}")
+        bar(1)
+    if failed:
+        hint = " (is lumin_inferno installed on the workers?)" if any("ModuleNotFound" in f for f in failed) else ""
+        raise FanOutError(f"{len(failed)} of {len(tasks)} task(s) failed after {retries} retries{hint}; finished "
+                          f"members are kept: " + "; ".join(failed))
+    return out
+
+
+def _bar(progress: bool, total: int, done: int):
+    """One fastprogress bar over the fan-out (LUMIN's progress idiom); returns ``advance(n)``."""
+    if not progress or total == 0:
+        return lambda n: None
+    from fastprogress.fastprogress import progress_bar
+
+    pb = progress_bar(range(total), display=True)
+    state = {"n": done}
+    pb.update(done)
+
+    def advance(n: int) -> None:
+        state["n"] += n
+        pb.update(state["n"])
+
+    return advance

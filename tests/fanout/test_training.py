@@ -1,0 +1,96 @@
+"""train_members: serial and Dask runs give the same members; finished members are kept and resumed; a killed
+worker or a failing task is retried or named."""
+
+import json
+import os
+import signal
+import threading
+import time
+from functools import partial
+
+import pytest
+
+from lumin_inferno import ConfigurationError, FanOutError, InfernoCallback, paper_benchmark, train_members
+from lumin_inferno.callbacks.metrics import HardSigmaMetric
+from lumin_inferno.fanout import connect, load_member
+
+BM = paper_benchmark(2)
+
+
+def _kwargs(foldfile, builder, savepath, **extra):
+    analysis, transform = BM.analysis(n_bins=6, kind="transform"), BM.transform()
+    kwargs = dict(foldfile=foldfile, builder=builder, n_models=2, bs=500, n_epochs=2, savepath=savepath,
+                  cb_partials=[partial(InfernoCallback, analysis, transform=transform)],
+                  metric_partials=[partial(HardSigmaMetric, analysis, transform=transform)], seed=3, torch_threads=1,
+                  progress=False)
+    kwargs.update(extra)
+    return kwargs
+
+
+def _builder(fy_path):
+    import contextlib
+    import io
+
+    from lumin.nn.data.fold_yielder import FoldYielder
+    from lumin.nn.models.helpers import CatEmbedder
+    from lumin.nn.models.model_builder import ModelBuilder
+
+    from lumin_inferno import SoftmaxTemperatureTail
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return ModelBuilder(objective="classification", n_out=6, cont_feats=FoldYielder(str(fy_path)).cont_feats,
+                            cat_embedder=CatEmbedder([], []),
+                            model_args={"body": {"width": 16, "depth": 2}, "tail": {"temperature": 0.1}},
+                            tail=SoftmaxTemperatureTail, opt_args={"opt": "adam", "lr": 3e-3})
+
+
+def _figures(results, histories):
+    return [(r["loss"], r["hard_sigma"], list(h[1]["hard_sigma"])) for r, h in zip(results, histories)]
+
+
+def test_serial_and_local_cluster_agree_through_a_killed_worker_and_resume(paper_foldfiles, tmp_path):
+    train = paper_foldfiles[0]
+    builder = _builder(train)
+    ref = train_members(**_kwargs(train, builder, tmp_path / "serial", n_epochs=3))
+    assert [r["path"].name for r in ref[0]] == ["model_id_0", "model_id_1"]
+    for r in ref[0]:
+        assert (r["path"] / f"train_{r['path'].name.split('_')[-1]}.h5").is_file()
+        assert (r["path"] / "train.log").read_text().startswith("Training model")
+        assert json.loads((r["path"] / "member.json").read_text())["seed"] in (3, 4)
+    with connect(n_workers=2) as client:
+        pids = list(client.run(os.getpid).values())
+
+        def kill_one() -> None:
+            time.sleep(3.0)  # both members are training by now
+            os.kill(pids[0], signal.SIGKILL)
+
+        threading.Thread(target=kill_one, daemon=True).start()
+        dist = train_members(**_kwargs(train, builder, tmp_path / "dask", n_epochs=3), client=client)
+        alive = list(client.run(os.getpid).values())
+        client.cluster.close()
+    assert pids[0] not in alive  # the worker was killed (its nanny started a new one) and its member retried
+    assert _figures(*dist) == _figures(*ref)  # the same numbers, to the last digit
+    assert not [p for p in (tmp_path / "dask").iterdir() if p.name.startswith(".")]  # nothing half-written left
+    # a rerun loads the finished members instead of training them (their files are not touched)
+    stamp = [os.stat(r["path"] / "member.json").st_mtime_ns for r in ref[0]]
+    again = train_members(**_kwargs(train, builder, tmp_path / "serial", n_epochs=3))
+    assert _figures(*again) == _figures(*ref)
+    assert [os.stat(r["path"] / "member.json").st_mtime_ns for r in again[0]] == stamp
+
+
+def test_a_failing_member_is_named_and_the_others_kept(paper_foldfiles, tmp_path):
+    train = paper_foldfiles[0]
+    builder = _builder(train)
+    bad = _kwargs(train, builder, tmp_path / "bad")
+    bad["cb_partials"] = [partial(InfernoCallback, paper_benchmark(2).analysis(n_bins=5, kind="transform"))]
+    with pytest.raises(FanOutError, match="member 0"):
+        train_members(**bad)
+    assert load_member(tmp_path / "bad" / "model_id_0") is None
+    assert not (tmp_path / "bad" / "model_id_0").exists()
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        train_members(**_kwargs(tmp_path / "nowhere.hdf5", builder, tmp_path / "x"))
+
+
+def test_unreachable_scheduler_is_named():
+    with pytest.raises(ConfigurationError, match="tcp://127.0.0.1:1"):
+        connect("tcp://127.0.0.1:1", timeout=2)
