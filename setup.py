@@ -28,6 +28,7 @@ setup(
         "matplotlib>=3.8",
         "mplhep>=0.3",
         "fastprogress==0.1.21",
+        "dask[distributed]>=2024.1",
     ],
     extras_require={
         "export": ["onnx>=1.16", "onnxruntime>=1.17", "onnxscript>=0.2", "pyhf>=0.7.6", "cabinetry>=0.6",

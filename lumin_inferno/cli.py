@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import List, Optional
 
@@ -16,7 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--benchmarks", type=int, nargs="+", default=None, help="which of the benchmarks 0-4 (default: all five)")
     s.add_argument("--full", action="store_true", help="paper-scale settings (long; see docs/paper_study.md)")
     s.add_argument("--n-models", type=int, default=None, help="models per method (default 3; --full: 10)")
-    s.add_argument("--inferno-epochs", type=int, default=None, help="INFERNO epochs (default 30; --full: 60)")
+    s.add_argument("--inferno-epochs", type=int, default=None,
+                   help="INFERNO epochs at most (default 50; --full: 80; early stopping: --patience)")
     s.add_argument("--ce-epochs", type=int, default=None)
     s.add_argument("--n-train", type=int, default=None, help="training events per class")
     s.add_argument("--n-test", type=int, default=None, help="test events per class")
@@ -33,9 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--select-on", choices=["hard_sigma", "loss"], default=None,
                    help="keep each INFERNO model's epoch of lowest hard-binned validation σ(s) (default) or soft loss")
     s.add_argument("--patience", type=int, default=None,
-                   help="stop an INFERNO model after this many epochs without improvement (default: never)")
+                   help="stop an INFERNO model after this many epochs without improvement (default 10; --full: 15; "
+                        "0: never)")
     s.add_argument("--width", type=int, default=None, help="hidden-layer width (default 100)")
     s.add_argument("--depth", type=int, default=None, help="hidden layers (default 2)")
+    _fanout_args(s)
     s.add_argument("--quiet", action="store_true")
     a = sub.add_parser("analysis-study",
                        help="cross-entropy vs INFERNO on the analysis-scale toy (2 POIs, control region, 22 systematics)")
@@ -45,13 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--select-on", choices=["hard_sigma", "loss"], default=None,
                    help="keep each INFERNO model's epoch of lowest hard-binned validation objective (default) or loss")
     a.add_argument("--patience", type=int, default=None,
-                   help="stop an INFERNO model after this many epochs without improvement (default: never)")
+                   help="stop an INFERNO model after this many epochs without improvement (default 8; --full: 12; "
+                        "0: never)")
     a.add_argument("--full", action="store_true", help="larger samples, more models and epochs (docs/analysis_study.md)")
     a.add_argument("--methods", nargs="+", default=None,
                    help="INFERNO trainings among approx_gv exact_gv approx_var_ggH approx_var_qqH (default: approx_gv "
                         "exact_gv; --full: all four)")
     a.add_argument("--n-models", type=int, default=None, help="models per method (default 2; --full: 3)")
-    a.add_argument("--inferno-epochs", type=int, default=None, help="INFERNO epochs (default 15; --full: 30)")
+    a.add_argument("--inferno-epochs", type=int, default=None,
+                   help="INFERNO epochs at most (default 40; --full: 60; early stopping: --patience)")
     a.add_argument("--ce-epochs", type=int, default=None, help="cross-entropy epochs (default 10; --full: 20)")
     a.add_argument("--n-train", type=int, default=None, help="training events per process (default 20000)")
     a.add_argument("--n-test", type=int, default=None, help="test events per process (default 50000)")
@@ -61,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--inferno-bs", type=int, default=None, help="INFERNO batch size (events, default 2000)")
     a.add_argument("--limit-events", type=int, default=None, help="events per process per split of the limit")
     a.add_argument("--seed", type=int, default=None)
+    _fanout_args(a)
     a.add_argument("--quiet", action="store_true")
     sub.add_parser(
         "pivot-study",
@@ -68,6 +75,32 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return p
+
+
+def _fanout_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, default=None,
+                   help="train ensemble members on a local Dask cluster of this many worker processes (docs/scale_out.md)")
+    g.add_argument("--scheduler", default=None,
+                   help="train ensemble members on the Dask cluster whose scheduler is at this address (tcp://host:port)")
+
+
+@contextlib.contextmanager
+def _client(args: argparse.Namespace):
+    """The Dask client of ``--workers``/``--scheduler`` (closed afterwards), or ``None``: train here."""
+    if not (args.workers or args.scheduler):
+        yield None
+        return
+    from .fanout import connect
+
+    client = connect(args.scheduler, n_workers=args.workers or 2)
+    try:
+        yield client
+    finally:
+        local = client.cluster if args.workers else None
+        client.close()
+        if local is not None:
+            local.close()
 
 
 def study_settings(args: argparse.Namespace):
@@ -101,6 +134,8 @@ def study_settings(args: argparse.Namespace):
     }
     if args.constant_temperature:
         overrides["temperature_start"] = None
+    if args.patience == 0:
+        overrides["patience"] = None
     return StudySettings.full(**overrides) if args.full else StudySettings(**overrides)
 
 
@@ -115,6 +150,8 @@ def analysis_study_settings(args: argparse.Namespace):
         n_folds=args.n_folds, n_bins=args.n_bins, ce_score_bins=args.ce_score_bins, inferno_bs=args.inferno_bs,
         limit_events=args.limit_events, seed=args.seed, toy=args.toy, select_on=args.select_on,
         patience=args.patience).items() if v is not None}
+    if args.patience == 0:
+        overrides["patience"] = None
     return AnalysisStudySettings.full(**overrides) if args.full else AnalysisStudySettings(**overrides)
 
 
@@ -128,7 +165,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "paper-study":
         from .studies.paper import run_paper_study
 
-        run_paper_study(study_settings(args), verbose=not args.quiet)
+        with _client(args) as client:
+            run_paper_study(study_settings(args), verbose=not args.quiet, client=client)
     elif args.command == "analysis-study":
         from .exceptions import ConfigurationError
         from .studies.analysis import run_analysis_study
@@ -137,7 +175,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             settings = analysis_study_settings(args)
         except ConfigurationError as e:
             _parser().error(str(e))
-        run_analysis_study(settings, verbose=not args.quiet)
+        with _client(args) as client:
+            run_analysis_study(settings, verbose=not args.quiet, client=client)
     return 0
 
 

@@ -55,6 +55,8 @@ class MemberTask:
     torch_threads: Optional[int] = None
     foldfile_kwargs: Dict[str, Any] = field(default_factory=dict)
     train_kwargs: Dict[str, Any] = field(default_factory=dict)
+    #: what the member was trained with; a member on disk with another fingerprint is retrained, not reused
+    fingerprint: str = ""
 
     @property
     def directory(self) -> Path:
@@ -67,7 +69,7 @@ class MemberTask:
         A fresh process per member: LUMIN draws from Python's and numpy's global generators, which anything else in
         a long-lived process may also draw from (Dask's own threads do), and a process carries state from one
         training to the next. Seeded in a process of its own, a member gives the same numbers wherever it runs."""
-        done = load_member(self.directory)
+        done = load_member(self.directory, self.fingerprint)
         if done is not None:
             return done
         return _in_subprocess(self)
@@ -87,14 +89,17 @@ def _to_json(value: Any) -> Any:
     return value
 
 
-def load_member(directory: PathLike) -> Optional[Tuple[dict, tuple]]:
-    """(results, history) of a finished member written by :func:`train_members`, or ``None`` if there is none:
-    ``results`` as LUMIN's (``"path"`` the member's directory), ``history`` its (losses, metrics) per epoch."""
+def load_member(directory: PathLike, fingerprint: Optional[str] = None) -> Optional[Tuple[dict, tuple]]:
+    """(results, history) of a finished member written by :func:`train_members`, or ``None`` if there is none (or,
+    with ``fingerprint``, none trained with that fingerprint): ``results`` as LUMIN's (``"path"`` the member's
+    directory), ``history`` its (losses, metrics) per epoch."""
     directory = Path(directory)
     path = directory / MEMBER_FILE
     if not path.is_file():
         return None
     d = json.loads(path.read_text())
+    if fingerprint is not None and d.get("fingerprint", "") != fingerprint:
+        return None
     results = dict(d["results"], path=directory)
     return results, (d["history"][0], d["history"][1])
 
@@ -118,7 +123,7 @@ def _in_subprocess(task: MemberTask) -> Tuple[dict, tuple]:
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
         raise FanOutError(f"ensemble member {task.model_id} ({task.directory}) failed (exit {proc.returncode}):\n{tail}")
-    done = load_member(task.directory)
+    done = load_member(task.directory, task.fingerprint)
     if done is None:  # pragma: no cover - the child exits 0 only after writing the member
         raise FanOutError(f"ensemble member {task.model_id}: the training process wrote no {task.directory / MEMBER_FILE}")
     return done
@@ -179,11 +184,12 @@ def _train(task: MemberTask) -> Tuple[dict, tuple]:
             result = {k: v for k, v in results[0].items() if k != "path"}
             history = (dict(histories[0][0]), dict(histories[0][1]))
             atomic_write_text(tmp / MEMBER_FILE, json.dumps(_to_json(
-                {"model_id": task.model_id, "seed": task.seed + task.model_id, "results": result,
+                {"model_id": task.model_id, "seed": task.seed + task.model_id, "fingerprint": task.fingerprint,
+                 "results": result,
                  "history": history, "seconds": time.time() - t0}), indent=1))
     finally:
         torch.set_num_threads(threads)
-    return load_member(task.directory)
+    return load_member(task.directory, task.fingerprint)
 
 
 def train_members(
@@ -201,6 +207,7 @@ def train_members(
     torch_threads: Optional[int] = None,
     foldfile_kwargs: Optional[Dict[str, Any]] = None,
     progress: bool = True,
+    fingerprint: Optional[str] = None,
     **train_kwargs: Any,
 ) -> Tuple[List[dict], List[tuple]]:
     """Train ``n_models`` ensemble members, one task each, and return ``(results, histories)`` in member order, as
@@ -209,8 +216,11 @@ def train_members(
     Without ``client`` the tasks run here, one after the other; with a ``dask.distributed`` client
     (:func:`~lumin_inferno.fanout.connect`) they run on its workers, each retried ``retries`` times if it raises
     or its worker dies. Members already in ``savepath`` are loaded, not retrained; the others are written there
-    atomically as each finishes, so an interrupted run resumes where it stopped. ``train_kwargs`` go to
-    ``train_models`` (e.g. ``patience``, ``train_on_weights=False``).
+    atomically as each finishes, so an interrupted run resumes where it stopped; a member on disk is reused only if
+    it was trained with the same ``fingerprint`` (default: the fold file's path, size and modification time, the
+    ensemble size, batch size, epochs, seed and ``train_kwargs``; pass one that also names your callbacks' settings),
+    otherwise it is retrained. ``train_kwargs`` go to ``train_models`` (e.g. ``patience``,
+    ``train_on_weights=False``).
 
     Raises :class:`FanOutError` naming the member and its error when a task still fails after its retries (the
     finished members stay on disk)."""
@@ -219,12 +229,16 @@ def train_members(
     foldfile = str(foldfile)
     if not Path(foldfile).is_file():
         raise ConfigurationError(f"fold file {foldfile} does not exist")
+    if fingerprint is None:
+        st = os.stat(foldfile)
+        fingerprint = json.dumps([os.path.abspath(foldfile), st.st_size, st.st_mtime_ns, n_models, bs, n_epochs, seed,
+                                  repr(sorted(train_kwargs.items()))])
     tasks = [MemberTask(foldfile, builder, i, n_models, bs, n_epochs, str(savepath), tuple(cb_partials or ()),
                         tuple(metric_partials or ()), seed, torch_threads, dict(foldfile_kwargs or {}),
-                        dict(train_kwargs)) for i in range(n_models)]
+                        dict(train_kwargs), fingerprint) for i in range(n_models)]
     out: Dict[int, Tuple[dict, tuple]] = {}
     for t in tasks:
-        done = load_member(t.directory)
+        done = load_member(t.directory, fingerprint)
         if done is not None:
             out[t.model_id] = done
     todo = [t for t in tasks if t.model_id not in out]

@@ -3,10 +3,9 @@ loading the trained members back, and median/16 %/84 % summaries over models."""
 
 from __future__ import annotations
 
-import contextlib
 import random
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, TextIO
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,22 +20,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def train_ensemble(fy, builder, n_models: int, bs: int, epochs: int, savepath: Path, log: TextIO,
-                   cb_partials: Optional[Sequence] = None, **kwargs) -> tuple:
-    """``n_models`` models from LUMIN's ``train_models`` (each on its own validation fold), weights under
-    ``savepath``, LUMIN's printout into ``log``; returns (results, histories). ``kwargs`` go to ``train_models``
-    (e.g. ``train_on_weights=False``)."""
-    from lumin.nn.training.train import train_models
+def train_ensemble(fy, builder, n_models: int, bs: int, epochs: int, savepath: Path,
+                   cb_partials: Optional[Sequence] = None, seed: int = 0, client=None,
+                   fingerprint: Optional[str] = None, **kwargs) -> tuple:
+    """``n_models`` members trained by :func:`~lumin_inferno.fanout.train_members` (each LUMIN ``train_models`` on
+    its own validation fold, seeded ``seed + i``, in a fresh process; on ``client``'s Dask workers if given), weights
+    and LUMIN's printout under ``savepath/model_id_i``; finished members with the same ``fingerprint`` are reused.
+    Returns (results, histories). ``kwargs`` go to ``train_models`` (e.g. ``train_on_weights=False``)."""
+    from ..fanout import train_members
 
-    savepath = Path(savepath)
-    savepath.mkdir(parents=True, exist_ok=True)
-    for i in range(n_models):  # train_models shells out `rm -r` on these; create them so it stays quiet
-        (savepath / f"model_id_{i}").mkdir(exist_ok=True)
-    with contextlib.redirect_stdout(log):
-        results, histories, _ = train_models(fy, n_models=n_models, bs=bs, model_builder=builder, n_epochs=epochs,
-                                             cb_partials=list(cb_partials) if cb_partials else None,
-                                             savepath=savepath, live_fdbk=False, **kwargs)
-    return results, histories
+    pipe = getattr(fy, "input_pipe", None)
+    return train_members(fy.foldfile.filename, builder, n_models, bs, epochs, savepath, cb_partials,
+                         kwargs.pop("metric_partials", None), seed=seed, client=client, progress=False,
+                         fingerprint=fingerprint, foldfile_kwargs={"input_pipe": pipe} if pipe is not None else None,
+                         **kwargs)
 
 
 def load_models(results, builder) -> list:
