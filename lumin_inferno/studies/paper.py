@@ -175,7 +175,8 @@ def _bin_functions(models: list, inferno: bool, n_bins: int, reference_inputs: n
 
 def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) -> dict:
     """Run the study; write results (``results.json``/``.md``/``.csv``, ``cross_benchmark.csv``), plots and
-    ``settings.json`` into ``settings.outdir``.
+    ``settings.json`` into ``settings.outdir``; ``results.json`` is written last (its presence marks a finished run;
+    a rerun removes the old one first and resumes from the finished members under ``weights/``).
 
     For each benchmark k: cross-entropy and INFERNO-k σ(s) per model with median/16 %/84 % summaries, the σ(s) of the
     INFERNO-k ensemble (mean softmax), the analytic limit (unbinned extended likelihood), the paper's values and
@@ -189,6 +190,8 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
     t0 = time.time()
     out = Path(settings.outdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("results.json", "results.md", "results.csv", "cross_benchmark.csv"):  # an unfinished rerun must
+        (out / stale).unlink(missing_ok=True)                                           # not look complete
     atomic_write_text(out / "settings.json", json.dumps(asdict(settings), indent=2))
     seed_everything(settings.seed)  # LUMIN shuffles folds with Python's random
     say = print if verbose else (lambda *a, **k: None)
@@ -276,12 +279,12 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
         "cross_benchmark": {name: {j: e for j, e in row.items()} for name, row in cross.items()},
         "runtime_s": time.time() - t0,
     }
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     md = format_table(table) + "\n\n" + format_cross_table(cross, settings.benchmarks) + _format_warnings(table)
     atomic_write_text(out / "results.md", md + "\n")
     atomic_write_text(out / "results.csv", _csv(table))
     atomic_write_text(out / "cross_benchmark.csv", _cross_csv(cross, settings.benchmarks))
     _plots(out / "plots", trained, templates, table, settings)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))  # last: the run is complete
     say(md)
     say(f"[paper-study] done in {time.time() - t0:.0f}s; outputs in {out} (plots in {out / 'plots'})")
     return results
