@@ -19,7 +19,7 @@ import numpy as np
 from lumin_inferno import HardSigmaMetric, InfernoCallback, TemperatureSchedule, paper_benchmark
 from lumin_inferno.data.paper import SIGNAL_YIELD
 from lumin_inferno.evaluation.templates import argmax_bins, expected_uncertainty
-from lumin_inferno.studies.common import load_models, predict, seed_everything, train_ensemble
+from lumin_inferno.studies.common import load_models, predict, train_ensemble
 from lumin_inferno.studies.paper import StudySettings, _evaluate, _lr_schedule, _model_builder
 
 
@@ -35,7 +35,6 @@ def main() -> None:
     s = StudySettings(**{**json.loads((out / "settings.json").read_text()), **cfg})
     fy = FoldYielder(str(out / "data" / "train.hdf5"))
     test = FoldYielder(str(out / "data" / "test.hdf5")).get_fold(0)
-    seed_everything(s.seed)
     builder = _model_builder(s, fy, True)
     bm = paper_benchmark(k)
     analysis, transform = bm.analysis(s.n_bins, kind="transform"), bm.transform()
@@ -45,11 +44,10 @@ def main() -> None:
     if s.inferno_lr_schedule != "constant":
         cbs.append(_lr_schedule(s))
     t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "train.log", "w") as log:
+    with tempfile.TemporaryDirectory() as tmp:
         results, histories = train_ensemble(fy, builder, s.n_models, s.inferno_bs, s.inferno_epochs, Path(tmp) / "w",
-                                            log, cbs, metric_partials=[partial(HardSigmaMetric, analysis,
-                                                                               transform=transform)],
-                                            patience=s.patience)
+                                            cbs, seed=s.seed, patience=s.patience,
+                                            metric_partials=[partial(HardSigmaMetric, analysis, transform=transform)])
         models = load_models(results, builder)
     seconds = time.time() - t0
     test_sigma = [SIGNAL_YIELD * expected_uncertainty(_evaluate(lambda x, m=m: argmax_bins(predict(m, x)), test, s, k),

@@ -67,20 +67,20 @@ def main(outdir: str = "outputs/search_objectives", tiny: bool = False, n_models
     fy = FoldYielder(train_file)
     test = FoldYielder(test_file).get_fold(0)
     table: Dict[str, dict] = {}
-    with open(out / "train.log", "w") as log:
-        for i, kind in enumerate(OBJECTIVES):
-            seed_everything(seed + 1000 * (i + 1))
-            analysis = replace(paper_benchmark(2).analysis(n_bins=n_bins), objective=Objective(kind))
-            builder = _builder(fy, n_bins)
-            t_train = time.time()
-            results, _ = train_ensemble(fy, builder, n_models, bs, epochs, out / "weights" / kind, log,
-                                        [partial(ApproxInfernoCallback, analysis),
-                                         partial(TemperatureSchedule, start=1.0, end=0.1)])
-            seconds = time.time() - t_train
-            per_model = [figures(m, test, n_bins) for m in load_models(results, builder)]
-            table[kind] = {"per_model": per_model, "train_seconds": seconds,
-                           **{f: summarise([p[f] for p in per_model]) for f in FIGURES}}
-            print(f"[search-objectives] trained for {kind}: {n_models} models in {seconds:.0f}s", flush=True)
+    for i, kind in enumerate(OBJECTIVES):
+        analysis = replace(paper_benchmark(2).analysis(n_bins=n_bins), objective=Objective(kind))
+        builder = _builder(fy, n_bins)
+        t_train = time.time()
+        results, _ = train_ensemble(fy, builder, n_models, bs, epochs, out / "weights" / kind,
+                                    [partial(ApproxInfernoCallback, analysis),
+                                     partial(TemperatureSchedule, start=1.0, end=0.1)],
+                                    seed=seed + 1000 * (i + 1),  # each objective's members independent
+                                    fingerprint=json.dumps([kind, n_train, n_folds, bs, epochs, n_bins, n_models, seed]))
+        seconds = time.time() - t_train
+        per_model = [figures(m, test, n_bins) for m in load_models(results, builder)]
+        table[kind] = {"per_model": per_model, "train_seconds": seconds,
+                       **{f: summarise([p[f] for p in per_model]) for f in FIGURES}}
+        print(f"[search-objectives] trained for {kind}: {n_models} models in {seconds:.0f}s", flush=True)
     lines = ["| trained for | σ(s) [events] ↓ | Z₀ ↑ | expected 95 % CLs limit on s [events] ↓ | training time |",
              "|---|---|---|---|---|"]
     for kind, row in table.items():
