@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--full", action="store_true", help="paper-scale settings (long; see docs/paper_study.md)")
     s.add_argument("--n-models", type=int, default=None, help="models per method (default 3; --full: 10)")
     s.add_argument("--inferno-epochs", type=int, default=None,
-                   help="INFERNO epochs at most (default 50; --full: 80; early stopping: --patience)")
+                   help="INFERNO epochs (default 50; --full: 80)")
     s.add_argument("--ce-epochs", type=int, default=None)
     s.add_argument("--n-train", type=int, default=None, help="training events per class")
     s.add_argument("--n-test", type=int, default=None, help="test events per class")
@@ -35,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--select-on", choices=["hard_sigma", "loss"], default=None,
                    help="keep each INFERNO model's epoch of lowest hard-binned validation σ(s) (default) or soft loss")
     s.add_argument("--patience", type=int, default=None,
-                   help="stop an INFERNO model after this many epochs without improvement (default 10; --full: 15; "
-                        "0: never)")
+                   help="stop an INFERNO model after this many epochs without improvement (default: never; the "
+                        "temperature is annealed over all epochs, docs/training.md)")
     s.add_argument("--width", type=int, default=None, help="hidden-layer width (default 100)")
     s.add_argument("--depth", type=int, default=None, help="hidden layers (default 2)")
     _fanout_args(s)
@@ -49,15 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--select-on", choices=["hard_sigma", "loss"], default=None,
                    help="keep each INFERNO model's epoch of lowest hard-binned validation objective (default) or loss")
     a.add_argument("--patience", type=int, default=None,
-                   help="stop an INFERNO model after this many epochs without improvement (default 8; --full: 12; "
-                        "0: never)")
+                   help="stop an INFERNO model after this many epochs without improvement (default: never; the "
+                        "temperature is annealed over all epochs, docs/training.md)")
     a.add_argument("--full", action="store_true", help="larger samples, more models and epochs (docs/analysis_study.md)")
     a.add_argument("--methods", nargs="+", default=None,
                    help="INFERNO trainings among approx_gv exact_gv approx_var_ggH approx_var_qqH (default: approx_gv "
                         "exact_gv; --full: all four)")
     a.add_argument("--n-models", type=int, default=None, help="models per method (default 2; --full: 3)")
     a.add_argument("--inferno-epochs", type=int, default=None,
-                   help="INFERNO epochs at most (default 40; --full: 60; early stopping: --patience)")
+                   help="INFERNO epochs (default 40; --full: 60)")
     a.add_argument("--ce-epochs", type=int, default=None, help="cross-entropy epochs (default 10; --full: 20)")
     a.add_argument("--n-train", type=int, default=None, help="training events per process (default 20000)")
     a.add_argument("--n-test", type=int, default=None, help="test events per process (default 50000)")

@@ -74,7 +74,7 @@ def test_study_options_reach_the_settings():
     s = study_settings(args)
     assert (s.temperature_start, s.temperature, s.width, s.depth, s.n_bins) == (1.0, 0.05, 200, 3, 12)
     assert s.inferno_lr_schedule == "onecycle" and s.n_train_per_class == 100_000 and s.inferno_epochs == 80
-    assert s.select_on == "hard_sigma" and s.patience == 15
+    assert s.select_on == "hard_sigma" and s.patience is None
     assert study_settings(_parser().parse_args(["paper-study", "--patience", "0"])).patience is None
     s = study_settings(_parser().parse_args(["paper-study", "--select-on", "loss", "--patience", "5"]))
     assert s.select_on == "loss" and s.patience == 5

@@ -98,8 +98,8 @@ class AnalysisStudySettings:
     temperature_start: Optional[float] = 1.0
     width: int = 100
     depth: int = 2
-    #: an upper bound, with ``patience``: on the small toy 15 epochs left INFERNO no better than cross-entropy (the
-    #: training report said "not converged"), 40 made it 3.8 % better (docs/training.md)
+    #: on the small toy 15 epochs left INFERNO no better than cross-entropy (the training report said "not
+    #: converged"), 40 made it 3.8 % better (docs/training.md)
     inferno_epochs: int = 40
     inferno_bs: int = 2000
     inferno_lr: float = 1e-3
@@ -113,7 +113,7 @@ class AnalysisStudySettings:
     #: :class:`~lumin_inferno.callbacks.HardSigmaMetric`) or "loss" (lowest soft validation loss)
     select_on: str = "hard_sigma"
     #: stop an INFERNO model after this many epochs without improvement of the selection metric (None: never)
-    patience: Optional[int] = 8
+    patience: Optional[int] = None
     #: add a row for the Bayes-optimal classifier (exact densities) binned like cross-entropy
     oracle: bool = True
 
@@ -154,7 +154,7 @@ class AnalysisStudySettings:
         """Larger samples, more models and epochs, a more precise limit (run time in docs/analysis_study.md)."""
         pois = set(TOYS[overrides.get("toy", "analysis")]().pois) if overrides.get("toy", "analysis") in TOYS else set()
         base = dict(methods=[m for m in METHODS if set(METHODS[m].pois) <= pois], n_train_per_process=50_000, n_test_per_process=100_000, n_models=3,
-                    inferno_epochs=60, patience=12, ce_epochs=20, limit_events=200_000, limit_splits=4)
+                    inferno_epochs=60, ce_epochs=20, limit_events=200_000, limit_splits=4)
         base.update(overrides)
         return cls(**base)
 

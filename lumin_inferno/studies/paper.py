@@ -59,8 +59,7 @@ class StudySettings:
     temperature: float = 0.1
     width: int = 100
     depth: int = 2
-    #: an upper bound: with the default patience a model stops once its hard σ has not improved for 10 epochs
-    #: (benchmark 4 kept epochs 37–43 of 60; 30 epochs left it under-trained, docs/training.md)
+    #: benchmark 4 kept epochs 37–43 of 60; 30 epochs left it under-trained (docs/training.md)
     inferno_epochs: int = 50
     inferno_bs: int = 2000
     inferno_lr: float = 1e-3
@@ -76,7 +75,7 @@ class StudySettings:
     #: soft validation loss, compared across temperatures)
     select_on: str = "hard_sigma"
     #: stop an INFERNO model after this many epochs without improvement of the selection metric (None: never)
-    patience: Optional[int] = 10
+    patience: Optional[int] = None
     ce_epochs: int = 10
     ce_bs: int = 256
     ce_lr: float = 1e-3
@@ -90,8 +89,7 @@ class StudySettings:
         (the median of 5 moved by up to 0.3 events between replicas), INFERNO 60 epochs, cross-entropy 20 epochs
         (run time in docs/paper_study.md)."""
         base = dict(
-            n_train_per_class=100_000, n_test_per_class=500_000, n_folds=5, n_models=10, inferno_epochs=80, ce_epochs=20,
-            patience=15
+            n_train_per_class=100_000, n_test_per_class=500_000, n_folds=5, n_models=10, inferno_epochs=80, ce_epochs=20
         )
         base.update(overrides)
         return cls(**base)
