@@ -12,7 +12,7 @@ from lumin.nn.metrics.eval_metric import EvalMetric
 
 from ..analysis import Analysis
 from ..evaluation.analysis import foldfile_template_model
-from ..evaluation.templates import bin_occupancy
+from ..evaluation.templates import bin_occupancy, memoised_bins
 from ..exceptions import ConfigurationError, FailedMinimizationError, SingularHessianError
 from ..statistics.objectives import objective_scale
 
@@ -96,7 +96,7 @@ class HardSigmaMetric(EvalMetric):
 
     def evaluate_fold(self, model, fy, fold_idx: int) -> float:
         """The metric of ``model`` on fold ``fold_idx`` of ``fy``; records the fold's bin occupancy."""
-        fn = self.bin_function(model)
+        fn = memoised_bins(self.bin_function(model))  # the nominal fold is binned here and again for the model
         data = fy.get_fold(fold_idx)
         occ = bin_occupancy(fn(data["inputs"]), self.analysis.n_bins, data["weights"])
         self.occupancy.append(occ)

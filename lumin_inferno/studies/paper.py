@@ -27,7 +27,7 @@ from ..exceptions import ConfigurationError
 from ..evaluation.plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
 from ..evaluation.analysis import analysis_template_model
 from ..evaluation.report import training_report
-from ..evaluation.templates import bin_occupancy, expected_uncertainty, uniform_bins
+from ..evaluation.templates import bin_occupancy, expected_uncertainty, memoised_bins, uniform_bins
 from ..statistics.fit import profile_scan
 from ..models.tails import SoftmaxTemperatureTail
 from ..io import atomic_write_text
@@ -146,23 +146,6 @@ def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
                                    test["targets"], test["weights"], transform=bm.transform())
 
 
-def _memoised(fn):
-    """``fn`` (inputs → bins) remembering its result per distinct input array (by content): the benchmarks share
-    the test sample and most of their shifted copies, so each is predicted once per statistic."""
-    import hashlib
-
-    cache: Dict[tuple, np.ndarray] = {}
-
-    def bins(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x)
-        key = (x.shape, x.dtype.str, hashlib.blake2b(x.view(np.uint8).reshape(-1), digest_size=16).hexdigest())
-        if key not in cache:
-            cache[key] = np.asarray(fn(x))
-        return cache[key]
-
-    return bins
-
-
 def _bin_functions(models: list, inferno: bool, n_bins: int, reference_inputs: np.ndarray) -> list:
     """One bin function per model (INFERNO: argmax; cross-entropy: uniform bins of the score), and for INFERNO a
     last one for the aligned ensemble (:func:`~lumin_inferno.studies.common.inferno_bin_functions`)."""
@@ -241,7 +224,7 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
     for name, j in bar(evals):
         k, models, _, val = trained[name]
         if name not in fns_of:  # one set per statistic, its predictions reused on every benchmark (evals by name)
-            fns_of = {name: [_memoised(fn) for fn in _bin_functions(models, k is not None, settings.n_bins,
+            fns_of = {name: [memoised_bins(fn) for fn in _bin_functions(models, k is not None, settings.n_bins,
                                                                      test["inputs"])]}
         fns = fns_of[name]
         tms = [_evaluate(fn, test, settings, j) for fn in fns]
