@@ -1,6 +1,6 @@
 """Binned likelihoods, their curvature and fits. Pure torch (+ iminuit for fits); knows nothing of LUMIN."""
 
-from .fit import FitResult, ProfileInterval, fit, profile_interval, profile_scan
+from .fit import FitResult, ProfileInterval, best_fit, fit, profile_interval, profile_scan
 from .hessian import (
     covariance,
     expected_poi_uncertainty,
@@ -13,6 +13,7 @@ from .interpolation import code1, code4, code4p
 from .objectives import (OBJECTIVES, SEARCH_OBJECTIVES, model_objective, objective_scale, objective_value,
                          poi_covariance)
 from .search import discovery_significance, expected_cls_upper_limit
+from .toys import COVERAGE_LEVELS, CoverageFraction, ToyFit, coverage_fraction, fit_toy, fit_toys, sample_toys, toy_arrays
 from .unbinned import extended_fisher_information, unbinned_poi_uncertainty
 from .likelihood import (
     TEMPLATE_FLOOR,
@@ -46,6 +47,15 @@ __all__ = [
     "fit",
     "profile_interval",
     "profile_scan",
+    "best_fit",
+    "sample_toys",
+    "fit_toy",
+    "fit_toys",
+    "ToyFit",
+    "toy_arrays",
+    "CoverageFraction",
+    "coverage_fraction",
+    "COVERAGE_LEVELS",
     "extended_fisher_information",
     "unbinned_poi_uncertainty",
     "OBJECTIVES",

@@ -287,6 +287,7 @@ class TemplateModel:
         self._n_given = len(self.parameters)
         if self.staterror is not None:
             self._setup_staterror(proc_index, dev, dt)
+        self._auxdata: Optional[Tensor] = None  # constraint centres, when not θ⁰ (with_auxdata)
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -368,7 +369,7 @@ class TemplateModel:
         staterror = self.staterror
         if staterror is not None:
             staterror = replace(staterror, uncertainty=d(staterror.uncertainty))
-        return replace(
+        out = replace(
             self,
             templates=d(self.templates),
             poi=list(self.pois),
@@ -379,6 +380,33 @@ class TemplateModel:
             ],
             norm_systematics=list(self.norm_systematics),
         )
+        if self._auxdata is not None:
+            out._auxdata = self._auxdata.detach().to(dtype)
+        return out
+
+    @property
+    def auxdata(self) -> Tensor:
+        """The constraint centres ("global observables", pyhf's auxdata), one per parameter in parameter units:
+        θ⁰ unless set by :meth:`with_auxdata` (unconstrained parameters' entries are ignored)."""
+        return (self._nominal if self._auxdata is None else self._auxdata).clone()
+
+    def with_auxdata(self, auxdata: Tensor) -> "TemplateModel":
+        """A copy whose Gaussian constraints are centred on ``auxdata`` (one value per parameter, in parameter
+        units) instead of θ⁰: the auxiliary measurements of a pseudo-experiment, where they are randomised with the
+        main data. Only the constraint terms move; θ⁰ stays the point the shape and normalisation systematics
+        interpolate around and the default start of fits."""
+        import copy
+
+        aux = torch.as_tensor(auxdata, dtype=self._nominal.dtype, device=self._nominal.device)
+        if aux.shape != self._nominal.shape:
+            raise InvalidModelSpecError(
+                f"auxdata must have one value per parameter, shape ({len(self.parameters)},) for "
+                f"{self.parameter_names}; got shape {tuple(aux.shape)}")
+        if not torch.isfinite(aux).all():
+            raise InvalidModelSpecError(f"auxdata has non-finite values: {aux.tolist()}")
+        out = copy.copy(self)
+        out._auxdata = aux.detach()
+        return out
 
     def nominal(self) -> Tensor:
         """θ⁰, the parameter values at which Asimov data are generated."""
@@ -510,14 +538,18 @@ class TemplateModel:
         a function of the templates); fits detach the model first."""
         return self.expected(self._nominal if theta is None else self.check_theta(theta))
 
-    def constraint_nll(self, theta: Tensor) -> Tensor:
-        """Gaussian constraint terms Σ ½((θ-θ⁰)/σ)² over constrained parameters."""
-        pull = (theta - self._nominal) / self._sigma
+    def constraint_nll(self, theta: Tensor, auxdata: Optional[Tensor] = None) -> Tensor:
+        """Gaussian constraint terms Σ ½((θ-a)/σ)² over constrained parameters, centred on the auxdata a: ``auxdata``
+        if given, else the model's (θ⁰ unless :meth:`with_auxdata` moved them)."""
+        if auxdata is None:
+            auxdata = self._nominal if self._auxdata is None else self._auxdata
+        pull = (theta - auxdata) / self._sigma
         return 0.5 * (pull * pull * self._constrained).sum(-1)
 
-    def nll(self, theta: Tensor, observed: Tensor) -> Tensor:
-        """Negative log-likelihood of ``observed`` counts at θ (Poisson relative to saturated + constraints)."""
-        return poisson_nll(self.expected(theta), observed) + self.constraint_nll(theta)
+    def nll(self, theta: Tensor, observed: Tensor, auxdata: Optional[Tensor] = None) -> Tensor:
+        """Negative log-likelihood of ``observed`` counts at θ (Poisson relative to saturated + constraints centred
+        on ``auxdata``, default the model's :attr:`auxdata`)."""
+        return poisson_nll(self.expected(theta), observed) + self.constraint_nll(theta, auxdata)
 
     def constraint_precision(self) -> Tensor:
         """Diagonal of the constraint terms' Hessian, 1/σ² for constrained parameters and 0 otherwise."""

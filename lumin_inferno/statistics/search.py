@@ -31,7 +31,7 @@ from scipy.stats import norm
 from torch import Tensor
 
 from ..exceptions import FailedMinimizationError, InvalidModelSpecError
-from .fit import _minuit
+from .fit import best_fit, parameter_bounds
 from .likelihood import TemplateModel
 
 __all__ = ["discovery_significance", "expected_cls_upper_limit"]
@@ -42,80 +42,6 @@ def _tested(model: TemplateModel, pois: Optional[Sequence[str]]) -> list:
     if not names or any(p not in model.pois for p in names):
         raise InvalidModelSpecError(f"tested POIs {names} must be among the model's POIs {model.pois}")
     return names
-
-
-def _bounds(model: TemplateModel) -> Tuple[Tensor, Tensor]:
-    """(lower, upper) fit bounds of every parameter, ±inf where a parameter has none."""
-    pairs = [p.bounds or (None, None) for p in model.parameters]
-    return (torch.tensor([-np.inf if b[0] is None else b[0] for b in pairs], dtype=torch.float64),
-            torch.tensor([np.inf if b[1] is None else b[1] for b in pairs], dtype=torch.float64))
-
-
-def _newton_fit(model: TemplateModel, observed: Tensor, theta: Tensor, free: Tensor, edm: float = 1e-12,
-                max_iter: int = 30) -> Optional[Tensor]:
-    """Minimise the NLL over the ``free`` parameters by Newton's method with the exact Hessian and a backtracking
-    line search, inside the parameters' bounds; ``None`` if it does not converge (the caller then runs MIGRAD).
-    The Asimov fits of a search start next to their minimum, so a few steps suffice (~ms each)."""
-    from .hessian import fisher_information, nll_hessian
-
-    lo, hi = (b[free] for b in _bounds(model))
-    theta = theta.clone()
-    with torch.enable_grad():
-        for _ in range(max_iter):
-            th = theta.clone().requires_grad_(True)
-            nll = model.nll(th, observed)
-            (grad,) = torch.autograd.grad(nll, th)
-            g = grad[free]
-            step, decrement = None, -1.0
-            # the exact Hessian near the minimum; the Fisher information (Gauss–Newton, always positive definite)
-            # where the Hessian is not (far from it, e.g. μ = 0 on signal-plus-background data)
-            for curvature in (nll_hessian(model, observed, theta), fisher_information(model, theta)):
-                try:
-                    step = torch.linalg.solve(curvature[free][:, free], g)
-                except RuntimeError:
-                    continue
-                decrement = float(g @ step)  # 2 × the expected NLL decrease (MINUIT's EDM is half of it)
-                if decrement >= 0:
-                    break
-            if step is None or not decrement >= 0:
-                return None
-            if 0.5 * decrement < edm:
-                return theta
-            f0, t = float(nll.detach()), 1.0
-            while t > 1e-6:
-                trial = theta.clone()
-                trial[free] = torch.minimum(torch.maximum(theta[free] - t * step, lo), hi)
-                with torch.no_grad():
-                    if float(model.nll(trial, observed)) <= f0:
-                        break
-                t *= 0.5
-            else:
-                return None
-            theta = trial
-    return None
-
-
-def _conditional_fit(model: TemplateModel, observed: Tensor, fixed: Dict[str, float], start: Tensor) -> Tensor:
-    """θ̂̂: the fit with ``fixed`` parameters held, from ``start`` (Newton's method, MIGRAD if that fails);
-    detached float64."""
-    theta = start.detach().clone().to(torch.float64)
-    for k, v in fixed.items():
-        theta[model.index(k)] = v
-    if len(fixed) == len(model.parameters):  # nothing left to profile
-        return theta
-    free = torch.tensor([i for i, n in enumerate(model.parameter_names) if n not in fixed])
-    found = _newton_fit(model, observed, theta, free)
-    if found is not None:
-        return found
-    m = _minuit(model, observed, fixed)
-    m.tol = 1e-6  # EDM < 1e-9: the envelope-theorem gradient is first order in the fit's residual error
-    m.values = start.numpy().tolist()
-    for k, v in fixed.items():
-        m.values[k] = v
-    m.migrad()
-    if not m.valid:
-        raise FailedMinimizationError(f"conditional fit at {fixed} did not converge: {m.fmin}")
-    return torch.as_tensor(np.asarray(m.values), dtype=torch.float64)
 
 
 def _signal_sensitive(model: TemplateModel, tested: list, theta: Tensor) -> None:
@@ -135,7 +61,7 @@ def discovery_significance(model: TemplateModel, pois: Optional[Sequence[str]] =
     _signal_sensitive(model, tested, theta0)
     asimov = model.asimov()  # in the graph: the data depend on the templates too
     fixed_model = model.detached()
-    hat_hat = _conditional_fit(fixed_model, asimov.detach().to(torch.float64), {p: 0.0 for p in tested}, theta0)
+    hat_hat = best_fit(fixed_model, asimov.detach().to(torch.float64), {p: 0.0 for p in tested}, theta0)
     dtype = model.templates.dtype
     q0 = 2.0 * (model.nll(hat_hat.to(dtype), asimov) - model.nll(theta0.to(dtype), asimov))
     return torch.sqrt(torch.clamp(q0, min=0.0))
@@ -161,11 +87,11 @@ def expected_cls_upper_limit(model: TemplateModel, pois: Optional[Sequence[str]]
     nll_b = float(fixed_model.nll(theta_b, data))
     target = float(norm.ppf(1.0 - 0.5 * (1.0 - cl))) ** 2
     idx = torch.tensor([model.index(p) for p in tested])
-    hi_bound = float(_bounds(model)[1][idx].min())
+    hi_bound = float(parameter_bounds(model)[1][idx].min())
 
     def q_and_slope(mu: float, start: Tensor):
         """q̃(μ) − target at θ̂̂(μ), and dq̃/dμ = 2 ∂NLL/∂μ there (envelope theorem)."""
-        th = _conditional_fit(fixed_model, data, {p: mu for p in tested}, start)
+        th = best_fit(fixed_model, data, {p: mu for p in tested}, start)
         with torch.enable_grad():  # also when the caller runs under torch.no_grad()
             mu_t = torch.tensor(mu, dtype=torch.float64, requires_grad=True)
             nll = fixed_model.nll(th.index_put((idx,), mu_t.expand(len(idx))), data)
