@@ -1,4 +1,5 @@
-"""Command line: ``lumin-inferno paper-study``, ``lumin-inferno analysis-study``, ``lumin-inferno pivot-study``
+"""Command line: ``lumin-inferno paper-study``, ``lumin-inferno analysis-study``, ``lumin-inferno coverage``,
+``lumin-inferno pivot-study``
 (also ``python -m lumin_inferno ...``)."""
 
 from __future__ import annotations
@@ -69,6 +70,24 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=None)
     _fanout_args(a)
     a.add_argument("--quiet", action="store_true")
+    c = sub.add_parser("coverage",
+                       help="coverage of an INFERNO summary's intervals with pseudo-experiments, small and large MC, "
+                            "with and without the MC-statistics term")
+    c.add_argument("--outdir", default="outputs/coverage", help="where fold files, weights, toys and results go")
+    c.add_argument("--toy", choices=["small", "analysis"], default=None, help="the generator (default: small)")
+    c.add_argument("--method", default=None, help="the INFERNO training (default approx_gv)")
+    c.add_argument("--n-toys", type=int, default=None, help="pseudo-experiments per fit setting (default 1000)")
+    c.add_argument("--chunk-size", type=int, default=None, help="toys per task / file (default 100)")
+    c.add_argument("--mc-events", type=int, default=None,
+                   help="MC events per process of the small-MC fits, drawn afresh per toy (default 1000)")
+    c.add_argument("--inferno-epochs", type=int, default=None, help="INFERNO epochs (default 40)")
+    c.add_argument("--n-train", type=int, default=None, help="training events per process (default 20000)")
+    c.add_argument("--n-test", type=int, default=None, help="test events per process, the truth (default 50000)")
+    c.add_argument("--n-bins", type=int, default=None, help="INFERNO bins (default 10)")
+    c.add_argument("--inferno-bs", type=int, default=None, help="INFERNO batch size (events, default 2000)")
+    c.add_argument("--seed", type=int, default=None)
+    _fanout_args(c)
+    c.add_argument("--quiet", action="store_true")
     sub.add_parser(
         "pivot-study",
         help="learning to pivot on the Louppe-Kagan-Cranmer toy (options: lumin-inferno pivot-study --help)",
@@ -80,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
 def _fanout_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, default=None,
-                   help="train ensemble members on a local Dask cluster of this many worker processes (docs/scale_out.md)")
+                   help="run ensemble members (and toys) on a local Dask cluster of this many worker processes "
+                        "(docs/scale_out.md)")
     g.add_argument("--scheduler", default=None,
                    help="train ensemble members on the Dask cluster whose scheduler is at this address (tcp://host:port)")
 
@@ -177,6 +197,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             _parser().error(str(e))
         with _client(args) as client:
             run_analysis_study(settings, verbose=not args.quiet, client=client)
+    elif args.command == "coverage":
+        from .exceptions import ConfigurationError
+        from .studies.coverage import coverage_study_settings, run_coverage_study
+
+        try:
+            cov = coverage_study_settings(args)
+        except ConfigurationError as e:
+            _parser().error(str(e))
+        with _client(args) as client:
+            run_coverage_study(cov, verbose=not args.quiet, client=client)
     return 0
 
 

@@ -5,12 +5,16 @@ from .._compat import import_lumin
 import_lumin()  # LUMIN first, with pdpbox's global warning filter undone (lumin_inferno._compat)
 
 from .analysis import (
+    EventBins,
+    event_bins,
+    foldfile_event_bins,
     analysis_template_model,
     expected_poi_uncertainties,
     foldfile_template_model,
     hard_summary_templates,
     transform_shifted_bins,
 )
+from .coverage import CoverageSetting, coverage_summary, format_coverage, run_coverage
 from .ensemble import AlignedEnsemble, InfernoEnsemble, align_ensemble, load_inferno_ensemble, save_inferno_ensemble
 from .importance import (
     ColumnSubsetTransform,
@@ -30,7 +34,9 @@ from .independence import (
 from .report import TrainingWarning, training_report
 from .plots import (
     plot_channel_templates,
+    plot_coverage,
     plot_poi_contours,
+    plot_pulls,
     plot_poi_sigmas,
     plot_profile_curves,
     plot_sigma_summary,
@@ -50,6 +56,15 @@ from .templates import (
 )
 
 __all__ = [
+    "EventBins",
+    "event_bins",
+    "foldfile_event_bins",
+    "CoverageSetting",
+    "run_coverage",
+    "coverage_summary",
+    "format_coverage",
+    "plot_pulls",
+    "plot_coverage",
     "hard_summary_templates",
     "transform_shifted_bins",
     "analysis_template_model",

@@ -6,6 +6,7 @@ exports. This is the library path from an approximate-INFERNO model to σ(POI), 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..statistics.fit import profile_interval
 from ..statistics.likelihood import TemplateModel
 
 __all__ = [
-    "hard_summary_templates", "transform_shifted_bins", "analysis_template_model", "foldfile_template_model",
+    "EventBins", "event_bins", "foldfile_event_bins", "hard_summary_templates", "transform_shifted_bins", "analysis_template_model", "foldfile_template_model",
     "expected_poi_uncertainties",
 ]
 
@@ -136,6 +137,58 @@ def transform_shifted_bins(
     return out
 
 
+@dataclass
+class EventBins:
+    """An evaluation sample summarised once: every event's bin under the nominal inputs and under each shifted input
+    (``"inputs"`` columns, ``"transform:<name>"`` for exact systematics), with its weights and up/down weights.
+    Templates of the whole sample or of any subset of its events (:meth:`template_model`, e.g. a smaller MC sample
+    drawn for a pseudo-experiment) then cost histograms only, no network evaluation."""
+
+    bins: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+    shifted_bins: Dict[str, Tuple[np.ndarray, np.ndarray]]
+    shifted_weights: Dict[str, Tuple[np.ndarray, np.ndarray]]
+
+    def __len__(self) -> int:
+        return len(self.bins)
+
+    def templates(self, analysis: Analysis, index: Optional[np.ndarray] = None) -> SummaryTemplates:
+        """:func:`hard_summary_templates` of the events ``index`` (default all)."""
+        take = (lambda v: np.asarray(v)) if index is None else (lambda v: np.asarray(v)[index])
+        return hard_summary_templates(
+            analysis, take(self.bins), take(self.targets), take(self.weights),
+            {k: (take(u), take(d)) for k, (u, d) in self.shifted_bins.items()},
+            {k: (take(u), take(d)) for k, (u, d) in self.shifted_weights.items()})
+
+    def template_model(self, analysis: Analysis, index: Optional[np.ndarray] = None) -> TemplateModel:
+        """The analysis's binned likelihood (float64) from the events ``index`` (default all)."""
+        return template_model(analysis, self.templates(analysis, index))
+
+
+def event_bins(
+    analysis: Analysis,
+    bin_function: BinFunction,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    weights: Optional[np.ndarray] = None,
+    transform=None,
+    shifted_inputs: Optional[Mapping[str, Tuple[np.ndarray, np.ndarray]]] = None,
+    shifted_weights: Optional[Mapping[str, Tuple[np.ndarray, np.ndarray]]] = None,
+) -> EventBins:
+    """The :class:`EventBins` of an evaluation sample: ``bin_function`` applied to the nominal inputs, to each
+    ``"inputs"`` systematic's shifted inputs (column → (up inputs, down inputs)) and, for ``"transform"``
+    systematics, to the inputs moved by ``transform`` to α = ±1."""
+    bins = {c: (np.asarray(bin_function(up)), np.asarray(bin_function(down)))
+            for c, (up, down) in (shifted_inputs or {}).items()}
+    bins.update(transform_shifted_bins(analysis, bin_function, inputs, targets, transform))
+    targets = np.asarray(targets).reshape(-1)
+    w = np.ones(len(targets)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    return EventBins(np.asarray(bin_function(inputs)), targets, w, bins,
+                     {k: (np.asarray(u, dtype=np.float64).reshape(-1), np.asarray(d, dtype=np.float64).reshape(-1))
+                      for k, (u, d) in (shifted_weights or {}).items()})
+
+
 def analysis_template_model(
     analysis: Analysis,
     bin_function: BinFunction,
@@ -150,21 +203,16 @@ def analysis_template_model(
     hard-assigned templates of every process, ``"transform"`` systematics from ``transform`` at α = ±1,
     ``"inputs"`` systematics from ``shifted_inputs`` (column → (up inputs, down inputs)), ``"weights"`` ones from
     ``shifted_weights`` (column → (up, down) weights), MC statistics from Σw², and the fixed channels."""
-    bins = {c: (np.asarray(bin_function(up)), np.asarray(bin_function(down)))
-            for c, (up, down) in (shifted_inputs or {}).items()}
-    bins.update(transform_shifted_bins(analysis, bin_function, inputs, targets, transform))
-    templates = hard_summary_templates(analysis, np.asarray(bin_function(inputs)), targets, weights, bins,
-                                       shifted_weights)
-    return template_model(analysis, templates)
+    return event_bins(analysis, bin_function, inputs, targets, weights, transform, shifted_inputs,
+                      shifted_weights).template_model(analysis)
 
 
-def foldfile_template_model(
-    analysis: Analysis, bin_function: BinFunction, fy, fold_idx: int = 0, transform=None
-) -> TemplateModel:
-    """The analysis's binned likelihood with the summary ``bin_function`` (inputs array → integer bins) applied
-    to fold ``fold_idx`` of ``fy`` (a LUMIN ``FoldYielder`` or a fold-file path with shifted systematics), its
-    shifted inputs and up/down weights (:mod:`lumin_inferno.data.systematics`) and, for ``"transform"``
-    systematics, ``transform`` (default: the declared input shifts through ``fy``'s input pipe)."""
+def foldfile_event_bins(analysis: Analysis, bin_function: BinFunction, fy, fold_idx: int = 0,
+                        transform=None) -> EventBins:
+    """The :class:`EventBins` of fold ``fold_idx`` of ``fy`` (a LUMIN ``FoldYielder`` or a fold-file path with
+    shifted systematics): nominal, shifted inputs and up/down weights (:mod:`lumin_inferno.data.systematics`) and,
+    for ``"transform"`` systematics, ``transform`` (default: the declared input shifts through ``fy``'s input
+    pipe)."""
     if not hasattr(fy, "get_fold"):
         from lumin.nn.data.fold_yielder import FoldYielder
 
@@ -183,8 +231,18 @@ def foldfile_template_model(
 
         transform = InputShiftTransform(analysis, list(fy.cont_feats) + list(fy.cat_feats),
                                         getattr(fy, "input_pipe", None))
-    return analysis_template_model(analysis, bin_function, data["inputs"], data["targets"], data["weights"],
-                                   transform, shifted_inputs, None if shifted is None else shifted.weights)
+    return event_bins(analysis, bin_function, data["inputs"], data["targets"], data["weights"], transform,
+                      shifted_inputs, None if shifted is None else shifted.weights)
+
+
+def foldfile_template_model(
+    analysis: Analysis, bin_function: BinFunction, fy, fold_idx: int = 0, transform=None
+) -> TemplateModel:
+    """The analysis's binned likelihood with the summary ``bin_function`` (inputs array → integer bins) applied
+    to fold ``fold_idx`` of ``fy`` (a LUMIN ``FoldYielder`` or a fold-file path with shifted systematics), its
+    shifted inputs and up/down weights (:mod:`lumin_inferno.data.systematics`) and, for ``"transform"``
+    systematics, ``transform`` (default: the declared input shifts through ``fy``'s input pipe)."""
+    return foldfile_event_bins(analysis, bin_function, fy, fold_idx, transform).template_model(analysis)
 
 
 def expected_poi_uncertainties(model: TemplateModel, observed=None) -> Dict[str, float]:

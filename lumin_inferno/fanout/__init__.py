@@ -3,6 +3,7 @@ scheduler, or a batch system through dask-jobqueue (docs/scale_out.md). Every fi
 atomically as it finishes, so a rerun of the same command resumes from it."""
 
 from .cluster import connect
+from .tasks import run_tasks
 from .training import MemberTask, load_member, train_members
 
-__all__ = ["connect", "train_members", "load_member", "MemberTask"]
+__all__ = ["connect", "train_members", "load_member", "MemberTask", "run_tasks"]

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..exceptions import ConfigurationError, FanOutError
 from ..io import atomic_directory, atomic_write_text
+from .tasks import run_tasks
 
 __all__ = ["MemberTask", "train_members", "load_member", "FanOutError"]
 
@@ -242,60 +243,12 @@ def train_members(
         if done is not None:
             out[t.model_id] = done
     todo = [t for t in tasks if t.model_id not in out]
-    bar = _bar(progress, len(tasks), len(out))
-    if client is None:
-        for t in todo:
-            out[t.model_id] = _run_here(t)
-            bar(1)
-    else:
-        out.update(_run_on(client, todo, retries, bar))
+    for t, r in zip(todo, run_tasks(todo, client, retries, progress, len(out), _describe, key="lumin-inferno-member")):
+        out[t.model_id] = r
     results = [out[i][0] for i in range(n_models)]
     histories = [out[i][1] for i in range(n_models)]
     return results, histories
 
 
-def _run_here(task: MemberTask) -> Tuple[dict, tuple]:
-    try:
-        return task()
-    except FanOutError:
-        raise
-    except Exception as err:
-        raise FanOutError(f"ensemble member {task.model_id} ({task.directory}) failed: {type(err).__name__}: {err}") from err
-
-
-def _run_on(client: Any, tasks: List[MemberTask], retries: int, bar) -> Dict[int, Tuple[dict, tuple]]:
-    from distributed import as_completed
-
-    futures = {client.submit(t, key=f"lumin-inferno-member-{Path(t.savepath).name}-{t.model_id}-{time.time_ns()}",
-                             retries=retries, pure=False): t for t in tasks}
-    out: Dict[int, Tuple[dict, tuple]] = {}
-    failed: List[str] = []
-    for future in as_completed(futures):
-        t = futures[future]
-        try:
-            out[t.model_id] = future.result()
-        except Exception as err:
-            failed.append(f"member {t.model_id} ({t.directory}): {type(err).__name__}: {err}")
-        bar(1)
-    if failed:
-        hint = " (is lumin_inferno installed on the workers?)" if any("ModuleNotFound" in f for f in failed) else ""
-        raise FanOutError(f"{len(failed)} of {len(tasks)} task(s) failed after {retries} retries{hint}; finished "
-                          f"members are kept: " + "; ".join(failed))
-    return out
-
-
-def _bar(progress: bool, total: int, done: int):
-    """One fastprogress bar over the fan-out (LUMIN's progress idiom); returns ``advance(n)``."""
-    if not progress or total == 0:
-        return lambda n: None
-    from fastprogress.fastprogress import progress_bar
-
-    pb = progress_bar(range(total), display=True)
-    state = {"n": done}
-    pb.update(done)
-
-    def advance(n: int) -> None:
-        state["n"] += n
-        pb.update(state["n"])
-
-    return advance
+def _describe(task: MemberTask) -> str:
+    return f"ensemble member {task.model_id} ({task.directory})"

@@ -143,7 +143,7 @@ class AnalysisStudySettings:
             raise ConfigurationError(f"limit_splits must be ≥ 2 (the limit's Monte Carlo error), got {self.limit_splits}")
         if not self.temperature > 0 or (self.temperature_start is not None and not self.temperature_start > 0):
             raise ConfigurationError("temperatures must be > 0")
-        per_fold = self.n_train_per_process * 5 // self.n_folds
+        per_fold = self.n_train_per_process * len(TOYS[self.toy]().processes) // self.n_folds
         if self.inferno_bs > per_fold:
             raise ConfigurationError(
                 f"inferno_bs ({self.inferno_bs}) exceeds the events of one fold ({per_fold}): raise "
@@ -187,6 +187,26 @@ def training_analysis(toy: AnalysisToy, method: Method, n_bins: int) -> Analysis
     if method.callback == "exact":
         a = a.without_nuisances([s.name for s in a.systematics_of("weights")])
     return replace(a, objective=Objective(method.objective, pois=method.pois or tuple(toy.pois)))
+
+
+def train_inferno_method(settings: AnalysisStudySettings, toy: AnalysisToy, method: Method, fy, fy_pipe,
+                         savepath: Path, seed: int, fingerprint: str, client=None) -> tuple:
+    """Train ``settings.n_models`` INFERNO members of ``method`` (approximate on ``fy``, exact on ``fy_pipe``, the
+    fold file with its input pipe) with the temperature schedule and, by default, selection on the hard-binned
+    validation objective; returns (builder, (results, histories))."""
+    builder = _builder(settings, fy, settings.n_bins, inferno=True)
+    a = training_analysis(toy, method, settings.n_bins)
+    cb = ApproxInfernoCallback if method.callback == "approx" else InfernoCallback
+    cbs = [partial(cb, a)]
+    if settings.temperature_start is not None:
+        cbs.append(partial(TemperatureSchedule, start=settings.temperature_start, end=settings.temperature))
+    kwargs = {}
+    if settings.select_on == "hard_sigma":  # the evaluation's likelihood, with the training's objective
+        selection = replace(toy.analysis(settings.n_bins, kind="inputs"), objective=a.objective)
+        kwargs = dict(metric_partials=[partial(HardSigmaMetric, selection)], patience=settings.patience)
+    return builder, train_ensemble(fy if method.callback == "approx" else fy_pipe, builder, settings.n_models,
+                                   settings.inferno_bs, settings.inferno_epochs, savepath, cbs, seed=seed,
+                                   client=client, fingerprint=fingerprint, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -306,20 +326,8 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True, cl
                                                  client=client, fingerprint=fingerprint,
                                                  train_on_weights=False)  # balanced: equal events per class
         else:
-            builder = _builder(settings, fy, settings.n_bins, inferno=True)
-            a = training_analysis(toy, method, settings.n_bins)
-            cb = ApproxInfernoCallback if method.callback == "approx" else InfernoCallback
-            cbs = [partial(cb, a)]
-            if settings.temperature_start is not None:
-                cbs.append(partial(TemperatureSchedule, start=settings.temperature_start, end=settings.temperature))
-            kwargs = {}
-            if settings.select_on == "hard_sigma":  # the evaluation's likelihood, with the training's objective
-                selection = replace(toy.analysis(settings.n_bins, kind="inputs"), objective=a.objective)
-                kwargs = dict(metric_partials=[partial(HardSigmaMetric, selection)], patience=settings.patience)
-            results, histories = train_ensemble(fy if method.callback == "approx" else fy_pipe, builder,
-                                                settings.n_models, settings.inferno_bs, settings.inferno_epochs,
-                                                out / "weights" / name, cbs, seed=seed, client=client,
-                                                fingerprint=fingerprint, **kwargs)
+            builder, (results, histories) = train_inferno_method(settings, toy, method, fy, fy_pipe,
+                                                                 out / "weights" / name, seed, fingerprint, client)
         val = [float(r["hard_sigma"]) for r in results] if method and settings.select_on == "hard_sigma" else None
         trained[name] = (method, load_models(results, builder), histories, val)
         say(f"[analysis-study] trained {name}: {settings.n_models} models ({time.time() - t0:.0f}s)")
