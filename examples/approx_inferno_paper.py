@@ -48,7 +48,8 @@ from lumin_inferno.evaluation import analysis_template_model, argmax_bins, expec
 from lumin_inferno.models import SoftmaxTemperatureTail
 
 
-def shifted_copies(nominal: pd.DataFrame, shifts: Dict[str, float] = TEMPLATE_SHIFTS) -> Dict[str, Tuple[pd.DataFrame, pd.DataFrame]]:
+def shifted_copies(nominal: pd.DataFrame,
+                   shifts: Dict[str, float] = TEMPLATE_SHIFTS) -> Dict[str, Tuple[pd.DataFrame, pd.DataFrame]]:
     """The nominal events with each background shape nuisance moved by ±its step (r ± 0.2, λ = 3 ± 0.5): what a real
     analysis would get by re-processing its events. Signal rows are unchanged. Same index and order as nominal."""
     transform, bm = PaperTransform(), paper_benchmark(2)

@@ -47,7 +47,8 @@ def test_analysis_study_tiny(tmp_path):
     assert "**all systematics" in md and "**statistical only" in md and "| INFERNO exact, log det C | 6 |" in md
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 4 * 2 * 2 and {r["errors"] for r in rows} == {"all", "stat_only"}
-    for name in ("training_curves_inferno", "training_curves_ce", "templates_cross_entropy", "templates_approx_gv", "templates_exact_density_classifier",
+    for name in ("training_curves_inferno", "training_curves_ce", "templates_cross_entropy", "templates_approx_gv",
+                 "templates_exact_density_classifier",
                  "sigma_vs_limit", "poi_contours"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -45,7 +45,8 @@ def test_paper_study_tiny(tmp_path):
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["benchmark"] for r in rows] == ["1", "2"] and float(rows[1]["limit"]) > 0
     assert len(list(csv.DictReader((out / "cross_benchmark.csv").open()))) == 3
-    for name in ("training_curves_inferno", "training_curves_hard_sigma", "training_curves_ce", "templates_inferno_2", "templates_ce_2",
+    for name in ("training_curves_inferno", "training_curves_hard_sigma", "training_curves_ce", "templates_inferno_2",
+                 "templates_ce_2",
                  "profile_1", "profile_2", "sigma_summary"):
         png = out / "plots" / f"{name}.png"
         assert png.stat().st_size > 5_000 and png.read_bytes()[:4] == b"\x89PNG"

@@ -285,8 +285,8 @@ class ApproxInfernoCallback(Callback):
     def shifted_outputs(self, x: Tensor) -> Dict[int, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
         """Network outputs of the shifted copies of the batch's events, for every ``"inputs"`` systematic with
         processes in the batch: its index in ``analysis.systematics_of("inputs")`` → (mask of the batch rows it
-        affects, (outputs at +1σ, at −1σ) of those rows). One forward pass for all systematics and both directions (the rows concatenated), so the cost is
-        the network's on the affected rows, not a Python loop of small passes."""
+        affects, (outputs at +1σ, at −1σ) of those rows). One forward pass for all systematics and both directions (the
+        rows concatenated), so the cost is the network's on the affected rows, not a Python loop of small passes."""
         rows, masks = self._rows, self._masks
         chunks: List[Tensor] = []
         layout: List[Tuple[int, Tensor, int]] = []

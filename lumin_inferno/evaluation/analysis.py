@@ -19,7 +19,8 @@ from ..statistics.fit import profile_interval
 from ..statistics.likelihood import TemplateModel
 
 __all__ = [
-    "EventBins", "event_bins", "foldfile_event_bins", "hard_summary_templates", "transform_shifted_bins", "analysis_template_model", "foldfile_template_model",
+    "EventBins", "event_bins", "foldfile_event_bins", "hard_summary_templates", "transform_shifted_bins",
+    "analysis_template_model", "foldfile_template_model",
     "expected_poi_uncertainties",
 ]
 

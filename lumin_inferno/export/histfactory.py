@@ -73,7 +73,8 @@ def write_combine_datacard(
     (signals with process index ≤ 0), ``rate -1`` (from the histograms); each shape systematic as ``shape`` with
     ``<process>_<name>Up/Down`` histograms (our ±1 templates; the column holds the nuisance's constraint width c,
     by which combine scales its unit Gaussian, so c = 2 means templates at ±½σ; a free nuisance is ``shapeU``);
-    each normalisation systematic as ``lnN`` (κ^c, or κ_down^c/κ_up^c when asymmetric); each factor as a ``rateParam`` shared by name across channels and processes (a constrained one
+    each normalisation systematic as ``lnN`` (κ^c, or κ_down^c/κ_up^c when asymmetric); each factor as a
+    ``rateParam`` shared by name across channels and processes (a constrained one
     also as ``param``); ``* autoMCStats 0`` when the analysis has MC statistics, with each MC process's √Σw² as
     the histograms' errors (processes without MC statistics carry zero errors).
 

@@ -92,7 +92,9 @@ def _minuit(model: TemplateModel, observed: Tensor, fixed: Optional[Dict[str, fl
 def _migrad(model: TemplateModel, observed: Optional[Tensor], fixed: Optional[Dict[str, float]] = None):
     """(float64 graph-free model, data (default Asimov), Minuit after a valid MIGRAD) or FailedMinimizationError."""
     model = model.detached()
-    observed = model.asimov() if observed is None else check_observed(model, observed.detach() if isinstance(observed, Tensor) else observed)
+    if isinstance(observed, Tensor):
+        observed = observed.detach()
+    observed = model.asimov() if observed is None else check_observed(model, observed)
     m = _minuit(model, observed, fixed)
     m.migrad()
     if not m.valid:

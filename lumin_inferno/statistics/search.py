@@ -23,7 +23,7 @@ POIs set to μ); every other parameter, other POIs included, is profiled.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 import torch

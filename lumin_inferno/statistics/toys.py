@@ -34,7 +34,8 @@ from .fit import best_fit, parameter_bounds
 from .hessian import nll_hessian
 from .likelihood import TemplateModel
 
-__all__ = ["sample_toys", "ToyFit", "fit_toy", "fit_toys", "toy_arrays", "CoverageFraction", "coverage_fraction", "COVERAGE_LEVELS"]
+__all__ = ["sample_toys", "ToyFit", "fit_toy", "fit_toys", "toy_arrays", "CoverageFraction", "coverage_fraction",
+           "COVERAGE_LEVELS"]
 
 #: confidence levels whose coverage is reported, and the q thresholds of their 1-D profile-likelihood intervals
 COVERAGE_LEVELS: Dict[str, float] = {"68%": float(chi2.ppf(0.6827, 1)), "95%": float(chi2.ppf(0.95, 1))}

@@ -153,7 +153,8 @@ class AnalysisStudySettings:
     def full(cls, **overrides) -> "AnalysisStudySettings":
         """Larger samples, more models and epochs, a more precise limit (run time in docs/analysis_study.md)."""
         pois = set(TOYS[overrides.get("toy", "analysis")]().pois) if overrides.get("toy", "analysis") in TOYS else set()
-        base = dict(methods=[m for m in METHODS if set(METHODS[m].pois) <= pois], n_train_per_process=50_000, n_test_per_process=100_000, n_models=3,
+        base = dict(methods=[m for m in METHODS if set(METHODS[m].pois) <= pois], n_train_per_process=50_000,
+                    n_test_per_process=100_000, n_models=3,
                     inferno_epochs=60, ce_epochs=20, limit_events=200_000, limit_splits=4)
         base.update(overrides)
         return cls(**base)

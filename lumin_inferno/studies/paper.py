@@ -357,12 +357,14 @@ def _csv(table: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["benchmark", "ce_median", "ce_q16", "ce_q84", "inferno_median", "inferno_q16", "inferno_q84",
-                "inferno_ensemble", "inferno_selected", "paper_ce", "paper_inferno", "limit", "paper_limit", "inferno_to_limit_pct",
+                "inferno_ensemble", "inferno_selected", "paper_ce", "paper_inferno", "limit", "paper_limit",
+                "inferno_to_limit_pct",
                 "ce_hessian_median", "inferno_hessian_median"])
     for k, row in sorted(table.items()):
         ce, inf = row["ce"], row["inferno"]
         w.writerow([k, ce["median"], ce["q16"], ce["q84"], inf["median"], inf["q16"], inf["q84"],
-                    inf.get("ensemble", ""), inf.get("selected", ""), row["paper_ce"], row["paper_inferno"], row["limit"], row["analytic"],
+                    inf.get("ensemble", ""), inf.get("selected", ""), row["paper_ce"], row["paper_inferno"], row["limit"],
+                    row["analytic"],
                     row["inferno_to_limit_pct"], ce["hessian"]["median"], inf["hessian"]["median"]])
     return buf.getvalue()
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from lumin_inferno.statistics import Parameter, ShapeSystematic, TemplateModel, expected_poi_uncertainty, fit, profile_interval, profile_scan
+from lumin_inferno.statistics import (Parameter, ShapeSystematic, TemplateModel, expected_poi_uncertainty, fit,
+                                      profile_interval, profile_scan)
 from tests.statistics.test_hessian import counting, rich_model, two_bin_free_background
 
 
