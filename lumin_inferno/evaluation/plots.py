@@ -257,21 +257,24 @@ def plot_pulls(pulls: Mapping[str, np.ndarray], path: PathLike, poi: str = "POI"
     import mplhep
 
     edges = np.linspace(-4.0, 4.0, n_bins + 1)
-    with _figure(path) as (fig, axes):
+    with _figure(path, figsize=(10, 7)) as (fig, axes):
         ax = axes[0]
+        top = 0.0
         for label, p in pulls.items():
             p = np.asarray(p, dtype=float)
             p = p[np.isfinite(p)]
             h, _ = np.histogram(np.clip(p, edges[0], edges[-1]), edges)
             width = np.diff(edges)
             norm = max(h.sum(), 1) * width
+            top = max(top, float((h / norm).max()))
             mplhep.histplot(h / norm, edges, yerr=np.sqrt(h) / norm, ax=ax,
                             label=f"{label}: mean {p.mean():+.2f}, width {p.std(ddof=1):.2f} ({len(p)} toys)")
         x = np.linspace(edges[0], edges[-1], 200)
         ax.plot(x, np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi), "k--", label="N(0, 1)")
+        ax.set_ylim(0, 1.7 * max(top, 0.4))  # room for the legend above the histograms
         ax.set_xlabel(f"pull of {poi}")
         ax.set_ylabel("toys (normalised)")
-        ax.legend(fontsize="x-small", loc="upper left")
+        ax.legend(fontsize="xx-small", loc="upper left")
     return Path(path)
 
 
@@ -280,18 +283,22 @@ def plot_coverage(summary: Mapping[str, Mapping], path: PathLike) -> Path:
     (:func:`~lumin_inferno.evaluation.coverage.coverage_summary`), with Clopper–Pearson 68 % error bars and the
     nominal levels as lines."""
     rows = [(name, poi, r) for name, e in summary.items() for poi, r in e["pois"].items()]
-    with _figure(path, figsize=(8, 1.5 + 0.6 * len(rows))) as (fig, axes):
+    with _figure(path, figsize=(10, 2.5 + 0.7 * len(rows))) as (fig, axes):
         ax = axes[0]
         y = np.arange(len(rows))
+        lowest = 1.0
         for level, nominal, colour, dy in (("68%", 0.6827, "tab:blue", 0.12), ("95%", 0.95, "tab:orange", -0.12)):
             f = np.array([r["coverage"][level]["fraction"] for _, _, r in rows])
             lo = np.array([r["coverage"][level]["low"] for _, _, r in rows])
             hi = np.array([r["coverage"][level]["high"] for _, _, r in rows])
+            lowest = min(lowest, float(np.nanmin(lo)))
             ax.errorbar(f, y + dy, xerr=[f - lo, hi - f], fmt="o", color=colour, label=f"{level} interval")
             ax.axvline(nominal, color=colour, ls="--", lw=1)
+        ax.set_xlim(min(lowest, 0.6827) - 0.05, 1.0)
+        ax.set_ylim(-0.6, len(rows) - 0.4 + 0.8)  # room for the legend
         ax.set_yticks(y)
         ax.set_yticklabels([f"{name}: {poi}" if len({p for _, p, _ in rows}) > 1 else name for name, poi, _ in rows],
                            fontsize="x-small")
-        ax.set_xlabel("coverage (fraction of toys whose interval holds the truth)")
-        ax.legend(fontsize="x-small")
+        ax.set_xlabel("coverage")
+        ax.legend(fontsize="x-small", loc="upper left", ncol=2)
     return Path(path)

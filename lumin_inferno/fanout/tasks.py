@@ -64,9 +64,10 @@ def progress_advance(progress: bool, total: int, done: int = 0) -> Callable[[int
         return lambda n: None
     from fastprogress.fastprogress import progress_bar
 
-    pb = progress_bar(range(total), display=True)
+    pb = progress_bar(range(total), display=True, auto_update=False)  # driven by update(n), not by iteration
     state = {"n": done}
-    pb.update(done)
+    if done:
+        pb.update(done)
 
     def advance(n: int) -> None:
         state["n"] += n
