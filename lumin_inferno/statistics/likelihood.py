@@ -283,11 +283,36 @@ class TemplateModel:
             self._norm_code1 = torch.tensor([s.interpolation == "code1" for s in self.norm_systematics], device=dev)
             if (self._norm_up <= 0).any() or (self._norm_down <= 0).any():
                 raise InvalidModelSpecError("normalisation factors must be > 0")
+        self._check_values()
         self._gamma_bins: Optional[Tensor] = None
         self._n_given = len(self.parameters)
         if self.staterror is not None:
             self._setup_staterror(proc_index, dev, dt)
         self._auxdata: Optional[Tensor] = None  # constraint centres, when not θ⁰ (with_auxdata)
+
+    def _check_values(self) -> None:
+        """Nominal templates finite and ≥ 0, shifted templates finite: one vectorised test (this runs on every
+        training batch); only when it fails are the rows looked at, to name the process or systematic at fault."""
+        rows = [self.templates.detach()]
+        if self.shape_systematics:
+            rows += [self._shape_up.detach(), self._shape_down.detach()]
+        values = torch.cat(rows) if len(rows) > 1 else rows[0]
+        n = len(self.processes)
+        if bool(torch.isfinite(values).all()) and not bool((values[:n] < 0).any()):
+            return
+        for p, t in zip(self.processes, self.templates.detach()):
+            bad = (~torch.isfinite(t)).nonzero().flatten().tolist()
+            if bad:
+                raise InvalidModelSpecError(f"template of process {p!r} has non-finite bins {bad}")
+            if (t < 0).any():
+                raise InvalidModelSpecError(f"template of process {p!r} has negative bins "
+                                            f"{(t < 0).nonzero().flatten().tolist()}: expected counts cannot be < 0")
+        for s in self.shape_systematics:
+            for label, t in (("shift_up", s.shift_up), ("shift_down", s.shift_down)):
+                bad = (~torch.isfinite(t.detach())).nonzero().flatten().tolist()
+                if bad:
+                    raise InvalidModelSpecError(
+                        f"{label} template of systematic {s.parameter!r} on {s.process!r} has non-finite bins {bad}")
 
     # ------------------------------------------------------------------------------------------------------------
     @property
