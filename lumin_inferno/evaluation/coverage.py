@@ -85,13 +85,22 @@ class ToyChunk:
     setting_index: int
 
     def __call__(self) -> Dict[str, np.ndarray]:
+        threads = torch.get_num_threads()
         torch.set_num_threads(1)  # toys are small: many chunks in parallel beat threads within one
-        ss = np.random.SeedSequence([self.seed, self.setting_index, self.index])
-        torch_seed, numpy_seed = ss.generate_state(2)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> Dict[str, np.ndarray]:
+        # the main counts depend on (seed, chunk) only: every setting fits the same pseudo-data (paired comparison);
+        # the auxiliary data and MC draws come from the setting's own stream
+        data_seed = int(np.random.SeedSequence([self.seed, self.index]).generate_state(1)[0])
+        torch_seed, numpy_seed = np.random.SeedSequence([self.seed, self.index, 1 + self.setting_index]).generate_state(2)
         gen = torch.Generator().manual_seed(int(torch_seed))
         rng = np.random.default_rng(int(numpy_seed))
         truth = self.events.template_model(replace(self.analysis, mc_stat=False))
-        observed, _ = sample_toys(truth, self.n_toys, generator=gen, randomise=[])
+        observed, _ = sample_toys(truth, self.n_toys, generator=torch.Generator().manual_seed(data_seed), randomise=[])
         fit_analysis = replace(self.analysis, mc_stat=self.setting.mc_stat)
         pois = list(self.analysis.poi_names)
         if self.setting.mc_events is None:
@@ -109,6 +118,7 @@ class ToyChunk:
                 _, aux = sample_toys(model, 1, generator=gen, randomise=non_gamma)
                 fits.append(fit_toy(model, observed[k], aux[0]))
         out = toy_arrays(fits, pois)
+        out["n_observed"] = observed.sum(-1).numpy()  # total observed events per toy (the same for every setting)
         for p in pois:  # the truth is θ⁰ of the POI
             out[f"pull_{p}"] = (out[f"best_{p}"] - float(truth.nominal()[truth.index(p)])) / out[f"sigma_{p}"]
         out["error"] = np.array([f.error or "" for f in fits], dtype=str)
@@ -121,7 +131,9 @@ def _fingerprint(analysis: Analysis, events: EventBins, settings: Sequence[Cover
     for a in [events.bins, events.targets, events.weights] + [v for pair in events.shifted_bins.values() for v in pair] \
             + [v for pair in events.shifted_weights.values() for v in pair]:
         h.update(np.ascontiguousarray(a).tobytes())
-    return json.dumps({"analysis": analysis.to_dict(), "events": h.hexdigest(),
+    from ..version import __version__
+
+    return json.dumps({"analysis": analysis.to_dict(), "events": h.hexdigest(), "lumin_inferno": __version__,
                        "settings": [asdict(s) for s in settings], "n_toys": n_toys, "chunk_size": chunk_size,
                        "seed": seed}, sort_keys=True)
 
@@ -168,6 +180,9 @@ def run_coverage(analysis: Analysis, events: EventBins, settings: Sequence[Cover
             raise ConfigurationError(f"{toys_dir} holds toys of another model, sample or settings: use another "
                                      "output folder or delete it")
     else:
+        if any(toys_dir.rglob("chunk_*.npz")):
+            raise ConfigurationError(f"{toys_dir} holds toys but no manifest.json saying what made them: use another "
+                                     "output folder or delete it")
         atomic_write_text(manifest, fingerprint)
     tasks = []
     for si, s in enumerate(settings):

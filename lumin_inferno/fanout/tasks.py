@@ -25,16 +25,22 @@ def run_tasks(tasks: Sequence[Callable[[], Any]], client: Any = None, retries: i
     results: List[Any] = [None] * len(tasks)
     failed: List[str] = []
     if client is None:
+        errors: List[BaseException] = []
         for i, t in enumerate(tasks):
             try:
                 results[i] = t()
-            except FanOutError:
-                raise
             except Exception as err:
-                raise FanOutError(f"{describe(t)} failed: {type(err).__name__}: {err}") from err
-            if on_result is not None:
-                on_result(t, results[i])
+                msg = str(err) if isinstance(err, FanOutError) else f"{describe(t)} failed: {type(err).__name__}: {err}"
+                failed.append(msg)
+                errors.append(err)
+            else:
+                if on_result is not None:
+                    on_result(t, results[i])
             advance(1)
+        if len(failed) == 1:
+            raise FanOutError(failed[0]) from errors[0]
+        if failed:
+            raise FanOutError(f"{len(failed)} of {len(tasks)} task(s) failed; finished work is kept: " + "; ".join(failed))
         return results
     from distributed import as_completed
 

@@ -177,6 +177,20 @@ def parameter_bounds(model: TemplateModel) -> Tuple[Tensor, Tensor]:
             torch.tensor([np.inf if b[1] is None else b[1] for b in pairs], dtype=torch.float64))
 
 
+def bound_active(theta: Tensor, grad: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Parameters held at a bound by the gradient: at the lower bound with ∂NLL/∂θ > 0, or at the upper one with
+    ∂NLL/∂θ < 0 (the last dimension indexes parameters; works batched)."""
+    return ((theta <= lo) & (grad > 0)) | ((theta >= hi) & (grad < 0))
+
+
+def decouple(curvature: Tensor, active: Tensor) -> Tensor:
+    """``curvature`` with the rows and columns of the ``active`` parameters replaced by the identity's, so that a
+    Newton step leaves them where they are (works batched: ``[..., n, n]`` and ``[..., n]``)."""
+    pair = active[..., :, None] | active[..., None, :]
+    eye = torch.eye(curvature.shape[-1], dtype=curvature.dtype, device=curvature.device)
+    return torch.where(pair, eye.expand_as(curvature), curvature)
+
+
 def _newton_fit(model: TemplateModel, observed: Tensor, theta: Tensor, free: Tensor, edm: float = 1e-12,
                 max_iter: int = 30) -> Optional[Tensor]:
     """Minimise the NLL over the ``free`` parameters by Newton's method with the exact Hessian and a backtracking
@@ -192,12 +206,16 @@ def _newton_fit(model: TemplateModel, observed: Tensor, theta: Tensor, free: Ten
             nll = model.nll(th, observed)
             (grad,) = torch.autograd.grad(nll, th)
             g = grad[free]
+            # a parameter at a bound whose gradient points outwards stays there (active set): no step, and it does
+            # not count in the convergence test (its gradient never vanishes)
+            active = bound_active(theta[free], g, lo, hi)
+            g = g.masked_fill(active, 0.0)
             step, decrement = None, -1.0
             # the exact Hessian near the minimum; the Fisher information (Gauss–Newton, always positive definite)
             # where the Hessian is not (far from it, e.g. μ = 0 on signal-plus-background data)
             for curvature in (nll_hessian(model, observed, theta), fisher_information(model, theta)):
                 try:
-                    step = torch.linalg.solve(curvature[free][:, free], g)
+                    step = torch.linalg.solve(decouple(curvature[free][:, free], active), g)
                 except RuntimeError:
                     continue
                 decrement = float(g @ step)  # 2 × the expected NLL decrease (MINUIT's EDM is half of it)

@@ -30,7 +30,8 @@ from scipy.stats import binomtest, chi2
 from torch import Tensor
 
 from ..exceptions import FailedMinimizationError, InvalidModelSpecError
-from .fit import best_fit, parameter_bounds
+from .fit import best_fit, bound_active, decouple, parameter_bounds
+from .hessian import check_observed
 from .hessian import nll_hessian
 from .likelihood import TemplateModel
 
@@ -57,7 +58,7 @@ def sample_toys(model: TemplateModel, n_toys: int, theta: Optional[Tensor] = Non
         nu = model.expected(theta)
     observed = torch.poisson(nu.expand(int(n_toys), -1).contiguous(), generator=generator)
     names = model.parameter_names
-    chosen = set(names if randomise is None else randomise)
+    chosen = set(names if randomise is None else [randomise] if isinstance(randomise, str) else randomise)
     unknown = chosen - set(names)
     if unknown:
         raise InvalidModelSpecError(f"cannot randomise unknown parameter(s) {sorted(unknown)}; parameters are {names}")
@@ -91,7 +92,7 @@ def fit_toy(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] = 
     model = model.detached()
     if auxdata is not None:
         model = model.with_auxdata(auxdata)
-    observed = torch.as_tensor(observed, dtype=torch.float64)
+    observed = check_observed(model, observed)
     truth = {p: float(model.nominal()[model.index(p)]) for p in model.pois} if truth is None else dict(truth)
     missing = [p for p in model.pois if p not in truth]
     if missing:
@@ -168,6 +169,8 @@ def _batched_newton(model: TemplateModel, theta: Tensor, observed: Tensor, auxda
     the exact Hessian (eigenvalues floored at their absolute values, so every step descends), a per-toy
     backtracking line search inside the bounds. Returns (θ̂ ``[T, P]``, converged ``[T]``: half the Newton
     decrement gᵀH⁻¹g below ``edm``, MINUIT's EDM)."""
+    if not bool(free.any()):  # nothing to fit: every parameter is held
+        return theta.clone(), torch.ones(len(theta), dtype=torch.bool)
     from torch.func import grad, hessian, vmap
 
     f = lambda th, n, a: model.nll(th, n, a)  # noqa: E731
@@ -184,6 +187,15 @@ def _batched_newton(model: TemplateModel, theta: Tensor, observed: Tensor, auxda
         th, n, a = theta[act], observed[act], auxdata[act]
         g = g_fn(th, n, a)[:, fidx]
         h = h_fn(th, n, a)[:, fidx][:, :, fidx]
+        finite = torch.isfinite(g).all(-1) & torch.isfinite(h).all(-1).all(-1)
+        if not bool(finite.all()):  # a toy whose curvature is not finite fails alone, not the whole batch
+            failed[act[~finite]] = True
+            act, th, n, a, g, h = act[finite], th[finite], n[finite], a[finite], g[finite], h[finite]
+            if len(act) == 0:
+                break
+        active = bound_active(th[:, fidx], g, lo, hi)  # held at a bound: no step, no part in the convergence test
+        g = g.masked_fill(active, 0.0)
+        h = decouple(h, active)
         evals, evecs = torch.linalg.eigh(h)
         evals = evals.abs().clamp_min(1e-12 * evals.abs().amax(-1, keepdim=True).clamp_min(1e-300))
         step = evecs @ ((evecs.transpose(1, 2) @ g.unsqueeze(-1)) / evals.unsqueeze(-1))

@@ -35,6 +35,8 @@ def test_run_coverage_chunks_resume_and_same_numbers(tmp_path):
     for arr in toys.values():
         assert len(arr["q_mu"]) == 12 and not arr["failed"].any()
         assert np.isfinite(arr["pull_mu"]).all()
+    # every setting fits the same pseudo-data: a paired comparison
+    np.testing.assert_array_equal(toys["all MC"]["n_observed"], toys["small MC, no MC stat"]["n_observed"])
     chunks = sorted((tmp_path / "toys").rglob("chunk_*.npz"))
     assert len(chunks) == 9  # 3 settings × chunks of 5, 5, 2
     # the small-MC fits differ from the truth's: their templates are fresh draws of 300 events per process
@@ -46,6 +48,9 @@ def test_run_coverage_chunks_resume_and_same_numbers(tmp_path):
             np.testing.assert_array_equal(toys[name][k], again[name][k])
     with pytest.raises(ConfigurationError, match="toys of another"):
         run_coverage(analysis, ev, SETTINGS, 12, tmp_path, seed=4, chunk_size=5, progress=False)
+    (tmp_path / "toys" / "manifest.json").unlink()  # chunks nobody can vouch for are not reused
+    with pytest.raises(ConfigurationError, match="no manifest"):
+        run_coverage(analysis, ev, SETTINGS, 12, tmp_path, seed=3, chunk_size=5, progress=False)
     summary = coverage_summary(analysis, toys)
     table = format_coverage(summary)
     assert "small MC, MC stat" in table and "coverage 68 %" in table

@@ -22,9 +22,14 @@ def test_run_tasks_here_in_order_with_callbacks():
     assert out == [0, 1, 4, 9] and seen == [0, 1, 2, 3]
 
 
-def test_failing_task_is_named():
+def test_failing_task_is_named_and_the_others_still_run():
     with pytest.raises(FanOutError, match="task -3 failed: ValueError: negative input -3"):
         run_tasks([Square(1), Square(-3)], progress=False, describe=lambda t: f"task {t.x}")
+    done = []
+    with pytest.raises(FanOutError, match="2 of 4 task\\(s\\) failed.*task -1.*task -2"):
+        run_tasks([Square(-1), Square(2), Square(-2), Square(3)], progress=False, describe=lambda t: f"task {t.x}",
+                  on_result=lambda t, r: done.append(r))
+    assert done == [4, 9]  # finished work is kept
 
 
 @pytest.mark.parametrize("done", [0, 1, 3])

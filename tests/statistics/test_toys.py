@@ -7,7 +7,7 @@ from scipy.optimize import minimize_scalar
 
 from lumin_inferno.exceptions import InvalidModelSpecError
 from lumin_inferno.statistics import (COVERAGE_LEVELS, NormSystematic, Parameter, ShapeSystematic, StatError,
-                                      TemplateModel, coverage_fraction, fit_toy, fit_toys, sample_toys)
+                                      TemplateModel, coverage_fraction, fit_toy, fit_toys, nll_hessian, sample_toys)
 from tests.statistics.test_hessian import counting
 
 D = torch.float64
@@ -162,3 +162,45 @@ def test_coverage_fraction_binomial_interval_and_failed_toys():
     assert (cov.covered, cov.n) == (2, 3)
     assert cov.low < 2 / 3 < cov.high
     assert np.isnan(coverage_fraction([np.nan], 1.0).fraction)
+
+
+def _weak_signal():
+    """μ ∈ [0, 10] on a 10-event signal over 200 background events: a quarter of the toys fit μ̂ at the bound 0."""
+    sig = torch.tensor([0.2, 0.3, 0.5], dtype=D)
+    bkg = torch.tensor([0.5, 0.3, 0.2], dtype=D)
+    return TemplateModel(["sig", "bkg"], torch.stack([sig, bkg]), {"sig": 10.0, "bkg": 200.0},
+                         [Parameter("mu", 1.0, bounds=(0.0, 10.0)), Parameter("k", 0.0, constraint=1.0)], poi="mu",
+                         factors={"sig": ["mu"]}, norm_systematics=[NormSystematic("k", "bkg", 1.08, 0.92)])
+
+
+def test_hessian_at_a_signal_strength_near_zero():
+    # torch.prod's backward divided by the product: ∂²NLL/∂μ² came out 0 at μ = 1e-17 (review of issue 16's toys)
+    m = _weak_signal()
+    obs = m.expected(torch.tensor([0.0, 0.0], dtype=D)).detach()
+    theta = torch.tensor([3.66e-17, 0.998], dtype=D)
+    exact = torch.func.hessian(lambda t: m.nll(t, obs))(theta)
+    assert torch.allclose(nll_hessian(m, obs, theta), exact, rtol=1e-10)
+    assert float(exact[0, 0]) > 0.1
+
+
+def test_toys_at_the_bound_are_fitted_not_failed():
+    m = _weak_signal()
+    obs, aux = sample_toys(m, 60, generator=torch.Generator().manual_seed(2))
+    batched = fit_toys(m, obs, aux)
+    at_bound = [k for k, f in enumerate(batched) if f.best["mu"] < 1e-9]
+    assert len(at_bound) >= 5 and not any(f.error for f in batched)
+    for k in at_bound[:5]:
+        single = fit_toy(m, obs[k], aux[k])
+        assert single.error is None
+        assert batched[k].sigma["mu"] == pytest.approx(single.sigma["mu"], rel=1e-6)
+        assert batched[k].q["mu"] == pytest.approx(single.q["mu"], abs=1e-7)
+
+
+def test_toys_of_a_model_with_only_the_poi():
+    m = counting(50.0, 1000.0)  # nothing to profile: the conditional fit has no free parameter
+    obs, aux = sample_toys(m, 5, generator=torch.Generator().manual_seed(4))
+    for b, k in zip(fit_toys(m, obs, aux), range(5)):
+        s = fit_toy(m, obs[k], aux[k])
+        assert b.error is None and b.q["s"] == pytest.approx(s.q["s"], abs=1e-8)
+    with pytest.raises(InvalidModelSpecError, match="one value per bin"):
+        fit_toy(m, torch.tensor([1.0, 2.0], dtype=D))
