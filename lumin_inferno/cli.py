@@ -183,10 +183,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return pivot_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "paper-study":
+        from .exceptions import ConfigurationError
         from .studies.paper import run_paper_study
 
+        try:
+            settings = study_settings(args)
+        except ConfigurationError as e:
+            _parser().error(str(e))
         with _client(args) as client:
-            run_paper_study(study_settings(args), verbose=not args.quiet, client=client)
+            run_paper_study(settings, verbose=not args.quiet, client=client)
     elif args.command == "analysis-study":
         from .exceptions import ConfigurationError
         from .studies.analysis import run_analysis_study

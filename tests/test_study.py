@@ -4,6 +4,8 @@ import csv
 import json
 import math
 
+import pytest
+
 from lumin_inferno.cli import _parser, main, study_settings
 
 
@@ -82,3 +84,13 @@ def test_study_options_reach_the_settings():
     default = study_settings(_parser().parse_args(["paper-study"]))
     assert default.temperature_start == 1.0 and default.temperature == 0.1 and default.n_train_per_class == 50_000
     assert study_settings(_parser().parse_args(["paper-study", "--constant-temperature"])).temperature_start is None
+
+
+@pytest.mark.parametrize("argv", [["--benchmarks", "7"], ["--temperature", "0"], ["--n-bins", "1"], ["--n-models", "0"],
+                                  ["--inferno-bs", "0"], ["--n-train", "200"],
+                                  ["--patience", "-1"], ["--n-folds", "1"]])
+def test_bad_arguments_are_refused_before_any_work(argv, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit):
+        main(["paper-study", "--outdir", str(out)] + argv)
+    assert not out.exists()  # refused before the fold files were written
