@@ -112,7 +112,10 @@ def _h5(foldfile: FoldFileLike) -> Tuple[h5py.File, bool]:
     path = Path(foldfile)
     if not path.exists():
         raise FoldFileError(f"fold file {path} does not exist")
-    return h5py.File(path, "r"), True
+    try:
+        return h5py.File(path, "r"), True
+    except OSError as err:  # not HDF5, truncated, locked
+        raise FoldFileError(f"fold file {path} cannot be opened as HDF5 ({err}): not a LUMIN fold file, or damaged") from err
 
 
 def _fold_names(h5: h5py.File) -> List[str]:
@@ -270,6 +273,9 @@ def write_systematics_foldfile(
         raise FoldFileError(f"systematics both input- and weight-based: {sorted(set(shifted_inputs) & set(shifted_weights))}")
     targ_cols = [targ_feats] if isinstance(targ_feats, str) else list(targ_feats)
     ident = targ_cols + ([wgt_feat] if wgt_feat else [])
+    _frame_values(nominal, features, n, nominal.index, "nominal events")  # finite features, all present
+    if wgt_feat is not None and wgt_feat in nominal.columns:
+        _weight_values(nominal[wgt_feat], n, nominal.index, f"nominal weights (column {wgt_feat!r})")
     inputs: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
     for name, pair in shifted_inputs.items():
         _check_name(name)
@@ -509,8 +515,20 @@ def validate_systematics_foldfile(
     h5, close = _h5(foldfile)
     try:
         info = systematics_info(h5)
+        features = _input_features(h5)
         for fold in _fold_names(h5):
-            read_fold_systematics(h5, int(fold.split("_")[1]), input_systematics, weight_systematics)
+            shifted = read_fold_systematics(h5, int(fold.split("_")[1]), input_systematics, weight_systematics)
+            nominal = h5[fold]["inputs"][()]
+            for name, (up, down) in shifted.inputs.items():
+                # where a systematic leaves a value alone (up == down), the shifted copy must hold the nominal value
+                # of the same event: a copy stored in another row order fails here
+                bad = np.argwhere((up == down) & (up != nominal))
+                if len(bad):
+                    row, col = bad[0]
+                    raise FoldFileError(
+                        f"systematic {name!r}: {fold} shifted inputs are not event-aligned with the nominal ones: row "
+                        f"{row}, feature {features[col]!r} is unshifted in both directions ({up[row, col]}) but the "
+                        f"nominal value is {nominal[row, col]} ({len(bad)} such values)")
         return info
     finally:
         if close:

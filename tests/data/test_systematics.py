@@ -169,3 +169,35 @@ def test_add_needs_event_ids(paper_foldfiles, tmp_path):
     shutil.copyfile(paper_foldfiles[0], path)
     with pytest.raises(FoldFileError, match="fold_0 .* has no 'event_id' dataset"):
         add_systematics_to_foldfile(path, {"r": (np.zeros((10, 3)), np.zeros((10, 3)))})
+
+
+def test_nan_in_nominal_features_is_named_and_nothing_written(tmp_path):
+    df = _nominal()
+    df.loc[5, "b"] = np.nan
+    with pytest.raises(FoldFileError, match="nominal events: non-finite value in row 5, feature 'b'"):
+        _write(tmp_path, df)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_validate_finds_a_shifted_copy_in_another_row_order(tmp_path):
+    path = _write(tmp_path, _nominal())
+    validate_systematics_foldfile(path)
+    with h5py.File(path, "r+") as h5:
+        for d in ("up", "down"):
+            ds = h5["fold_1"][shifted_dataset_name("inputs", d, "jes")]
+            ds[...] = ds[()][::-1]  # right shape, finite, but the rows of other events
+    with pytest.raises(FoldFileError, match="systematic 'jes': fold_1 shifted inputs are not event-aligned"):
+        validate_systematics_foldfile(path)
+
+
+@pytest.mark.parametrize("content", [b"not an hdf5 file at all", b""])
+def test_non_hdf5_or_truncated_file_is_named(tmp_path, content):
+    bad = tmp_path / "bad.hdf5"
+    bad.write_bytes(content)
+    with pytest.raises(FoldFileError, match="cannot be opened as HDF5"):
+        validate_systematics_foldfile(bad)
+    good = _write(tmp_path, _nominal())
+    truncated = tmp_path / "truncated.hdf5"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(FoldFileError, match="cannot be opened as HDF5"):
+        read_fold_systematics(truncated, 0)
