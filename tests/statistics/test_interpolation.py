@@ -1,6 +1,8 @@
+import numpy as np
+import pytest
 import torch
 
-from lumin_inferno.statistics import code4, code4p
+from lumin_inferno.statistics import code1, code4, code4p
 
 D = torch.float64
 
@@ -70,3 +72,28 @@ def test_analytic_slopes_equal_autodiff():
         assert torch.allclose(code4p_slope(alpha, nom, up, down), auto)
         ku, kd = torch.tensor(1.2, dtype=D), torch.tensor(0.85, dtype=D)
         assert torch.allclose(code4_slope(alpha, ku, kd), torch.func.grad(lambda x: code4(x, ku, kd))(alpha))
+
+
+@pytest.mark.parametrize("up, down", [([12.0, 19.0, 36.0], [9.0, 22.0, 25.0]), ([11.0, 21.0, 31.0], [9.0, 19.0, 29.0]),
+                                      ([10.5, 20.0, 60.0], [2.0, 20.0, 29.0])])
+def test_code4p_equals_pyhf(up, down):
+    pyhf = pytest.importorskip("pyhf")
+    pyhf.set_backend("numpy")
+    nominal = [10.0, 20.0, 30.0]
+    alphas = np.array([-3.0, -1.5, -1.0, -0.4, 0.0, 0.3, 1.0, 1.7, 4.0])
+    theirs = np.asarray(pyhf.interpolators.code4p([[[down, nominal, up]]])(np.array([alphas])))[0, 0]
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    ours = torch.stack([code4p(t(a), t(nominal), t(up), t(down)) for a in alphas]).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kappa_up, kappa_down", [(1.1, 0.9), (1.3, 0.95), (0.9, 1.2)])
+def test_code4_and_code1_equal_pyhf(kappa_up, kappa_down):
+    pyhf = pytest.importorskip("pyhf")
+    pyhf.set_backend("numpy")
+    alphas = np.array([-3.0, -1.5, -1.0, -0.4, 0.0, 0.3, 1.0, 1.7, 4.0])
+    factors = [[[[kappa_down], [1.0], [kappa_up]]]]
+    a = torch.tensor(alphas, dtype=torch.float64)
+    for ours, interpolator in ((code4, pyhf.interpolators.code4), (code1, pyhf.interpolators.code1)):
+        theirs = np.asarray(interpolator(factors)(np.array([alphas])))[0, 0, :, 0]
+        np.testing.assert_allclose(ours(a, kappa_up, kappa_down).numpy(), theirs, rtol=1e-12)
