@@ -16,13 +16,14 @@ __all__ = ["atomic_write", "atomic_write_text", "atomic_directory"]
 
 
 @contextlib.contextmanager
-def atomic_write(path: Union[str, Path]) -> Iterator[Path]:
-    """Context manager yielding a temporary path to write; on success it replaces ``path``, on error it is
-    removed and ``path`` is untouched. The directory of ``path`` must exist."""
+def atomic_write(path: Union[str, Path], suffix: str = ".tmp") -> Iterator[Path]:
+    """Context manager yielding a temporary path (an empty file, named ``.<name>.<random><suffix>`` next to
+    ``path``; give a ``suffix`` when the writer infers the format from it, e.g. ``".tmp.png"``) to write; on success
+    it replaces ``path``, on error it is removed and ``path`` is untouched. The directory of ``path`` must exist."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ConfigurationError(f"output directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -24,10 +24,8 @@ Writers go through a temporary file in the target directory that is validated an
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -37,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import FoldFileError
+from ..io import atomic_write
 
 __all__ = [
     "SYSTEMATICS_META",
@@ -186,12 +185,6 @@ def _check_same_events(nominal: pd.DataFrame, frame, columns: Sequence[str], wha
                 raise FoldFileError(f"{what}: column {c!r} differs from the nominal; not the same events")
 
 
-def _atomic_target(target: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp.hdf5", dir=target.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def _write_shifted(
     h5: h5py.File,
     info: SystematicsInfo,
@@ -298,9 +291,8 @@ def write_systematics_foldfile(
 
     target = Path(f"{savename}.hdf5").resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_target(target)
-    tmp.unlink()  # df2foldfile creates it
-    try:
+    with atomic_write(target, suffix=".tmp.hdf5") as tmp:
+        tmp.unlink()  # df2foldfile creates it
         df = nominal.copy()
         df[EVENT_ID] = np.arange(n, dtype=np.int64)
         _quiet_df2foldfile(
@@ -325,10 +317,6 @@ def write_systematics_foldfile(
             info = SystematicsInfo(features, list(inputs), list(weights))
             _write_shifted(h5, info, inputs, weights, compression)
             validate_systematics_foldfile(h5)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return target
 
 
@@ -348,8 +336,7 @@ def add_systematics_to_foldfile(
     path = Path(foldfile).resolve()
     if not path.exists():
         raise FoldFileError(f"fold file {path} does not exist")
-    tmp = _atomic_target(path)
-    try:
+    with atomic_write(path, suffix=".tmp.hdf5") as tmp:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "r+") as h5:
             features = _input_features(h5)
@@ -397,10 +384,6 @@ def add_systematics_to_foldfile(
             info = SystematicsInfo(features, in_names, w_names, event_id)
             _write_shifted(h5, info, inputs, weights, None)
             validate_systematics_foldfile(h5)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ..io import atomic_write
 from ..statistics.likelihood import TemplateModel
 
 __all__ = [
@@ -44,9 +45,8 @@ def _figure(path: PathLike, figsize=(8, 6), ncols: int = 1):
         try:
             yield fig, axes[0]
             fig.tight_layout()
-            tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-            fig.savefig(tmp, dpi=110)
-            tmp.replace(path)  # never leave a half-written figure under the final name
+            with atomic_write(path, suffix=".tmp" + path.suffix) as tmp:  # never a half-written figure
+                fig.savefig(tmp, dpi=110)
         finally:
             plt.close(fig)
 

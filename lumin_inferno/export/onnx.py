@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -26,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..exceptions import ConfigurationError
+from ..io import atomic_write
 
 __all__ = ["OUTPUT_MODES", "export_onnx", "SummaryStatisticModule"]
 
@@ -207,19 +206,16 @@ def export_onnx(
     output_name = output_name or output
     module = SummaryStatisticModule([m.model for m in models], weights, output, permutations)
     modes = [m.model.training for m in models]
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        module.eval()  # every member too: dropout off, batch-norm running statistics, as in Model.predict
-        example = torch.zeros(2, n_features, dtype=torch.float32)  # batch ≥ 2: no 0/1 specialisation by torch.export
-        _torch_export(module, example, tmp, input_name, output_name, dynamo, opset_version)
-        import onnx
+        with atomic_write(path) as tmp:
+            module.eval()  # every member too: dropout off, batch-norm running statistics, as in Model.predict
+            example = torch.zeros(2, n_features, dtype=torch.float32)  # batch ≥ 2: no 0/1 specialisation
+            _torch_export(module, example, tmp, input_name, output_name, dynamo, opset_version)
+            import onnx
 
-        onnx.checker.check_model(str(tmp), full_check=True)
-        if verify:
-            _verify(module, tmp, n_features, cardinalities, input_name, output)
-        os.replace(tmp, path)
+            onnx.checker.check_model(str(tmp), full_check=True)
+            if verify:
+                _verify(module, tmp, n_features, cardinalities, input_name, output)
     except ConfigurationError:
         raise
     except Exception as err:  # the exporter and checker raise many types; report one, keep the cause
@@ -227,8 +223,6 @@ def export_onnx(
     finally:
         for m, training in zip(models, modes):
             m.model.train(training)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
