@@ -110,10 +110,10 @@ def fit_toy(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] = 
         if lowest[1] < nll_hat:  # a conditional fit went lower: the unconditional minimum was a local one
             hat = best_fit(model, observed, start=lowest[0])
             nll_hat = float(model.nll(hat, observed))
-        try:
-            cov = torch.linalg.inv(nll_hessian(model, observed, hat))
-        except RuntimeError as e:
-            raise FailedMinimizationError(f"the Hessian at the best fit is singular: {e}") from None
+        hess = nll_hessian(model, observed, hat)
+        if not bool(torch.linalg.eigvalsh(hess).min() > 0):
+            raise FailedMinimizationError("the best fit is not a minimum: the Hessian there is not positive definite")
+        cov = torch.linalg.inv(hess)
         best, sigma, q = {}, {}, {}
         for p in model.pois:
             i = model.index(p)
@@ -268,7 +268,8 @@ def fit_toys(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] =
         h = vmap(hessian(lambda th, n, a: model.nll(th, n, a)))(hat[idx], observed[idx], aux[idx])
         inv, info = torch.linalg.inv_ex(h)
         cov[idx] = inv
-        good[idx[info != 0]] = False
+        # a saddle point passes the Newton decrement test (|eigenvalues|): refit those one by one, which fails them
+        good[idx[(info != 0) | ~(torch.linalg.eigvalsh(h).amin(-1) > 0)]] = False
     out: List[ToyFit] = []
     for k in range(n_toys):
         variances = {p: float(cov[k, model.index(p), model.index(p)]) for p in model.pois}
