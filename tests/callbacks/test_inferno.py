@@ -414,6 +414,15 @@ def test_flushing_denormals_leaves_loss_and_gradients(paper_foldfiles, inferno_b
     fy = FoldYielder(paper_foldfiles[0])
     model = Model(inferno_builder(fy.cont_feats))
     x, y, w = _batch(paper_foldfiles)
+    # saturate the network, as training at low temperature does: the last layer scaled until the far bins'
+    # probabilities (and their gradients) fall into float32's denormal range (< 1.18e-38)
+    last = [m for m in model.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(40.0)
+        last.bias.mul_(40.0)
+        probs = model.model(x)
+    tiny = torch.finfo(torch.float32).tiny
+    assert bool(((probs > 0) & (probs < tiny)).any()), f"no denormal output (smallest {float(probs[probs > 0].min())})"
     on = _loss_and_grads(model, paper_cb(4, flush_denormals=True), x, y, w)
     off = _loss_and_grads(model, paper_cb(4, flush_denormals=False), x, y, w)
     _assert_same_loss_and_grads(on, off)
