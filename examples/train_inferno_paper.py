@@ -7,6 +7,7 @@
 import argparse
 import contextlib
 import io
+import random
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from lumin_inferno.evaluation import analysis_template_model, expected_uncertain
 
 def main(outdir: str = "outputs/example", tiny: bool = False) -> float:
     torch.manual_seed(0)
-    np.random.seed(0)  # LUMIN shuffles with numpy's global generator
+    np.random.seed(0)  # LUMIN shuffles batches with numpy's global generator
+    random.seed(0)  # and the order of the training folds with Python's
     out = Path(outdir).resolve()
     n_train, n_test, epochs, bs = (3000, 4000, 2, 500) if tiny else (20_000, 100_000, 15, 2000)
     train_file, test_file = write_paper_foldfiles(out / "data", n_train, n_test, n_folds=3 if tiny else 5)
