@@ -246,30 +246,34 @@ def fit_toys(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] =
     from torch.func import hessian, vmap
 
     n_par = len(model.parameters)
-    start = model.nominal().expand(n_toys, -1).clone()
-    all_free = torch.ones(n_par, dtype=torch.bool)
-    hat, good = _batched_newton(model, start, observed, aux, all_free)
-    nll = vmap(lambda th, n, a: model.nll(th, n, a))
-    nll_hat = nll(hat, observed, aux)
-    nll_cond = {}
-    for p in model.pois:
-        i = model.index(p)
-        free = all_free.clone()
-        free[i] = False
-        s = hat.clone()
-        s[:, i] = truth[p]
-        hh, ok = _batched_newton(model, s, observed, aux, free)
-        good &= ok
-        nll_cond[p] = nll(hh, observed, aux)
-        good &= nll_cond[p] >= nll_hat - 1e-9  # else the unconditional minimum was a local one: refit singly
-    cov = torch.full((n_toys, n_par, n_par), float("nan"), dtype=torch.float64)
-    idx = good.nonzero().squeeze(1)
-    if len(idx):
-        h = vmap(hessian(lambda th, n, a: model.nll(th, n, a)))(hat[idx], observed[idx], aux[idx])
-        inv, info = torch.linalg.inv_ex(h)
-        cov[idx] = inv
-        # a saddle point passes the Newton decrement test (|eigenvalues|): refit those one by one, which fails them
-        good[idx[(info != 0) | ~(torch.linalg.eigvalsh(h).amin(-1) > 0)]] = False
+    try:
+        start = model.nominal().expand(n_toys, -1).clone()
+        all_free = torch.ones(n_par, dtype=torch.bool)
+        hat, good = _batched_newton(model, start, observed, aux, all_free)
+        nll = vmap(lambda th, n, a: model.nll(th, n, a))
+        nll_hat = nll(hat, observed, aux)
+        nll_cond = {}
+        for p in model.pois:
+            i = model.index(p)
+            free = all_free.clone()
+            free[i] = False
+            s = hat.clone()
+            s[:, i] = truth[p]
+            hh, ok = _batched_newton(model, s, observed, aux, free)
+            good &= ok
+            nll_cond[p] = nll(hh, observed, aux)
+            good &= nll_cond[p] >= nll_hat - 1e-9  # else the unconditional minimum was a local one: refit singly
+        cov = torch.full((n_toys, n_par, n_par), float("nan"), dtype=torch.float64)
+        idx = good.nonzero().squeeze(1)
+        if len(idx):
+            h = vmap(hessian(lambda th, n, a: model.nll(th, n, a)))(hat[idx], observed[idx], aux[idx])
+            inv, info = torch.linalg.inv_ex(h)
+            cov[idx] = inv
+            # a saddle point passes the Newton decrement test (|eigenvalues|): refit those one by one, which fails them
+            good[idx[(info != 0) | ~(torch.linalg.eigvalsh(h).amin(-1) > 0)]] = False
+    except (RuntimeError, NotImplementedError):  # an operation vmap cannot batch: every toy on its own
+        good = torch.zeros(n_toys, dtype=torch.bool)
+        cov = torch.full((n_toys, n_par, n_par), float("nan"), dtype=torch.float64)
     out: List[ToyFit] = []
     for k in range(n_toys):
         variances = {p: float(cov[k, model.index(p), model.index(p)]) for p in model.pois}

@@ -204,3 +204,16 @@ def test_toys_of_a_model_with_only_the_poi():
         assert b.error is None and b.q["s"] == pytest.approx(s.q["s"], abs=1e-8)
     with pytest.raises(InvalidModelSpecError, match="one value per bin"):
         fit_toy(m, torch.tensor([1.0, 2.0], dtype=D))
+
+
+def test_toys_fitted_one_by_one_when_vmap_cannot_batch(monkeypatch):
+    import lumin_inferno.statistics.toys as toys
+
+    def cannot(*args, **kwargs):
+        raise RuntimeError("vmap: an operation without a batching rule")
+
+    m = _norm_dominated()
+    obs, aux = sample_toys(m, 4, generator=torch.Generator().manual_seed(9))
+    monkeypatch.setattr(toys, "_batched_newton", cannot)
+    for k, f in enumerate(fit_toys(m, obs, aux)):
+        assert f.error is None and f.q["s"] == pytest.approx(fit_toy(m, obs[k], aux[k]).q["s"], abs=1e-12)
