@@ -60,7 +60,7 @@ def test_same_seed_same_table(tmp_path):
     tables = []
     for run in ("a", "b"):
         out = tmp_path / run
-        assert main(["paper-study", "--outdir", str(out), "--benchmarks", "2", "--n-models", "2", "--inferno-epochs",
+        assert main(["paper-study", "--outdir", str(out), "--benchmarks", "2", "--n-models", "1", "--inferno-epochs",
                      "2", "--ce-epochs", "1", "--n-train", "1000", "--n-test", "2000", "--n-folds", "2",
                      "--inferno-bs", "500", "--quiet"]) == 0
         tables.append((out / "results.md").read_text())
