@@ -77,22 +77,25 @@ class ToyChunk:
     empty where the fit succeeded)."""
 
     analysis: Analysis
-    events: EventBins
+    events: Optional[EventBins]
     setting: CoverageSetting
     index: int
     n_toys: int
     seed: int
     setting_index: int
 
-    def __call__(self) -> Dict[str, np.ndarray]:
+    def __call__(self, events: Optional[EventBins] = None) -> Dict[str, np.ndarray]:
+        """Run the chunk on ``events`` (default the chunk's own; :func:`run_coverage` passes them once per worker)."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # toys are small: many chunks in parallel beat threads within one
         try:
-            return self._run()
+            return replace(self, events=events)._run() if events is not None else self._run()
         finally:
             torch.set_num_threads(threads)
 
     def _run(self) -> Dict[str, np.ndarray]:
+        if self.events is None:
+            raise ConfigurationError(f"toy chunk {self.index} of {self.setting.name!r} was given no events")
         # the main counts depend on (seed, chunk) only: every setting fits the same pseudo-data (paired comparison);
         # the auxiliary data and MC draws come from the setting's own stream
         data_seed = int(np.random.SeedSequence([self.seed, self.index]).generate_state(1)[0])
@@ -187,13 +190,15 @@ def run_coverage(analysis: Analysis, events: EventBins, settings: Sequence[Cover
     tasks = []
     for si, s in enumerate(settings):
         for c, start in enumerate(range(0, int(n_toys), int(chunk_size))):
-            tasks.append(ToyChunk(analysis, events, s, c, min(int(chunk_size), int(n_toys) - start), int(seed), si))
+            tasks.append(ToyChunk(analysis, None, s, c, min(int(chunk_size), int(n_toys) - start), int(seed), si))
     todo = [t for t in tasks if not _chunk_path(out, t).exists()]
     from ..fanout.tasks import run_tasks
 
+    # the event bins go to each worker once (scattered), not pickled into every chunk
+    shared = client.scatter(events, broadcast=True) if client is not None and todo else events
     run_tasks(todo, client, progress=progress, done=len(tasks) - len(todo), key="lumin-inferno-toys",
               describe=lambda t: f"toy chunk {t.index} of setting {t.setting.name!r}",
-              on_result=lambda t, r: _save_chunk(_chunk_path(out, t), r))
+              on_result=lambda t, r: _save_chunk(_chunk_path(out, t), r), args=(shared,))
     results: Dict[str, Dict[str, np.ndarray]] = {}
     for s in settings:
         chunks = [np.load(_chunk_path(out, t)) for t in tasks if t.setting == s]

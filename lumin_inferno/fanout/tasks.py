@@ -13,14 +13,16 @@ __all__ = ["run_tasks", "progress_advance"]
 
 def run_tasks(tasks: Sequence[Callable[[], Any]], client: Any = None, retries: int = 2, progress: bool = True,
               done: int = 0, describe: Callable[[Any], str] = repr,
-              on_result: Optional[Callable[[Any, Any], None]] = None, key: str = "lumin-inferno-task") -> List[Any]:
-    """Call every task and return the results in task order.
+              on_result: Optional[Callable[[Any, Any], None]] = None, key: str = "lumin-inferno-task",
+              args: Sequence[Any] = ()) -> List[Any]:
+    """Call every task (``task(*args)``) and return the results in task order.
 
     Without ``client`` the tasks run here, one after the other; with a ``dask.distributed`` client on its workers,
     each retried ``retries`` times if it raises or its worker dies. ``on_result(task, result)`` is called here as
     each task finishes (e.g. to write it to disk, so that a rerun resumes); ``done`` tasks finished earlier count
     towards the progress bar. Raises :class:`FanOutError` naming each failed task (``describe(task)``) and its error
-    once the others have finished."""
+    once the others have finished. ``args`` are the same for every task: pass large shared inputs here, scattered
+    to the workers once (``client.scatter(x, broadcast=True)``), instead of inside each task."""
     advance = progress_advance(progress, len(tasks) + done, done)
     results: List[Any] = [None] * len(tasks)
     failed: List[str] = []
@@ -28,7 +30,7 @@ def run_tasks(tasks: Sequence[Callable[[], Any]], client: Any = None, retries: i
         errors: List[BaseException] = []
         for i, t in enumerate(tasks):
             try:
-                results[i] = t()
+                results[i] = t(*args)
             except Exception as err:
                 msg = str(err) if isinstance(err, FanOutError) else f"{describe(t)} failed: {type(err).__name__}: {err}"
                 failed.append(msg)
@@ -45,7 +47,8 @@ def run_tasks(tasks: Sequence[Callable[[], Any]], client: Any = None, retries: i
     from distributed import as_completed
 
     stamp = time.time_ns()
-    futures = {client.submit(t, key=f"{key}-{i}-{stamp}", retries=retries, pure=False): i for i, t in enumerate(tasks)}
+    futures = {client.submit(t, *args, key=f"{key}-{i}-{stamp}", retries=retries, pure=False): i
+               for i, t in enumerate(tasks)}
     for future in as_completed(futures):
         i = futures[future]
         try:
