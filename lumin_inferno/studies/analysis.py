@@ -47,7 +47,8 @@ from ..io import atomic_write_text
 from ..models.tails import SoftmaxTemperatureTail
 from ..statistics.hessian import fisher_information
 from ..statistics.objectives import poi_covariance
-from .common import inferno_bin_functions, load_models, predict as _predict, seed_everything, summarise, train_ensemble
+from .common import (check_training_settings, inferno_bin_functions, load_models, predict as _predict, seed_everything,
+                     summarise, train_ensemble)
 
 __all__ = ["AnalysisStudySettings", "METHODS", "run_analysis_study", "format_table"]
 
@@ -127,27 +128,15 @@ class AnalysisStudySettings:
         foreign = [m for m in self.methods if not set(METHODS[m].pois) <= set(pois)]
         if foreign:
             raise ConfigurationError(f"method(s) {foreign} need POIs the {self.toy!r} toy does not have ({pois})")
-        for name in ("n_train_per_process", "n_test_per_process", "n_models", "n_bins", "ce_score_bins",
-                     "inferno_epochs", "inferno_bs", "ce_epochs", "ce_bs", "width", "depth", "limit_events"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigurationError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.select_on not in ("hard_sigma", "loss"):
-            raise ConfigurationError(f"select_on must be 'hard_sigma' or 'loss', got {self.select_on!r}")
-        if self.n_bins < 2:
-            raise ConfigurationError(f"n_bins must be ≥ 2, got {self.n_bins}")
-        if self.n_folds < 2:
-            raise ConfigurationError(f"n_folds must be ≥ 2 (LUMIN validates on one fold), got {self.n_folds}")
+        check_training_settings(
+            self, ("n_train_per_process", "n_test_per_process", "n_models", "n_bins", "ce_score_bins", "inferno_epochs",
+                   "inferno_bs", "ce_epochs", "ce_bs", "width", "depth", "limit_events"),
+            self.n_train_per_process * len(TOYS[self.toy]().processes) // self.n_folds, ("inferno_bs",),
+            "n_train_per_process")
         if self.n_models > self.n_folds:
             raise ConfigurationError(f"n_models ({self.n_models}) must be ≤ n_folds ({self.n_folds}): one fold each")
         if self.limit_splits < 2:
             raise ConfigurationError(f"limit_splits must be ≥ 2 (the limit's Monte Carlo error), got {self.limit_splits}")
-        if not self.temperature > 0 or (self.temperature_start is not None and not self.temperature_start > 0):
-            raise ConfigurationError("temperatures must be > 0")
-        per_fold = self.n_train_per_process * len(TOYS[self.toy]().processes) // self.n_folds
-        if self.inferno_bs > per_fold:
-            raise ConfigurationError(
-                f"inferno_bs ({self.inferno_bs}) exceeds the events of one fold ({per_fold}): raise "
-                "n_train_per_process or lower inferno_bs")
 
     @classmethod
     def full(cls, **overrides) -> "AnalysisStudySettings":

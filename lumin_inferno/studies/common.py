@@ -10,7 +10,36 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "train_ensemble", "load_models", "predict", "inferno_bin_functions", "summarise"]
+__all__ = ["seed_everything", "train_ensemble", "load_models", "predict", "inferno_bin_functions", "summarise",
+           "check_training_settings"]
+
+
+def check_training_settings(settings, positive: Sequence[str], events_per_fold: int, batch_sizes: Sequence[str],
+                            sample: str) -> None:
+    """The checks every study's settings share, made before any data is written or any model trained: the
+    ``positive`` fields ≥ 1, at least 2 bins and 2 folds, temperatures > 0, a known ``select_on``, ``patience`` None
+    or ≥ 1, and each of ``batch_sizes`` at most ``events_per_fold`` (else LUMIN yields no batch; ``sample`` names
+    the setting that sizes the folds). Raises :class:`~lumin_inferno.exceptions.ConfigurationError`."""
+    from ..exceptions import ConfigurationError
+
+    for name in positive:
+        if int(getattr(settings, name)) < 1:
+            raise ConfigurationError(f"{name} must be ≥ 1, got {getattr(settings, name)}")
+    if settings.n_bins < 2:
+        raise ConfigurationError(f"n_bins must be ≥ 2 (one bin measures nothing), got {settings.n_bins}")
+    if settings.n_folds < 2:
+        raise ConfigurationError(f"n_folds must be ≥ 2 (LUMIN validates on one fold), got {settings.n_folds}")
+    start = settings.temperature_start
+    if not settings.temperature > 0 or (start is not None and not start > 0):
+        raise ConfigurationError(f"temperatures must be > 0, got {settings.temperature} (start {start})")
+    if settings.select_on not in ("hard_sigma", "loss"):
+        raise ConfigurationError(f"select_on must be 'hard_sigma' or 'loss', got {settings.select_on!r}")
+    if settings.patience is not None and settings.patience < 1:
+        raise ConfigurationError(f"patience must be ≥ 1 or None (never stop early), got {settings.patience}")
+    for name in batch_sizes:
+        if getattr(settings, name) > events_per_fold:
+            raise ConfigurationError(f"{name} ({getattr(settings, name)}) exceeds the events of one training fold "
+                                     f"({events_per_fold}): raise {sample} or lower {name}")
 
 
 def seed_everything(seed: int) -> None:

@@ -31,7 +31,8 @@ from ..evaluation.templates import bin_occupancy, expected_uncertainty, memoised
 from ..statistics.fit import profile_scan
 from ..models.tails import SoftmaxTemperatureTail
 from ..io import atomic_write_text
-from .common import inferno_bin_functions, load_models, predict, seed_everything, summarise, train_ensemble
+from .common import (check_training_settings, inferno_bin_functions, load_models, predict, seed_everything, summarise,
+                     train_ensemble)
 
 __all__ = ["StudySettings", "run_paper_study", "PAPER_RESULTS", "format_table", "format_cross_table"]
 
@@ -89,27 +90,12 @@ class StudySettings:
         bad = [b for b in self.benchmarks if b not in PAPER_RESULTS]
         if not self.benchmarks or bad:
             raise ConfigurationError(f"benchmarks must be among {sorted(PAPER_RESULTS)}, got {self.benchmarks}")
-        for name in ("n_train_per_class", "n_test_per_class", "n_models", "inferno_epochs", "inferno_bs", "ce_epochs",
-                     "ce_bs", "width", "depth", "analytic_events"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigurationError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.n_bins < 2:
-            raise ConfigurationError(f"n_bins must be ≥ 2 (one bin measures nothing), got {self.n_bins}")
-        if self.n_folds < 2:
-            raise ConfigurationError(f"n_folds must be ≥ 2 (LUMIN validates on one fold), got {self.n_folds}")
-        if not self.temperature > 0 or (self.temperature_start is not None and not self.temperature_start > 0):
-            raise ConfigurationError(f"temperatures must be > 0, got {self.temperature} (start {self.temperature_start})")
-        if self.select_on not in ("hard_sigma", "loss"):
-            raise ConfigurationError(f"select_on must be 'hard_sigma' or 'loss', got {self.select_on!r}")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigurationError(f"patience must be ≥ 1 or None (never stop early), got {self.patience}")
+        check_training_settings(
+            self, ("n_train_per_class", "n_test_per_class", "n_models", "inferno_epochs", "inferno_bs", "ce_epochs",
+                   "ce_bs", "width", "depth", "analytic_events"),
+            2 * self.n_train_per_class // self.n_folds, ("inferno_bs", "ce_bs"), "n_train_per_class")
         if self.inferno_lr_schedule not in ("constant", "onecycle"):
             raise ConfigurationError(f"inferno_lr_schedule must be 'constant' or 'onecycle', got {self.inferno_lr_schedule!r}")
-        per_fold = 2 * self.n_train_per_class // self.n_folds
-        for name in ("inferno_bs", "ce_bs"):
-            if getattr(self, name) > per_fold:
-                raise ConfigurationError(f"{name} ({getattr(self, name)}) exceeds the events of one training fold "
-                                         f"({per_fold}): raise n_train_per_class or lower {name}")
 
     @classmethod
     def full(cls, **overrides) -> "StudySettings":
