@@ -308,7 +308,7 @@ class TemplateModel:
             rows += [self._shape_up.detach(), self._shape_down.detach()]
         values = torch.cat(rows) if len(rows) > 1 else rows[0]
         n = len(self.processes)
-        if bool(torch.isfinite(values).all()) and not bool((values[:n] < 0).any()):
+        if bool(torch.isfinite(values).all() & (values[:n] >= 0).all()):  # one host sync per model
             return
         for p, t in zip(self.processes, self.templates.detach()):
             bad = (~torch.isfinite(t)).nonzero().flatten().tolist()

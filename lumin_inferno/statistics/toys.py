@@ -31,8 +31,7 @@ from torch import Tensor
 
 from ..exceptions import FailedMinimizationError, InvalidModelSpecError
 from .fit import best_fit, bound_active, decouple, parameter_bounds
-from .hessian import check_observed
-from .hessian import nll_hessian
+from .hessian import check_observed, nll_hessian
 from .likelihood import TemplateModel
 
 __all__ = ["sample_toys", "ToyFit", "fit_toy", "fit_toys", "toy_arrays", "CoverageFraction", "coverage_fraction",
@@ -84,6 +83,15 @@ class ToyFit:
         return (self.best[poi] - truth) / self.sigma[poi]
 
 
+def _true_pois(model: TemplateModel, truth: Optional[Dict[str, float]]) -> Dict[str, float]:
+    """The true value of every POI: ``truth``, by default θ⁰; a named error for a POI without one."""
+    truth = {p: float(model.nominal()[model.index(p)]) for p in model.pois} if truth is None else dict(truth)
+    missing = [p for p in model.pois if p not in truth]
+    if missing:
+        raise InvalidModelSpecError(f"no true value given for POI(s) {missing}")
+    return truth
+
+
 def fit_toy(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] = None,
             truth: Optional[Dict[str, float]] = None) -> ToyFit:
     """Fit one toy: unconditional fit, Hessian errors at its minimum, and one conditional fit per POI at its true
@@ -93,10 +101,7 @@ def fit_toy(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] = 
     if auxdata is not None:
         model = model.with_auxdata(auxdata)
     observed = check_observed(model, observed)
-    truth = {p: float(model.nominal()[model.index(p)]) for p in model.pois} if truth is None else dict(truth)
-    missing = [p for p in model.pois if p not in truth]
-    if missing:
-        raise InvalidModelSpecError(f"no true value given for POI(s) {missing}")
+    truth = _true_pois(model, truth)
     try:
         hat = best_fit(model, observed)
         nll_hat = float(model.nll(hat, observed))
@@ -113,16 +118,10 @@ def fit_toy(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] = 
         hess = nll_hessian(model, observed, hat)
         if not bool(torch.linalg.eigvalsh(hess).min() > 0):
             raise FailedMinimizationError("the best fit is not a minimum: the Hessian there is not positive definite")
-        cov = torch.linalg.inv(hess)
-        best, sigma, q = {}, {}, {}
-        for p in model.pois:
-            i = model.index(p)
-            var = float(cov[i, i])
-            if not var > 0:
-                raise FailedMinimizationError(f"the Hessian at the best fit is not positive definite for {p!r}")
-            best[p], sigma[p] = float(hat[i]), float(np.sqrt(var))
-            q[p] = max(2.0 * (conditional[p][1] - nll_hat), 0.0)
-        return ToyFit(best, sigma, q)
+        cov = torch.linalg.inv(hess)  # positive definite: every variance > 0
+        return ToyFit({p: float(hat[model.index(p)]) for p in model.pois},
+                      {p: float(cov[model.index(p), model.index(p)].sqrt()) for p in model.pois},
+                      {p: max(2.0 * (conditional[p][1] - nll_hat), 0.0) for p in model.pois})
     except FailedMinimizationError as e:
         return ToyFit({}, {}, {}, error=str(e))
 
@@ -173,8 +172,7 @@ def _batched_newton(model: TemplateModel, theta: Tensor, observed: Tensor, auxda
         return theta.clone(), torch.ones(len(theta), dtype=torch.bool)
     from torch.func import grad, hessian, vmap
 
-    f = lambda th, n, a: model.nll(th, n, a)  # noqa: E731
-    nll, g_fn, h_fn = vmap(f), vmap(grad(f)), vmap(hessian(f))
+    nll, g_fn, h_fn = vmap(model.nll), vmap(grad(model.nll)), vmap(hessian(model.nll))
     lo, hi = (b[free] for b in parameter_bounds(model))
     theta = theta.clone()
     done = torch.zeros(len(theta), dtype=torch.bool)
@@ -239,10 +237,7 @@ def fit_toys(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] =
     aux = model.auxdata.expand(n_toys, -1) if auxdata is None else torch.as_tensor(auxdata, dtype=torch.float64)
     if aux.shape != (n_toys, len(model.parameters)):
         raise InvalidModelSpecError(f"auxdata must be [{n_toys}, {len(model.parameters)}], got {tuple(aux.shape)}")
-    truth = {p: float(model.nominal()[model.index(p)]) for p in model.pois} if truth is None else dict(truth)
-    missing = [p for p in model.pois if p not in truth]
-    if missing:
-        raise InvalidModelSpecError(f"no true value given for POI(s) {missing}")
+    truth = _true_pois(model, truth)
     from torch.func import hessian, vmap
 
     n_par = len(model.parameters)
@@ -250,7 +245,7 @@ def fit_toys(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] =
         start = model.nominal().expand(n_toys, -1).clone()
         all_free = torch.ones(n_par, dtype=torch.bool)
         hat, good = _batched_newton(model, start, observed, aux, all_free)
-        nll = vmap(lambda th, n, a: model.nll(th, n, a))
+        nll = vmap(model.nll)
         nll_hat = nll(hat, observed, aux)
         nll_cond = {}
         for p in model.pois:
@@ -266,7 +261,7 @@ def fit_toys(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] =
         cov = torch.full((n_toys, n_par, n_par), float("nan"), dtype=torch.float64)
         idx = good.nonzero().squeeze(1)
         if len(idx):
-            h = vmap(hessian(lambda th, n, a: model.nll(th, n, a)))(hat[idx], observed[idx], aux[idx])
+            h = vmap(hessian(model.nll))(hat[idx], observed[idx], aux[idx])
             inv, info = torch.linalg.inv_ex(h)
             cov[idx] = inv
             # a saddle point passes the Newton decrement test (|eigenvalues|): refit those one by one, which fails them
@@ -276,12 +271,11 @@ def fit_toys(model: TemplateModel, observed: Tensor, auxdata: Optional[Tensor] =
         cov = torch.full((n_toys, n_par, n_par), float("nan"), dtype=torch.float64)
     out: List[ToyFit] = []
     for k in range(n_toys):
-        variances = {p: float(cov[k, model.index(p), model.index(p)]) for p in model.pois}
-        if not bool(good[k]) or not all(v > 0 for v in variances.values()):
+        if not bool(good[k]):  # a good toy's Hessian is positive definite: every variance > 0
             out.append(fit_toy(model, observed[k], aux[k], truth))
             continue
         out.append(ToyFit({p: float(hat[k, model.index(p)]) for p in model.pois},
-                          {p: float(np.sqrt(v)) for p, v in variances.items()},
+                          {p: float(cov[k, model.index(p), model.index(p)].sqrt()) for p in model.pois},
                           {p: max(2.0 * float(nll_cond[p][k] - nll_hat[k]), 0.0) for p in model.pois}))
     return out
 
