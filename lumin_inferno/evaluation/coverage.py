@@ -77,46 +77,44 @@ class ToyChunk:
     empty where the fit succeeded)."""
 
     analysis: Analysis
-    events: Optional[EventBins]
     setting: CoverageSetting
     index: int
     n_toys: int
     seed: int
     setting_index: int
 
-    def __call__(self, events: Optional[EventBins] = None) -> Dict[str, np.ndarray]:
-        """Run the chunk on ``events`` (default the chunk's own; :func:`run_coverage` passes them once per worker)."""
+    def __call__(self, events: EventBins) -> Dict[str, np.ndarray]:
+        """Run the chunk on ``events``, the binned evaluation sample (:func:`run_coverage` sends it to each worker
+        once, not inside every chunk)."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # toys are small: many chunks in parallel beat threads within one
         try:
-            return replace(self, events=events)._run() if events is not None else self._run()
+            return self._run(events)
         finally:
             torch.set_num_threads(threads)
 
-    def _run(self) -> Dict[str, np.ndarray]:
-        if self.events is None:
-            raise ConfigurationError(f"toy chunk {self.index} of {self.setting.name!r} was given no events")
+    def _run(self, events: EventBins) -> Dict[str, np.ndarray]:
         # the main counts depend on (seed, chunk) only: every setting fits the same pseudo-data (paired comparison);
         # the auxiliary data and MC draws come from the setting's own stream
         data_seed = int(np.random.SeedSequence([self.seed, self.index]).generate_state(1)[0])
         torch_seed, numpy_seed = np.random.SeedSequence([self.seed, self.index, 1 + self.setting_index]).generate_state(2)
         gen = torch.Generator().manual_seed(int(torch_seed))
         rng = np.random.default_rng(int(numpy_seed))
-        truth = self.events.template_model(replace(self.analysis, mc_stat=False))
+        truth = events.template_model(replace(self.analysis, mc_stat=False))
         observed, _ = sample_toys(truth, self.n_toys, generator=torch.Generator().manual_seed(data_seed), randomise=[])
         fit_analysis = replace(self.analysis, mc_stat=self.setting.mc_stat)
         pois = list(self.analysis.poi_names)
         if self.setting.mc_events is None:
-            model = self.events.template_model(fit_analysis)
+            model = events.template_model(fit_analysis)
             _, aux = sample_toys(model, self.n_toys, generator=gen)
             fits = fit_toys(model, observed, aux)
         else:
-            rows = _process_rows(self.analysis, self.events)
+            rows = _process_rows(self.analysis, events)
             fits = []
             for k in range(self.n_toys):
                 index = np.sort(np.concatenate([rng.choice(r, int(self.setting.mc_events), replace=False)
                                                 for r in rows.values()]))
-                model = self.events.template_model(fit_analysis, index)
+                model = events.template_model(fit_analysis, index)
                 non_gamma = [p.name for p in model.parameters if not p.name.startswith("staterror_")]
                 _, aux = sample_toys(model, 1, generator=gen, randomise=non_gamma)
                 fits.append(fit_toy(model, observed[k], aux[0]))
@@ -190,7 +188,7 @@ def run_coverage(analysis: Analysis, events: EventBins, settings: Sequence[Cover
     tasks = []
     for si, s in enumerate(settings):
         for c, start in enumerate(range(0, int(n_toys), int(chunk_size))):
-            tasks.append(ToyChunk(analysis, None, s, c, min(int(chunk_size), int(n_toys) - start), int(seed), si))
+            tasks.append(ToyChunk(analysis, s, c, min(int(chunk_size), int(n_toys) - start), int(seed), si))
     todo = [t for t in tasks if not _chunk_path(out, t).exists()]
     from ..fanout.tasks import run_tasks
 
