@@ -25,7 +25,8 @@ def main() -> None:
     from lumin.nn.data.fold_yielder import FoldYielder
     from lumin.nn.training.train import train_models
 
-    from lumin_inferno import HardSigmaMetric, InfernoCallback, TemperatureSchedule, paper_benchmark, train_members
+    from lumin_inferno import HardSigmaMetric, InfernoCallback, TemperatureSchedule, train_members
+    from lumin_inferno.data import paper_benchmark
     from lumin_inferno.data import write_paper_foldfiles
     from lumin_inferno.fanout import connect
     from lumin_inferno.studies.common import seed_everything

@@ -36,7 +36,8 @@ from lumin.nn.models.helpers import CatEmbedder
 from lumin.nn.models.model import Model
 from lumin.nn.models.model_builder import ModelBuilder
 
-from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail, paper_benchmark
+from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.data.paper import FEATURES, sample_paper, standardise
 
 

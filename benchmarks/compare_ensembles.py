@@ -15,7 +15,8 @@ import numpy as np
 
 from lumin_inferno.data.paper import SIGNAL_YIELD
 from lumin_inferno.evaluation.ensemble import AlignedEnsemble, align_ensemble
-from lumin_inferno.evaluation.templates import argmax_bins, expected_uncertainty
+from lumin_inferno.evaluation.templates import argmax_bins
+from lumin_inferno.statistics import expected_poi_uncertainty
 from lumin_inferno.studies.common import load_models, predict
 from lumin_inferno.studies.paper import StudySettings, _evaluate, _model_builder
 
@@ -41,7 +42,7 @@ def main() -> None:
         val = np.array([r["hard_sigma"] for r in results])
 
         def sigma(fn) -> float:
-            return SIGNAL_YIELD * expected_uncertainty(_evaluate(fn, test, s, k), "hessian")
+            return SIGNAL_YIELD * expected_poi_uncertainty(_evaluate(fn, test, s, k), method="hessian")
 
         members = [sigma(lambda x, m=m: argmax_bins(predict(m, x))) for m in models]
         best = int(np.argmin(val))

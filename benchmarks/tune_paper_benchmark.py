@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lumin_inferno import HardSigmaMetric, InfernoCallback, TemperatureSchedule, paper_benchmark
+from lumin_inferno import HardSigmaMetric, InfernoCallback, TemperatureSchedule
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.data.paper import SIGNAL_YIELD
-from lumin_inferno.evaluation.templates import argmax_bins, expected_uncertainty
+from lumin_inferno.evaluation.templates import argmax_bins
+from lumin_inferno.statistics import expected_poi_uncertainty
 from lumin_inferno.studies.common import load_models, predict, train_ensemble
 from lumin_inferno.studies.paper import StudySettings, _evaluate, _lr_schedule, _model_builder
 
@@ -50,7 +52,7 @@ def main() -> None:
                                             metric_partials=[partial(HardSigmaMetric, analysis, transform=transform)])
         models = load_models(results, builder)
     seconds = time.time() - t0
-    test_sigma = [SIGNAL_YIELD * expected_uncertainty(_evaluate(lambda x, m=m: argmax_bins(predict(m, x)), test, s, k),
+    test_sigma = [SIGNAL_YIELD * expected_poi_uncertainty(_evaluate(lambda x, m=m: argmax_bins(predict(m, x)), test, s, k),
                                                       "hessian") for m in models]
     val = [SIGNAL_YIELD * r["hard_sigma"] for r in results]
     best = [int(np.argmin(h[1]["hard_sigma"])) + 1 for h in histories]

@@ -44,7 +44,8 @@ from lumin_inferno.data.paper import (
     write_paper_foldfiles,
 )
 from lumin_inferno.data.systematics import write_systematics_foldfile
-from lumin_inferno.evaluation import analysis_template_model, argmax_bins, expected_uncertainty
+from lumin_inferno.evaluation import analysis_template_model, argmax_bins
+from lumin_inferno.statistics import expected_poi_uncertainty
 from lumin_inferno.models import SoftmaxTemperatureTail
 
 
@@ -101,7 +102,7 @@ def _sigma_per_model(results, builder, test, benchmark: int, n_bins: int = 10) -
             bm.analysis(n_bins, kind="transform"), lambda x, m=m: argmax_bins(m.predict(x, bs=50_000)),
             test["inputs"], test["targets"], test["weights"], transform=bm.transform(),
         )
-        sigmas.append(SIGNAL_YIELD * expected_uncertainty(tm, "profile"))  # σ(s) = 50 σ(μ)
+        sigmas.append(SIGNAL_YIELD * expected_poi_uncertainty(tm, method="profile"))  # σ(s) = 50 σ(μ)
     return sigmas
 
 

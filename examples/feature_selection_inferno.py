@@ -40,7 +40,8 @@ from lumin.nn.models.helpers import CatEmbedder
 from lumin.nn.models.model_builder import ModelBuilder
 from lumin.nn.training.train import train_models
 
-from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail, paper_benchmark
+from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.data.paper import FEATURES, _quiet_df2foldfile, sample_paper, standardise
 from lumin_inferno.evaluation.ensemble import align_ensemble
 from lumin_inferno.evaluation.importance import (

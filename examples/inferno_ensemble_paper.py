@@ -27,9 +27,11 @@ from lumin.nn.models.helpers import CatEmbedder
 from lumin.nn.models.model_builder import ModelBuilder
 from lumin.nn.training.train import train_models
 
-from lumin_inferno import HardBinPredHandler, InfernoCallback, SoftmaxTemperatureTail, paper_benchmark
+from lumin_inferno import HardBinPredHandler, InfernoCallback, SoftmaxTemperatureTail
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.data import SIGNAL_YIELD, write_paper_foldfiles
-from lumin_inferno.evaluation import analysis_template_model, argmax_bins, expected_uncertainty
+from lumin_inferno.evaluation import analysis_template_model, argmax_bins
+from lumin_inferno.statistics import expected_poi_uncertainty
 from lumin_inferno.evaluation.ensemble import align_ensemble, load_inferno_ensemble, save_inferno_ensemble
 
 
@@ -70,7 +72,7 @@ def main(outdir: str = "outputs/inferno_ensemble", tiny: bool = False, n_models:
 
     def sigma(bin_fn) -> dict:
         tm = analysis_template_model(analysis, bin_fn, x, y, w, transform)
-        return {m: SIGNAL_YIELD * expected_uncertainty(tm, m) for m in ("profile", "hessian")}  # σ(s) = 50 σ(μ)
+        return {m: SIGNAL_YIELD * expected_poi_uncertainty(tm, method=m) for m in ("profile", "hessian")}  # σ(s) = 50 σ(μ)
 
     rows = {}
     for i, m in enumerate(ensemble.models):

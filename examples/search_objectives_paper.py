@@ -33,9 +33,11 @@ from lumin.nn.data.fold_yielder import FoldYielder
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from approx_inferno_paper import _builder, write_approx_foldfiles  # noqa: E402
 
-from lumin_inferno import ApproxInfernoCallback, Objective, TemperatureSchedule, paper_benchmark  # noqa: E402
+from lumin_inferno import ApproxInfernoCallback, Objective, TemperatureSchedule  # noqa: E402
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.data.paper import SIGNAL_YIELD  # noqa: E402
-from lumin_inferno.evaluation import analysis_template_model, argmax_bins, expected_poi_uncertainties  # noqa: E402
+from lumin_inferno.evaluation import analysis_template_model, argmax_bins  # noqa: E402
+from lumin_inferno.statistics import expected_poi_uncertainties  # noqa: E402
 from lumin_inferno.io import atomic_write_text  # noqa: E402
 from lumin_inferno.statistics import discovery_significance, expected_cls_upper_limit  # noqa: E402
 from lumin_inferno.studies.common import load_models, seed_everything, summarise, train_ensemble  # noqa: E402

@@ -19,9 +19,11 @@ from lumin.nn.models.helpers import CatEmbedder
 from lumin.nn.models.model_builder import ModelBuilder
 from lumin.nn.training.train import train_models
 
-from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail, align_ensemble, paper_benchmark  # INFERNO
+from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail, align_ensemble  # INFERNO
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.data import SIGNAL_YIELD, write_paper_foldfiles
-from lumin_inferno.evaluation import analysis_template_model, expected_uncertainty
+from lumin_inferno.evaluation import analysis_template_model
+from lumin_inferno.statistics import expected_poi_uncertainty
 
 
 def main(outdir: str = "outputs/example", tiny: bool = False) -> float:
@@ -69,7 +71,7 @@ def main(outdir: str = "outputs/example", tiny: bool = False) -> float:
         test["weights"],
         transform=benchmark.transform(),
     )
-    sigma = SIGNAL_YIELD * expected_uncertainty(template_model, "profile")  # the POI is μ = s / 50
+    sigma = SIGNAL_YIELD * expected_poi_uncertainty(template_model, method="profile")  # the POI is μ = s / 50
     print(f"expected uncertainty on s (ensemble, profile likelihood, benchmark 2): {sigma:.2f} events")
     return sigma
 

@@ -14,7 +14,8 @@ def test_lumin_onecycle_checkpoint_reloads(tmp_path, paper_foldfiles, inferno_bu
     from lumin.nn.data.fold_yielder import FoldYielder
     from lumin.nn.training.train import train_models
 
-    from lumin_inferno import InfernoCallback, paper_benchmark
+    from lumin_inferno import InfernoCallback
+    from lumin_inferno.data import paper_benchmark
 
     fy = FoldYielder(paper_foldfiles[0])
     torch.manual_seed(0)

@@ -33,3 +33,16 @@ def test_every_public_name_resolves():
     for name in lumin_inferno.__all__:
         assert getattr(lumin_inferno, name) is not None, name
     assert set(lumin_inferno.__all__) <= set(dir(lumin_inferno))
+
+
+def test_top_level_api_is_the_library_not_the_studies():
+    import lumin_inferno
+
+    names = lumin_inferno.__all__
+    assert len(names) == len(set(names))
+    studies_only = {"paper_benchmark", "sample_paper", "write_paper_foldfiles", "analytic_limit", "sample_pivot_toy",
+                    "write_pivot_toy_foldfile", "PaperBenchmark", "PaperTransform", "mdn_nll"}
+    assert not studies_only & set(names)
+    # one name for σ(POI): no second spelling of the same function at the top level
+    assert {"expected_poi_uncertainty", "expected_poi_uncertainties"} <= set(names)
+    assert not {n for n in names if n.endswith("_uncertainty") and "poi" not in n}

@@ -9,7 +9,6 @@ from .analysis import (
     event_bins,
     foldfile_event_bins,
     analysis_template_model,
-    expected_poi_uncertainties,
     foldfile_template_model,
     hard_summary_templates,
     transform_shifted_bins,
@@ -50,7 +49,6 @@ from .templates import (
     bin_occupancy,
     class_score_bins,
     class_score_edges,
-    expected_uncertainty,
     hard_templates,
     uniform_bins,
 )
@@ -69,7 +67,6 @@ __all__ = [
     "transform_shifted_bins",
     "analysis_template_model",
     "foldfile_template_model",
-    "expected_poi_uncertainties",
     "AlignedEnsemble",
     "InfernoEnsemble",
     "align_ensemble",
@@ -103,5 +100,4 @@ __all__ = [
     "class_score_bins",
     "class_score_edges",
     "hard_templates",
-    "expected_uncertainty",
 ]

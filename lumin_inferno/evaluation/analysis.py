@@ -15,13 +15,11 @@ import torch
 from ..analysis import Analysis, SummaryTemplates, template_model
 from ..data.systematics import read_fold_systematics
 from ..exceptions import ConfigurationError, EmptyProcessError, FoldFileError, TargetShapeError
-from ..statistics.fit import profile_interval
 from ..statistics.likelihood import TemplateModel
 
 __all__ = [
     "EventBins", "event_bins", "foldfile_event_bins", "hard_summary_templates", "transform_shifted_bins",
     "analysis_template_model", "foldfile_template_model",
-    "expected_poi_uncertainties",
 ]
 
 BinFunction = Callable[[np.ndarray], np.ndarray]
@@ -244,9 +242,3 @@ def foldfile_template_model(
     shifted inputs and up/down weights (:mod:`lumin_inferno.data.systematics`) and, for ``"transform"``
     systematics, ``transform`` (default: the declared input shifts through ``fy``'s input pipe)."""
     return foldfile_event_bins(analysis, bin_function, fy, fold_idx, transform).template_model(analysis)
-
-
-def expected_poi_uncertainties(model: TemplateModel, observed=None) -> Dict[str, float]:
-    """σ of every POI of ``model`` from the profile likelihood (MINOS half-width at ΔNLL = ½, every other
-    parameter profiled); default data: Asimov."""
-    return {poi: profile_interval(model, observed, poi=poi).sigma for poi in model.pois}

@@ -31,7 +31,8 @@ from torch import Tensor
 
 from ..exceptions import ConfigurationError, FailedMinimizationError, SingularHessianError, TargetShapeError
 from .analysis import analysis_template_model
-from .templates import BinFunction, expected_uncertainty
+from ..statistics.fit import expected_poi_uncertainty
+from .templates import BinFunction
 
 __all__ = [
     "poi_uncertainty",
@@ -68,7 +69,7 @@ def poi_uncertainty(
         model = analysis_template_model(analysis.without_nuisances(blind), bin_function, inputs, targets, weights,
                                         transform)
     try:
-        return float(expected_uncertainty(model, method))
+        return float(expected_poi_uncertainty(model, method=method))
     except (SingularHessianError, FailedMinimizationError):
         return math.inf
 

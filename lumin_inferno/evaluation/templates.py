@@ -13,9 +13,6 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..exceptions import EmptyProcessError, InvalidModelSpecError, TargetShapeError
-from ..statistics.fit import profile_interval
-from ..statistics.hessian import expected_poi_uncertainty
-from ..statistics.likelihood import TemplateModel
 
 __all__ = [
     "argmax_bins",
@@ -26,7 +23,6 @@ __all__ = [
     "align_bins",
     "aligned_mean_probs",
     "hard_templates",
-    "expected_uncertainty",
 ]
 
 BinFunction = Callable[[np.ndarray], np.ndarray]
@@ -161,13 +157,3 @@ def hard_templates(
             raise EmptyProcessError(f"the evaluation sample has no {name} events")
         out.append(np.bincount(bins[mask], weights=w[mask], minlength=n_bins)[:n_bins] / total)
     return out[0], out[1]
-
-
-def expected_uncertainty(model: TemplateModel, method: str = "profile") -> float:
-    """Expected σ(POI) on Asimov data: ``"profile"`` (MINOS half-width at ΔNLL = ½, nuisances profiled) or
-    ``"hessian"`` (√(H⁻¹)_poi,poi)."""
-    if method == "profile":
-        return profile_interval(model).sigma
-    if method == "hessian":
-        return expected_poi_uncertainty(model)
-    raise InvalidModelSpecError(f"method must be 'profile' or 'hessian', got {method!r}")

@@ -1,9 +1,9 @@
 """Binned likelihoods, their curvature and fits. Pure torch (+ iminuit for fits); knows nothing of LUMIN."""
 
-from .fit import FitResult, ProfileInterval, best_fit, fit, profile_interval, profile_scan
+from .fit import (UNCERTAINTY_METHODS, FitResult, ProfileInterval, best_fit, expected_poi_uncertainties,
+                  expected_poi_uncertainty, fit, profile_interval, profile_scan)
 from .hessian import (
     covariance,
-    expected_poi_uncertainty,
     fisher_from_jacobian,
     fisher_information,
     nll_hessian,
@@ -42,6 +42,8 @@ __all__ = [
     "covariance",
     "poi_variance",
     "expected_poi_uncertainty",
+    "expected_poi_uncertainties",
+    "UNCERTAINTY_METHODS",
     "FitResult",
     "ProfileInterval",
     "fit",

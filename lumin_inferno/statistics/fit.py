@@ -16,11 +16,15 @@ import torch
 from iminuit import Minuit
 from torch import Tensor
 
-from ..exceptions import FailedMinimizationError
-from .hessian import check_observed, nll_hessian, poi_variance
+from ..exceptions import FailedMinimizationError, InvalidModelSpecError
+from .hessian import check_observed, fisher_information, nll_hessian, poi_variance
 from .likelihood import TemplateModel
 
-__all__ = ["FitResult", "ProfileInterval", "fit", "best_fit", "parameter_bounds", "profile_interval", "profile_scan"]
+__all__ = ["FitResult", "ProfileInterval", "fit", "best_fit", "parameter_bounds", "profile_interval", "profile_scan",
+           "expected_poi_uncertainty", "expected_poi_uncertainties", "UNCERTAINTY_METHODS"]
+
+#: how :func:`expected_poi_uncertainty` obtains σ(POI)
+UNCERTAINTY_METHODS = ("profile", "hessian")
 
 
 @dataclass
@@ -132,6 +136,26 @@ def profile_interval(
     dnll = _profiled_dnll(model, observed, m, poi)
     lower, upper = (_crossing(dnll, best, sign * sigma_hesse) for sign in (-1.0, 1.0))
     return ProfileInterval(poi, best, lower, upper, sigma_hesse, method="scan")
+
+
+def expected_poi_uncertainty(model: TemplateModel, poi: Optional[str] = None, method: str = "profile") -> float:
+    """σ(POI), the expected 1σ uncertainty on a POI (default the model's primary one) on Asimov data at the nominal
+    point, in the POI's units, every other parameter profiled: ``"profile"`` is the MINOS half-width at ΔNLL = ½
+    (:func:`profile_interval`), ``"hessian"`` is √(I⁻¹)_poi,poi from the Fisher information (equal to the profile
+    half-width for a likelihood parabolic in the POI; no fit, so fast)."""
+    if method not in UNCERTAINTY_METHODS:
+        raise InvalidModelSpecError(f"method must be one of {UNCERTAINTY_METHODS}, got {method!r}")
+    poi = model.poi if poi is None else poi
+    index = model.index(poi)
+    if method == "profile":
+        return profile_interval(model, poi=poi).sigma
+    with torch.no_grad():
+        return float(poi_variance(fisher_information(model), index).sqrt())
+
+
+def expected_poi_uncertainties(model: TemplateModel, method: str = "profile") -> Dict[str, float]:
+    """:func:`expected_poi_uncertainty` of every POI of ``model``, by name."""
+    return {poi: expected_poi_uncertainty(model, poi, method) for poi in model.pois}
 
 
 def _profiled_dnll(model: TemplateModel, observed: Tensor, best: Minuit, poi: Optional[str] = None):

@@ -30,7 +30,6 @@ __all__ = [
     "fisher_from_jacobian",
     "covariance",
     "poi_variance",
-    "expected_poi_uncertainty",
 ]
 
 
@@ -128,9 +127,3 @@ def poi_variance(hessian: Tensor, poi_index: int = 0) -> Tensor:
     half = torch.linalg.solve_triangular(chol, e, upper=False)  # L⁻¹ e, so var = ||L⁻¹ e||²
     var = (half * half).sum()
     return var
-
-
-def expected_poi_uncertainty(model: TemplateModel) -> float:
-    """√(I⁻¹)_poi,poi from the Fisher information on Asimov data: the expected 1σ uncertainty on the POI."""
-    with torch.no_grad():
-        return float(poi_variance(fisher_information(model), model.poi_index).sqrt())

@@ -38,7 +38,8 @@ from ..callbacks.metrics import HardSigmaMetric
 from ..callbacks.schedules import TemperatureSchedule
 from ..data.analysis_toy import AnalysisToy, analysis_toy, small_toy
 from ..analysis import template_model
-from ..evaluation.analysis import expected_poi_uncertainties, foldfile_template_model, hard_summary_templates
+from ..evaluation.analysis import foldfile_template_model, hard_summary_templates
+from ..statistics.fit import expected_poi_uncertainties
 from ..evaluation.report import training_report
 from ..evaluation.plots import plot_channel_templates, plot_poi_contours, plot_poi_sigmas, plot_training_curves
 from ..evaluation.templates import class_score_bins, class_score_edges

@@ -77,7 +77,8 @@ def run_coverage_study(settings: CoverageStudySettings, verbose: bool = True, cl
     """Train (or reuse) the model, run (or resume) the toys, write the outputs; returns ``results.json``'s content."""
     from lumin.nn.data.fold_yielder import FoldYielder
 
-    from ..evaluation.analysis import expected_poi_uncertainties, foldfile_event_bins
+    from ..evaluation.analysis import foldfile_event_bins
+    from ..statistics.fit import expected_poi_uncertainties
     from ..evaluation.coverage import CoverageSetting, coverage_summary, format_coverage, run_coverage
     from ..evaluation.plots import plot_coverage, plot_pulls
     from ..evaluation.templates import argmax_bins

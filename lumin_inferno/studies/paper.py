@@ -27,7 +27,8 @@ from ..exceptions import ConfigurationError
 from ..evaluation.plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
 from ..evaluation.analysis import analysis_template_model
 from ..evaluation.report import training_report
-from ..evaluation.templates import bin_occupancy, expected_uncertainty, memoised_bins, uniform_bins
+from ..evaluation.templates import bin_occupancy, memoised_bins, uniform_bins
+from ..statistics.fit import expected_poi_uncertainty
 from ..statistics.fit import profile_scan
 from ..models.tails import SoftmaxTemperatureTail
 from ..io import atomic_write_text
@@ -243,8 +244,8 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
         fns = fns_of[name]
         tms = [_evaluate(fn, test, settings, j) for fn in fns]
         # σ(s) = s₀ σ(μ): the analysis's POI is the signal strength
-        sigmas = [SIGNAL_YIELD * expected_uncertainty(tm, settings.eval_method) for tm in tms]
-        hessian = [SIGNAL_YIELD * expected_uncertainty(tm, "hessian") for tm in tms[: len(models)]]  # √(H⁻¹)ₛₛ
+        sigmas = [SIGNAL_YIELD * expected_poi_uncertainty(tm, method=settings.eval_method) for tm in tms]
+        hessian = [SIGNAL_YIELD * expected_poi_uncertainty(tm, method="hessian") for tm in tms[: len(models)]]  # √(H⁻¹)ₛₛ
         entry = {"per_model": sigmas[: len(models)], **summarise(sigmas[: len(models)]),
                  "hessian": {"per_model": hessian, **summarise(hessian)}}
         if len(sigmas) > len(models):

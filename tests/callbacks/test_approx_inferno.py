@@ -18,14 +18,8 @@ from lumin.nn.models.abs_model import FitParams
 from lumin.nn.models.model import Model
 from lumin.nn.training.train import train_models
 
-from lumin_inferno import (
-    ConfigurationError,
-    EmptyProcessError,
-    FoldFileError,
-    InfernoCallback,
-    TargetShapeError,
-    paper_benchmark,
-)
+from lumin_inferno import ConfigurationError, EmptyProcessError, FoldFileError, InfernoCallback, TargetShapeError
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.analysis import (
     Analysis, FixedChannel, InputShift, NormFactor, Objective, Process, Systematic,
 )

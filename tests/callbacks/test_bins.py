@@ -13,7 +13,8 @@ from lumin.nn.callbacks.callback import Callback
 from lumin.nn.data.fold_yielder import FoldYielder
 from lumin.nn.training.train import train_models
 
-from lumin_inferno import ConfigurationError, InfernoCallback, paper_benchmark
+from lumin_inferno import ConfigurationError, InfernoCallback
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.callbacks.bins import ReseedEmptyBins
 
 

@@ -16,18 +16,10 @@ from lumin.nn.models.abs_model import FitParams
 from lumin.nn.models.model import Model
 from lumin.nn.training.train import train_models
 
-from lumin_inferno import (
-    ConfigurationError,
-    EmptyProcessError,
-    HardBinPredHandler,
-    InfernoCallback,
-    InputTransformError,
-    InvalidModelSpecError,
-    Parameter,
-    TargetShapeError,
-    UnsupportedNetworkError,
-    paper_benchmark,
-)
+from lumin_inferno import (ConfigurationError, EmptyProcessError, HardBinPredHandler, InfernoCallback,
+                           InputTransformError, InvalidModelSpecError, Parameter, TargetShapeError,
+                           UnsupportedNetworkError)
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.callbacks import DenormalFlush
 from lumin_inferno.callbacks.inferno import denormals_flushed
 from lumin_inferno.data.paper import PaperNuisanceTransform

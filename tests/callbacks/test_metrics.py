@@ -13,7 +13,8 @@ from lumin.nn.data.fold_yielder import FoldYielder
 from lumin.nn.models.model import Model
 from lumin.nn.training.train import train_models
 
-from lumin_inferno import ConfigurationError, InfernoCallback, expected_uncertainty, foldfile_template_model, paper_benchmark
+from lumin_inferno import ConfigurationError, InfernoCallback, expected_poi_uncertainty, foldfile_template_model
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.callbacks.metrics import HardSigmaMetric
 from lumin_inferno.evaluation.templates import bin_occupancy
 from lumin_inferno.evaluation.templates import argmax_bins
@@ -50,7 +51,7 @@ def test_save_best_keeps_the_epoch_of_lowest_hard_sigma(paper_foldfiles, inferno
     model = Model(builder)
     model.load(str(Path(results[0]["path"]) / "train_0.h5"))
     tm = foldfile_template_model(analysis, lambda x: argmax_bins(model.predict(x)), fy, 0, transform)
-    assert expected_uncertainty(tm, "hessian") == pytest.approx(min(hard), rel=1e-5)
+    assert expected_poi_uncertainty(tm, method="hessian") == pytest.approx(min(hard), rel=1e-5)
     m = metrics[0]
     assert len(m.empty_bins) == 5 and len(m.occupancy) == 5
     assert all(o.sum() == pytest.approx(1.0) for o in m.occupancy)

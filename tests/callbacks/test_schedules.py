@@ -9,7 +9,8 @@ import pytest
 from lumin.nn.data.fold_yielder import FoldYielder
 from lumin.nn.training.train import train_models
 
-from lumin_inferno import ConfigurationError, InfernoCallback, SoftmaxTemperatureTail, TemperatureSchedule, paper_benchmark
+from lumin_inferno import ConfigurationError, InfernoCallback, SoftmaxTemperatureTail, TemperatureSchedule
+from lumin_inferno.data import paper_benchmark
 
 
 def test_temperature_is_annealed_per_epoch_and_seen_by_the_loss(paper_foldfiles, inferno_builder, tmp_path):

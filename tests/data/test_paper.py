@@ -6,7 +6,8 @@ import pytest
 import torch
 from lumin.nn.data.fold_yielder import FoldYielder
 
-from lumin_inferno import InvalidModelSpecError, paper_benchmark, sample_paper
+from lumin_inferno import InvalidModelSpecError
+from lumin_inferno.data import paper_benchmark, sample_paper
 from lumin_inferno.data.paper import FEATURE_SCALE, FEATURE_SHIFT, FEATURES, PaperTransform, standardise
 
 

@@ -7,9 +7,8 @@ import pytest
 
 from lumin_inferno.analysis import Analysis, FixedChannel, NormFactor, Process, Systematic
 from lumin_inferno.data.systematics import write_systematics_foldfile
-from lumin_inferno.evaluation.analysis import (
-    expected_poi_uncertainties, foldfile_template_model, hard_summary_templates,
-)
+from lumin_inferno.evaluation.analysis import foldfile_template_model, hard_summary_templates
+from lumin_inferno.statistics import expected_poi_uncertainties
 from lumin_inferno.exceptions import EmptyProcessError, FoldFileError, TargetShapeError
 from lumin_inferno.export.pyhf import pyhf_modifier_settings, pyhf_workspace, pyhf_poi_uncertainty
 

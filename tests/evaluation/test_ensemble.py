@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lumin_inferno import ConfigurationError, InfernoCallback, paper_benchmark
+from lumin_inferno import ConfigurationError, InfernoCallback
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.evaluation.ensemble import (
     MANIFEST,
     AlignedEnsemble,

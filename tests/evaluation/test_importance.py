@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from lumin_inferno import ConfigurationError, paper_benchmark
+from lumin_inferno import ConfigurationError
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.data import TEMPLATE_SHIFTS
 from lumin_inferno.evaluation import uniform_bins
 from lumin_inferno.evaluation.importance import (
@@ -45,7 +46,8 @@ def _old_style_sigma_s(bins_fn, x, y, w, k):
     import torch
 
     from lumin_inferno.data import PaperTransform
-    from lumin_inferno.evaluation import expected_uncertainty, hard_templates
+    from lumin_inferno.evaluation import hard_templates
+    from lumin_inferno.statistics import expected_poi_uncertainty
     from lumin_inferno.statistics import ShapeSystematic, TemplateModel
 
     bm = paper_benchmark(k)
@@ -65,7 +67,7 @@ def _old_style_sigma_s(bins_fn, x, y, w, k):
     model = TemplateModel(["signal", "background"], torch.as_tensor(np.stack([sig, bkg]) + 1e-7),
                           {"signal": "s", "background": b.name if hasattr(b, "name") else float(b)}, params, "s",
                           systs)
-    return expected_uncertainty(model, "hessian")
+    return expected_poi_uncertainty(model, method="hessian")
 
 
 def test_permutation_importance_zero_for_unused_positive_for_used(test_sample, tmp_path):

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from lumin_inferno import ConfigurationError, paper_benchmark
-from lumin_inferno.evaluation import analysis_template_model, expected_uncertainty, uniform_bins
+from lumin_inferno import ConfigurationError
+from lumin_inferno.data import paper_benchmark
+from lumin_inferno.evaluation import analysis_template_model, uniform_bins
+from lumin_inferno.statistics import expected_poi_uncertainty
 from lumin_inferno.export.pyhf import (
     pyhf_modifier_settings,
     pyhf_nuisance_scales,
@@ -65,7 +67,7 @@ def test_pyhf_sigma_equals_ours(test_sample, tmp_path, benchmark):
     assert np.allclose(data[: pdf.config.nmaindata], asimov, rtol=1e-12)
     assert np.allclose(pdf.expected_actualdata(pdf.config.suggested_init()), asimov, rtol=1e-9)
     for method, tolerance in (("profile", PROFILE_TOLERANCE), ("hessian", HESSIAN_TOLERANCE)):
-        ours = expected_uncertainty(model, method)
+        ours = expected_poi_uncertainty(model, method=method)
         theirs = pyhf_poi_uncertainty(spec, method, modifier_settings=settings)
         print(f"benchmark {benchmark} {method}: σ(s) ours {50 * ours:.4f} pyhf {50 * theirs:.4f} "
               f"({theirs / ours - 1:+.2e})")
@@ -90,7 +92,7 @@ def test_templates_at_one_sigma_export_exactly(test_sample):
         theirs = -float(pdf.logpdf(theta[perm].numpy(), data)[0]) - ref[1]
         assert theirs == pytest.approx(ours, rel=1e-9, abs=1e-9)
     sigma = pyhf_poi_uncertainty(spec, "profile", modifier_settings=pyhf_modifier_settings(analysis))
-    assert sigma == pytest.approx(expected_uncertainty(model, "profile"), rel=1e-4)
+    assert sigma == pytest.approx(expected_poi_uncertainty(model, method="profile"), rel=1e-4)
 
 
 def test_workspace_structure_benchmark_4(test_sample):

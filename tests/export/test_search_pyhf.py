@@ -4,7 +4,7 @@ the paper benchmark and of a multi-process, two-channel analysis (within 2 %; me
 import numpy as np
 import pytest
 
-from lumin_inferno import paper_benchmark
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.analysis import template_model
 from lumin_inferno.evaluation import analysis_template_model, uniform_bins
 from lumin_inferno.export.pyhf import pyhf_modifier_settings, pyhf_search_figures, pyhf_workspace

@@ -10,7 +10,8 @@ from functools import partial
 
 import pytest
 
-from lumin_inferno import ConfigurationError, FanOutError, InfernoCallback, paper_benchmark, train_members
+from lumin_inferno import ConfigurationError, FanOutError, InfernoCallback, train_members
+from lumin_inferno.data import paper_benchmark
 from lumin_inferno.callbacks.metrics import HardSigmaMetric
 from lumin_inferno.fanout import connect, load_member
 

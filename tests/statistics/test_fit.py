@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from lumin_inferno.statistics import (Parameter, ShapeSystematic, TemplateModel, expected_poi_uncertainty, fit,
-                                      profile_interval, profile_scan)
+from lumin_inferno.exceptions import InvalidModelSpecError
+from lumin_inferno.statistics import (Parameter, ShapeSystematic, TemplateModel, expected_poi_uncertainties,
+                                      expected_poi_uncertainty, fit, profile_interval, profile_scan)
 from tests.statistics.test_hessian import counting, rich_model, two_bin_free_background
 
 
@@ -52,9 +53,30 @@ def near_gaussian_model():
 def test_profile_width_matches_hessian_where_gaussian():
     m = near_gaussian_model()
     iv = profile_interval(m)
-    sigma_fisher = expected_poi_uncertainty(m)
+    sigma_fisher = expected_poi_uncertainty(m, method="hessian")
     assert iv.sigma == pytest.approx(sigma_fisher, rel=0.01)
     assert iv.sigma_hesse == pytest.approx(sigma_fisher, rel=0.01)
+
+
+def test_expected_poi_uncertainty_methods_and_pois():
+    # one name for σ(POI): "profile" is MINOS's half-width, "hessian" the Fisher width; per POI by name
+    m = near_gaussian_model()
+    assert expected_poi_uncertainty(m) == pytest.approx(profile_interval(m).sigma, rel=1e-12)
+    assert expected_poi_uncertainty(m, method="hessian") == pytest.approx(expected_poi_uncertainty(m), rel=0.01)
+    two = TemplateModel(
+        ["a", "b"], torch.tensor([[0.8, 0.2], [0.1, 0.9]], dtype=torch.float64), {"a": "mu_a", "b": "mu_b"},
+        [Parameter("mu_a", 100.0), Parameter("mu_b", 400.0)], poi=["mu_a", "mu_b"],
+    )
+    both = expected_poi_uncertainties(two, method="hessian")
+    # closed form: ν_i = a_i μ_a + b_i μ_b, I = Σ_i (∂ν_i)(∂ν_i)ᵀ / ν_i at the nominal point
+    a, b = np.array([0.8, 0.2]), np.array([0.1, 0.9])
+    nu = 100 * a + 400 * b
+    info = np.array([[np.sum(a * a / nu), np.sum(a * b / nu)], [np.sum(a * b / nu), np.sum(b * b / nu)]])
+    cov = np.linalg.inv(info)
+    assert both == pytest.approx({"mu_a": np.sqrt(cov[0, 0]), "mu_b": np.sqrt(cov[1, 1])}, rel=1e-10)
+    assert expected_poi_uncertainty(two, "mu_b", "hessian") == pytest.approx(np.sqrt(cov[1, 1]), rel=1e-10)
+    with pytest.raises(InvalidModelSpecError, match="method"):
+        expected_poi_uncertainty(m, method="minos")
 
 
 def test_scan_crosses_half_at_minos_points():
