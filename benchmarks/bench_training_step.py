@@ -122,7 +122,7 @@ class _TangentFloor(InfernoCallback):
 
     def on_forwards_end(self) -> None:
         fp = self.model.fit_params
-        t_out = self._tangents.jvp(self._input_tangents(self._x_aff, self._aff_masks()))
+        t_out = self._jac.output_tangents()
         if not hasattr(self, "_c"):
             g = torch.Generator(device=fp.y_pred.device).manual_seed(0)
             self._c = (torch.randn(fp.y_pred.shape, generator=g, device=fp.y_pred.device),

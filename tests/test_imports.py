@@ -46,3 +46,12 @@ def test_top_level_api_is_the_library_not_the_studies():
     # one name for σ(POI): no second spelling of the same function at the top level
     assert {"expected_poi_uncertainty", "expected_poi_uncertainties"} <= set(names)
     assert not {n for n in names if n.endswith("_uncertainty") and "poi" not in n}
+
+
+def test_layers_import_downwards_only():
+    # evaluation and export read trained models; they never load the training hooks
+    out = _run(
+        "import sys, lumin_inferno.evaluation, lumin_inferno.export, lumin_inferno.data\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('lumin_inferno.callbacks', 'lumin_inferno.studies'))))"
+    )
+    assert out == "[]"

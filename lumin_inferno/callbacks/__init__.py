@@ -6,7 +6,8 @@ import_lumin()  # LUMIN first, with pdpbox's global warning filter undone (lumin
 
 from .approx_inferno import ApproxInfernoCallback
 from .bins import ReseedEmptyBins
-from .inferno import DenormalFlush, InfernoCallback, InputTransform
+from .denormals import DenormalFlush
+from .inferno import InfernoCallback, InputTransform
 from .metrics import HardSigmaMetric
 from .pivot import LambdaRamp, PivotCallback
 from .pred_handlers import HardBinPredHandler

@@ -1,12 +1,11 @@
-"""What every INFERNO-style callback shares: LUMIN fit-params set-up for a per-batch loss, the softmax-output
-check, per-process event masks from target labels, soft templates, denormal flushing during a batch, and the σ(POI)
-columns they add to LUMIN's history."""
+"""What every INFERNO-style callback shares: LUMIN fit-params set-up for a per-batch loss, the check that the
+training folds hold a batch, the softmax-output check, per-process event masks from target labels, soft templates,
+and the σ(POI) columns they add to LUMIN's history."""
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from lumin.nn.callbacks.callback import Callback
@@ -15,65 +14,15 @@ from torch import Tensor
 from ..exceptions import ConfigurationError, EmptyProcessError, TargetShapeError
 
 __all__ = [
-    "DenormalFlush",
     "PoiSigmaMetric",
     "add_sigma_metrics",
-    "denormals_flushed",
-    "restores_denormals",
+    "check_folds_hold_a_batch",
     "check_softmax_output",
     "prepare_fit_for_batch_loss",
     "process_masks",
     "soft_template",
     "nominal_soft_templates",
 ]
-
-
-def denormals_flushed() -> bool:
-    """Whether this thread's CPU currently flushes denormal float32 numbers to zero (probed: PyTorch sets the mode
-    with ``torch.set_flush_denormal`` but has no getter)."""
-    return bool((torch.full((1,), 1e-39, dtype=torch.float32) * 0.5 == 0).item())
-
-
-def restores_denormals(hook: Callable) -> Callable:
-    """Decorate a callback hook so that an exception raised in it first ends the callback's ``_denormals`` flush
-    (LUMIN calls no ``on_batch_end`` after an error, which would leave the flush mode on for the process)."""
-
-    @functools.wraps(hook)
-    def wrapped(self, *args, **kwargs):
-        try:
-            return hook(self, *args, **kwargs)
-        except BaseException:
-            self._denormals.end()
-            raise
-
-    return wrapped
-
-
-class DenormalFlush:
-    """Flush denormal numbers (|x| < 1.2e-38 in float32) to zero on the CPU for the duration of each batch, and put
-    the previous mode back after it.
-
-    A softmax at INFERNO's temperatures (τ ≈ 0.1) sends the far-off bins' probabilities and their gradients into the
-    denormal range once the network separates events; x86 CPUs take a slow microcode path for every such operand,
-    which made a training step of a trained benchmark-4 model 1.4× slower (``benchmarks/bench_training_step.py``).
-    Flushing changes only values below 1.2e-38, far under the template floor of 1e-7. Uses
-    ``torch.set_flush_denormal``, which sets the calling thread's mode (PyTorch's intra-op worker threads keep
-    theirs); no effect where the CPU lacks the mode, or on CUDA.
-    """
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self._before: Optional[bool] = None
-
-    def begin(self) -> None:
-        if self.enabled and self._before is None:
-            self._before = denormals_flushed()
-            torch.set_flush_denormal(True)
-
-    def end(self) -> None:
-        if self._before is not None:
-            torch.set_flush_denormal(self._before)
-            self._before = None
 
 
 def check_softmax_output(probs: Tensor) -> None:
@@ -94,13 +43,19 @@ def check_softmax_output(probs: Tensor) -> None:
 
 def prepare_fit_for_batch_loss(fp) -> None:
     """Set LUMIN's ``fit_params`` up for a loss the callback computes per batch (INFERNO-style): no LUMIN loss
-    function, gradients in validation too, monitors told the loss is not a mean over events; and raise
-    :class:`ConfigurationError` when the batch size exceeds a training fold (LUMIN would yield no batch)."""
+    function, gradients in validation too, monitors told the loss is not a mean over events; and
+    :func:`check_folds_hold_a_batch`."""
     fp.loss_func = None  # LUMIN skips its own loss (model.py:130); the callback sets loss_val in on_forwards_end
     fp.val_requires_grad = True  # the loss needs derivatives in validation too
     for c in fp.cbs:  # the loss is a per-batch statistic, not a mean over events
         if hasattr(c, "loss_is_meaned"):
             c.loss_is_meaned = False
+    check_folds_hold_a_batch(fp)
+
+
+def check_folds_hold_a_batch(fp) -> None:
+    """Raise :class:`ConfigurationError` when LUMIN's batch size exceeds a training fold (``drop_last``: LUMIN would
+    yield no batch from it)."""
     fy, bs = getattr(fp, "fy", None), getattr(fp, "bs", None)
     if fy is not None and bs is not None and getattr(fp, "trn_idxs", None):
         too_small = {i: n for i in fp.trn_idxs if (n := fy.get_data_count(i)) < bs}
@@ -111,10 +66,18 @@ def prepare_fit_for_batch_loss(fp) -> None:
             )
 
 
-def process_masks(labels: Tensor, analysis, state: str, check_integers: bool = True) -> Dict[str, Tensor]:
-    """Boolean event masks of the analysis's summary processes from a batch's target ``labels`` ``[n]``; raises
-    :class:`TargetShapeError` for labels of no process and :class:`EmptyProcessError` naming a process without
-    events in the batch (``state``: LUMIN's ``train``/``valid``, for the message)."""
+def process_masks(targets: Optional[Tensor], analysis, state: str, check_integers: bool = True) -> Dict[str, Tensor]:
+    """Boolean event masks of the analysis's summary processes from a batch's ``targets`` (process labels, shape
+    ``[n]`` or ``[n, 1]``); raises :class:`TargetShapeError` for missing or mis-shaped targets and labels of no process,
+    and :class:`EmptyProcessError` naming a process without events in the batch (``state``: LUMIN's
+    ``train``/``valid``, for the message)."""
+    if targets is None:
+        raise TargetShapeError("INFERNO needs targets (process labels) in the fold file")
+    if not (targets.dim() == 1 or (targets.dim() == 2 and targets.shape[1] == 1)):
+        raise TargetShapeError(
+            f"targets must be one column of process labels, shape (n,) or (n, 1); got {tuple(targets.shape)}"
+        )
+    labels = targets.reshape(-1)
     if check_integers and not torch.all((labels == labels.round()) & torch.isfinite(labels)):
         raise TargetShapeError("targets must be integer process labels")
     masks = {}

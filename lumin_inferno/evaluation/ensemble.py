@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -48,6 +47,8 @@ ANALYSIS_FILE = "analysis.json"
 _STEM = "ensemble"  # LUMIN's base name: ensemble_{i}.h5
 _FORMAT = "lumin_inferno.inferno_ensemble"
 _VERSION = 2
+#: A permutation of a member's bins: a sequence of ints or an int array (what :func:`align_ensemble` finds).
+_Permutation = Union[Sequence[int], np.ndarray]
 
 
 def _as_array(x: Any) -> np.ndarray:
@@ -79,7 +80,7 @@ def _members_and_weights(ensemble: Any) -> tuple:
 
 
 def _check_permutations(
-    permutations: Sequence[Sequence[int]], n_models: int, n_bins: Optional[int]
+    permutations: Sequence[_Permutation], n_models: int, n_bins: Optional[int]
 ) -> List[np.ndarray]:
     perms = [np.asarray(p, dtype=np.int64).reshape(-1) for p in permutations]
     if len(perms) != n_models:
@@ -191,9 +192,9 @@ class InfernoEnsemble:
     """What :func:`load_inferno_ensemble` returns: the LUMIN ``Ensemble``, the :class:`~lumin_inferno.analysis.
     Analysis` it was trained for, and the bin permutations.
 
-    ``aligned`` is the :class:`AlignedEnsemble` (prediction with aligned bins); ``callback_partial(transform)``
-    the ``functools.partial`` of :class:`~lumin_inferno.callbacks.InfernoCallback` for ``train_models`` (the
-    transform of custom exact systematics is code, so it is passed in, never loaded).
+    ``aligned`` is the :class:`AlignedEnsemble` (prediction with aligned bins). To train more members for the same
+    measurement: ``partial(InfernoCallback, loaded.analysis, transform=transform)`` (the transform of custom exact
+    systematics is code, so it is passed in, never loaded).
     """
 
     ensemble: Any
@@ -205,11 +206,6 @@ class InfernoEnsemble:
     @property
     def aligned(self) -> AlignedEnsemble:
         return AlignedEnsemble(list(self.ensemble.models), self.ensemble.weights, self.permutations, self.reference)
-
-    def callback_partial(self, transform: Any = None) -> partial:
-        from ..callbacks.inferno import InfernoCallback
-
-        return partial(InfernoCallback, self.analysis, transform=transform)
 
 
 def _sha256(path: Path) -> str:
@@ -224,7 +220,7 @@ def save_inferno_ensemble(
     directory: Union[str, Path],
     ensemble: Any,
     analysis: Any,
-    permutations: Optional[Sequence[Sequence[int]]] = None,
+    permutations: Optional[Sequence[_Permutation]] = None,
     reference: Optional[int] = None,
     overwrite: bool = False,
 ) -> Path:

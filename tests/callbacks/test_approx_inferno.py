@@ -25,7 +25,7 @@ from lumin_inferno.analysis import (
 )
 from lumin_inferno.callbacks.approx_inferno import ApproxInfernoCallback
 from lumin_inferno.callbacks.batches import RowTrackingYielder
-from lumin_inferno.callbacks.inferno import denormals_flushed
+from lumin_inferno.callbacks.denormals import denormals_flushed
 from lumin_inferno.data.paper import FEATURES, PaperTransform, sample_paper, standardise
 from lumin_inferno.data.systematics import write_systematics_foldfile
 

@@ -21,7 +21,7 @@ from lumin_inferno import (ConfigurationError, EmptyProcessError, HardBinPredHan
                            UnsupportedNetworkError)
 from lumin_inferno.data import paper_benchmark
 from lumin_inferno.callbacks import DenormalFlush
-from lumin_inferno.callbacks.inferno import denormals_flushed
+from lumin_inferno.callbacks.denormals import denormals_flushed
 from lumin_inferno.data.paper import PaperNuisanceTransform
 
 S0 = 50.0  # the paper's signal yield: Var(s) = 50² Var(μ)

@@ -17,6 +17,7 @@ from lumin.nn.models.model_builder import ModelBuilder
 from lumin.nn.training.train import train_models
 
 from lumin_inferno.callbacks.pivot import LambdaRamp, PivotCallback
+from lumin_inferno.callbacks.adversary_training import standardise
 from lumin_inferno.data.pivot_toy import NUISANCE, sample_pivot_toy, write_pivot_toy_foldfile
 from lumin_inferno.exceptions import ConfigurationError, FoldFileError, TargetShapeError
 from lumin_inferno.studies.pivot import evaluate_pivot, toy_model_builder
@@ -180,15 +181,21 @@ def test_adversary_updates_every_k_batches(toy_fy, tmp_path):
 
 class AlignmentCheck(PivotCallback):
     """In a fold file where the nuisance column is a copy of input x0, every batch's z must equal its x0 (LUMIN's
-    batches and the callback's own pretraining batches)."""
+    batches and the callback's own pretraining batches: every split of the carried columns is checked)."""
 
     checked = 0
 
-    def _split(self, x):
-        inputs, z = super()._split(x)
-        assert inputs.shape[1] == 2 and torch.equal(z[:, 0], inputs[:, 0]) and torch.equal(inputs, x[:, :2])
-        AlignmentCheck.checked += 1
-        return inputs, z
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        split = self.trainer.columns.split
+
+        def checked_split(x):
+            inputs, z = split(x)
+            assert inputs.shape[1] == 2 and torch.equal(z[:, 0], inputs[:, 0]) and torch.equal(inputs, x[:, :2])
+            AlignmentCheck.checked += 1
+            return inputs, z
+
+        self.trainer.columns.split = checked_split
 
     def on_batch_begin(self):
         super().on_batch_begin()
@@ -301,15 +308,10 @@ def test_adversary_loss_pieces_by_hand():
     per_event = cb.adversary.nll(s, z)
     assert torch.allclose(cb.adversary_nll(s, z, w), (w * per_event).sum() / w.sum())  # weighted mean
     assert torch.allclose(cb.adversary_nll(s, z), per_event.mean())
-    st = PivotCallback._standardise(3.0 * s + 7.0)  # an affine map of the output changes nothing the adversary sees
-    assert torch.allclose(st, PivotCallback._standardise(s), atol=1e-5)
+    st = standardise(3.0 * s + 7.0)  # an affine map of the output changes nothing the adversary sees
+    assert torch.allclose(st, standardise(s), atol=1e-5)
     assert torch.allclose(st.mean(0), torch.zeros(1), atol=1e-6) and torch.allclose(st.std(0), torch.ones(1), atol=1e-4)
 
-    class Fake:  # the model's objective decides the default adversary input
-        objective = "classification"
-
-    cb.model = Fake()
-    p = torch.tensor([[0.1], [0.5], [0.9]])
-    assert torch.allclose(cb._adv_input(p), torch.log(p / (1 - p)), atol=1e-6)
-    Fake.objective = "regression"
-    assert torch.equal(cb._adv_input(p), p)
+    p = torch.tensor([[0.1], [0.5], [0.9]])  # the model's objective decides the default adversary input
+    assert torch.allclose(cb.trainer.input(p, "classification"), torch.log(p / (1 - p)), atol=1e-6)
+    assert torch.equal(cb.trainer.input(p, "regression"), p)
