@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any, List, cast
 
 import numpy as np
 import torch
@@ -30,16 +31,17 @@ def import_lumin() -> None:
     import lumin.nn.models.model  # noqa: F401
 
     blanket = ("ignore", None, Warning, None, 0)
-    if blanket in warnings.filters and blanket not in before:
-        warnings.filters.remove(blanket)
-        warnings._filters_mutated()
+    filters = cast(List[Any], warnings.filters)  # a list at runtime; typeshed declares a read-only Sequence
+    if blanket in filters and blanket not in before:
+        filters.remove(blanket)
+        warnings._filters_mutated()  # type: ignore[attr-defined]  # CPython's private hook, absent from typeshed
 
     _allow_numpy_in_weights_only_load()
     _IMPORTED = True
 
 
 def _allow_numpy_in_weights_only_load() -> None:
-    multiarray = np.core.multiarray
+    multiarray: Any = np.core.multiarray  # scalar and _reconstruct are private, absent from numpy's stubs
     torch.serialization.add_safe_globals(
         [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype]
         + [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]

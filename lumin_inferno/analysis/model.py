@@ -136,6 +136,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
             if p.name not in templates.nominal:
                 raise InvalidModelSpecError(f"no summary template for process {p.name!r}")
             t = check(f"summary template of process {p.name!r}", templates.nominal[p.name], n_sum)
+            assert p.nominal_yield is not None  # Process requires it of a process with labels
             summary = p.nominal_yield * (t + floor)
         else:
             summary = zeros_sum
@@ -178,11 +179,11 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
             blocks.append(summary / norm)
         shapes = [ShapeSystematic(s.name, p.name, up, down, step=1.0)
                   for (s, p), up, down in zip(pairs, blocks[0].unbind(0), blocks[1].unbind(0))]
-    norms = [
-        NormSystematic(s.name, p, s.kappa_up, s.kappa_down, step=1.0, interpolation=s.interpolation)
-        for s in a.systematics_of("norm")
-        for p in s.processes
-    ]
+    norms: List[NormSystematic] = []
+    for s in a.systematics_of("norm"):
+        assert s.kappa_up is not None and s.kappa_down is not None  # Systematic sets both for kind "norm"
+        norms += [NormSystematic(s.name, p, s.kappa_up, s.kappa_down, step=1.0, interpolation=s.interpolation)
+                  for p in s.processes]
     staterror = None
     mc = [p for p in a.processes if p.mc_stat]
     if a.mc_stat and mc:
@@ -196,6 +197,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
                         "was given (set mc_stat=False on the analysis or the process to leave it out)"
                     )
                 var = check(f"MC variance of process {p.name!r}", var, n_sum)
+                assert p.nominal_yield is not None  # Process requires it of a process with labels
                 summary = p.nominal_yield * torch.sqrt(var + floor * floor)
             else:
                 summary = zeros_sum
@@ -209,8 +211,8 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
     check.finish()
     factors: Dict[str, List[str]] = {}
     for f in a.factors:
-        for p in f.processes:
-            factors.setdefault(p, []).append(f.name)
+        for pname in f.processes:
+            factors.setdefault(pname, []).append(f.name)
     ordered = [f for f in a.factors if f.poi] + [f for f in a.factors if not f.poi]
     params = [Parameter(f.name, f.nominal, constraint=f.constraint, bounds=f.bounds) for f in ordered]
     params += [

@@ -312,10 +312,11 @@ class FixedChannel:
                     )
                 if len(pair) != 2:
                     raise InvalidModelSpecError(f"channel {self.name!r}: systematic {syst!r} on {p!r} needs (up, down)")
-                variations[syst][p] = tuple(
+                up, down = (
                     _floats(f"channel {self.name!r}, systematic {syst!r}, process {p!r}: {d}", v, n, positive=True)
                     for d, v in zip(("shift_up", "shift_down"), pair)
                 )
+                variations[syst][p] = (up, down)
         mc = {}
         for p, v in dict(self.mc_uncertainty).items():
             if p not in yields:
@@ -418,11 +419,11 @@ class Analysis:
         if not trained:
             raise InvalidModelSpecError("no process has fold-file labels: nothing for the summary channel")
         owner: Dict[int, str] = {}
-        for p in trained:
-            for v in p.labels:
+        for proc in trained:
+            for v in proc.labels:
                 if v in owner:
-                    raise InvalidModelSpecError(f"target label {v} belongs to both {owner[v]!r} and {p.name!r}")
-                owner[v] = p.name
+                    raise InvalidModelSpecError(f"target label {v} belongs to both {owner[v]!r} and {proc.name!r}")
+                owner[v] = proc.name
         _unique("factor", [f.name for f in self.factors])
         if not any(f.poi for f in self.factors):
             raise InvalidModelSpecError("the analysis has no parameter of interest (a NormFactor with poi=True)")
@@ -538,14 +539,14 @@ class Analysis:
         summary statistic blind to them (its Fisher information would be singular with a free one)."""
         from dataclasses import replace
 
-        names = set(names)
-        unknown = names - set(self.nuisance_names())
+        dropped = set(names)
+        unknown = dropped - set(self.nuisance_names())
         if unknown:
             raise InvalidModelSpecError(f"unknown nuisance(s) {sorted(unknown)}; nuisances are {self.nuisance_names()}")
-        channels = tuple(replace(c, variations={k: v for k, v in c.variations.items() if k not in names})
+        channels = tuple(replace(c, variations={k: v for k, v in c.variations.items() if k not in dropped})
                          for c in self.channels)
-        return replace(self, systematics=tuple(s for s in self.systematics if s.name not in names),
-                       nuisances=tuple(n for n in self.nuisances if n.name not in names), channels=channels)
+        return replace(self, systematics=tuple(s for s in self.systematics if s.name not in dropped),
+                       nuisances=tuple(n for n in self.nuisances if n.name not in dropped), channels=channels)
 
     # ------------------------------------------------------------------------------------------------ JSON
     def to_dict(self) -> Dict[str, Any]:

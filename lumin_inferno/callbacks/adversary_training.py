@@ -14,7 +14,7 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 import numpy as np
 import torch
 from fastprogress import progress_bar
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..exceptions import ConfigurationError, TargetShapeError
 from ..models.adversary import (
@@ -26,7 +26,10 @@ from ..models.adversary import (
 )
 from .batches import ExtraColumns
 
-__all__ = ["AdversaryTrainer", "standardise"]
+__all__ = ["AdversaryTrainer", "Adversary", "standardise"]
+
+#: the adversaries :class:`AdversaryTrainer` builds (each has ``nll(s, z) -> [n]``)
+Adversary = Union[MixtureDensityNetwork, ClassifierAdversary]
 
 _PROB_EPS = 1e-6
 
@@ -52,7 +55,7 @@ class AdversaryTrainer:
         self.kind, self.apply_to, self.background_class = kind, apply_to, background_class
         self.n_components, self.n_classes = n_components, n_classes
         self.width, self.depth, self.lr, self.adv_input, self.verbose = width, depth, lr, adv_input, verbose
-        self.adversary: Optional[nn.Module] = None
+        self.adversary: Optional[Adversary] = None
         self.opt: Optional[torch.optim.Optimizer] = None
         self.reference_nll: Optional[float] = None
         self.reference_nll_valid: Optional[float] = None
@@ -162,17 +165,25 @@ class AdversaryTrainer:
         # lam=0 and no pretraining the main model trains exactly as without the callback.
         with torch.random.fork_rng(devices=[]):
             if self.kind == "mdn":
-                adv: nn.Module = MixtureDensityNetwork(n_in, len(self.columns.names), self.n_components, self.width,
+                adv: Adversary = MixtureDensityNetwork(n_in, len(self.columns.names), self.n_components, self.width,
                                                        self.depth)
             else:
+                assert self.n_classes is not None  # set by start() from the folds' labels
                 adv = ClassifierAdversary(n_in, self.n_classes, self.width, self.depth)
         self.adversary = adv.to(device=device)
         self.adversary.requires_grad_(False)
         self.opt = torch.optim.Adam(self.adversary.parameters(), lr=self.lr)
 
+    @property
+    def module(self) -> Adversary:
+        """The adversary, once built (:meth:`prepare` builds it on the first batch)."""
+        if self.adversary is None:
+            raise ConfigurationError("the adversary is built on the first batch it sees; none has been seen yet")
+        return self.adversary
+
     def nll(self, s: Tensor, z: Tensor, w: Optional[Tensor] = None) -> Tensor:
         """Weighted mean NLL (nats per event) of the nuisance ``z`` given the adversary input ``s``."""
-        nll = self.adversary.nll(s, z if self.kind == "mdn" else z[:, 0])
+        nll = self.module.nll(s, z if self.kind == "mdn" else z[:, 0])
         if w is None:
             return nll.mean()
         w = w.reshape(-1).to(nll.dtype)
@@ -180,18 +191,19 @@ class AdversaryTrainer:
 
     def steps(self, s: Tensor, z: Tensor, w: Optional[Tensor], n_steps: int) -> float:
         """``n_steps`` Adam steps of the adversary on fixed (detached) inputs; returns the last loss."""
-        s = s.detach()
-        self.adversary.train()
-        self.adversary.requires_grad_(True)
+        s, adversary, opt = s.detach(), self.module, self.opt
+        assert opt is not None  # built with the adversary
+        adversary.train()
+        adversary.requires_grad_(True)
         try:
             with torch.enable_grad():
                 for _ in range(n_steps):
-                    self.opt.zero_grad()
+                    opt.zero_grad()
                     loss = self.nll(s, z, w)
                     loss.backward()
-                    self.opt.step()
+                    opt.step()
         finally:
-            self.adversary.requires_grad_(False)
+            adversary.requires_grad_(False)
         return float(loss.detach())
 
     # ------------------------------------------------------------------------------------------ own loops

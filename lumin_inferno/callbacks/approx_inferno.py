@@ -16,7 +16,7 @@ against the fold's nominal inputs. Statistics are in :mod:`lumin_inferno.statist
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, cast
 
 import numpy as np
 import torch
@@ -150,8 +150,15 @@ class ApproxInfernoCallback(TemplateLossCallback):
         self._rows = rows
 
     # -------------------------------------------------------------------------------------------------- pieces
+    def _batch(self) -> Tuple[Tensor, Dict[str, Tensor], FoldShifts]:
+        """(fold rows, process masks, the fold's shifts) of the current batch."""
+        if self._rows is None or self._fold is None:
+            raise ConfigurationError("ApproxInfernoCallback: no batch begun (on_fold_begin/on_batch_begin not called)")
+        return self._rows, self._masks, self._fold
+
     def _check_alignment(self, x: Tensor, rows: Tensor) -> None:
         k = min(_N_ALIGN_CHECK, len(rows))
+        assert self._fold is not None  # set in on_fold_begin
         expected = torch.as_tensor(self._fold.nominal_inputs[rows[:k].cpu().numpy()], dtype=x.dtype)
         if not torch.equal(x[:k].detach().cpu(), expected):
             raise ConfigurationError(
@@ -164,7 +171,7 @@ class ApproxInfernoCallback(TemplateLossCallback):
         processes in the batch: its index in ``analysis.systematics_of("inputs")`` → (mask of the batch rows it
         affects, (outputs at +1σ, at −1σ) of those rows). One forward pass for all systematics and both directions (the
         rows concatenated), so the cost is the network's on the affected rows, not a Python loop of small passes."""
-        rows, masks, shifts = self._rows, self._masks, self._fold.inputs
+        rows, masks, fold = self._batch()
         chunks: List[Tensor] = []
         layout: List[Tuple[int, Tensor, int]] = []
         for i, s in enumerate(self.analysis.systematics_of("inputs")):
@@ -173,7 +180,7 @@ class ApproxInfernoCallback(TemplateLossCallback):
                 continue
             affected = torch.stack([masks[u] for u in users]).any(0)
             r = rows[affected]
-            up, down = shifts[s.column]
+            up, down = fold.inputs[cast(str, s.column)]
             chunks += [up[r], down[r]]
             layout.append((i, affected, len(r)))
         if not chunks:
@@ -190,7 +197,7 @@ class ApproxInfernoCallback(TemplateLossCallback):
         shift_down templates from one batched forward pass of the shifted inputs of the same events (only the rows
         of the processes a systematic acts on, :meth:`shifted_outputs`) or from the up/down weights (one matrix
         product per process for all weight systematics), the MC variance of each template, the fixed channels."""
-        rows, masks, a = self._rows, self._masks, self.analysis
+        (rows, masks, fold), a = self._batch(), self.analysis
         totals, nominal, variance, clipped = nominal_soft_templates(a, masks, probs, w, self.mc_events,
                                                                     self.model.fit_params.state)
         self.clipped_bins += clipped
@@ -203,7 +210,8 @@ class ApproxInfernoCallback(TemplateLossCallback):
             for u in s.processes:
                 if u in masks:
                     sub = masks[u][affected]
-                    shifted[(u, s.name)] = tuple(soft_template(ps[sub], w[masks[u]], totals[u]) for ps in pair)
+                    up, down = (soft_template(ps[sub], w[masks[u]], totals[u]) for ps in pair)
+                    shifted[(u, s.name)] = (up, down)
         by_process: Dict[str, List[Systematic]] = {}
         for s in a.systematics_of("weights"):
             for u in s.processes:
@@ -212,9 +220,10 @@ class ApproxInfernoCallback(TemplateLossCallback):
         for u, systs in by_process.items():
             m = masks[u]
             r = rows[m]
-            stack, index = self._fold.weight_ratios, self._fold.weight_index
-            k = torch.tensor([index[s.column] for s in systs], device=stack.device)
-            ratios = stack[k][:, :, r.to(stack.device)].to(w.device)  # [K, 2, n_u]
+            stack, index = fold.weight_ratios, fold.weight_index
+            assert stack is not None  # the fold has weight systematics
+            pick = torch.tensor([index[cast(str, s.column)] for s in systs], device=stack.device)
+            ratios = stack[pick][:, :, r.to(stack.device)].to(w.device)  # [K, 2, n_u]
             contrib = ratios * w[m].double()  # shifted weights of the process's events
             t = contrib @ probs[m].double() / totals[u]  # [K, 2, bins]
             rows_t = t.reshape(-1, t.shape[-1]).unbind(0)  # one autograd node for all K pairs, not 2K selects

@@ -13,7 +13,7 @@ LUMIN makes, so batches and seeds are unchanged, and the row numbers are int64 (
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, cast
 
 import numpy as np
 import torch
@@ -87,8 +87,8 @@ class FoldShifts:
         self.nominal_inputs = by.inputs
         n = len(by.inputs)
         columns = input_columns(fy, by)
-        inputs = {s.column: s for s in analysis.systematics_of("inputs")}
-        weights = {s.column: s for s in analysis.systematics_of("weights")}
+        inputs = {cast(str, s.column): s for s in analysis.systematics_of("inputs")}  # set for these kinds
+        weights = {cast(str, s.column): s for s in analysis.systematics_of("weights")}
         shifted = read_fold_systematics(fy, idx, list(inputs), list(weights))
         self.inputs: Dict[str, Tuple[Tensor, Tensor]] = {}
         for column, (up, down) in shifted.inputs.items():
@@ -130,7 +130,7 @@ class ExtraColumns:
 
     def __init__(self, names: List[str]):
         self.names = list(names)
-        self.fy = None
+        self.fy: Any = None
 
     def read(self, idx: int) -> np.ndarray:
         """The columns of fold ``idx``, ``[n, len(names)]`` float32; named errors for a missing column, a column of

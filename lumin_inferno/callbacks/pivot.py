@@ -32,15 +32,15 @@ Training-fold order is never touched: pretraining and catch-up iterate over copi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from lumin.nn.callbacks.callback import Callback
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..exceptions import ConfigurationError
-from .adversary_training import AdversaryTrainer
+from .adversary_training import Adversary, AdversaryTrainer
 from .common import check_folds_hold_a_batch
 
 __all__ = ["PivotCallback", "LambdaRamp"]
@@ -171,16 +171,16 @@ class PivotCallback(Callback):
         self.visited_folds: List[int] = []
         self._n_batches = 0
         self.n_adv_updates = 0  # adversary updates during joint training (each of adv_steps optimiser steps)
-        self._saved_inputs = None
+        self._saved_inputs: Optional[Tuple[Any, np.ndarray]] = None
         self._z: Optional[Tensor] = None
 
     @property
-    def adversary(self) -> Optional[nn.Module]:
+    def adversary(self) -> Optional[Adversary]:
         """The adversary network (built on the first batch it sees)."""
         return self.trainer.adversary
 
     @adversary.setter
-    def adversary(self, module: nn.Module) -> None:
+    def adversary(self, module: Adversary) -> None:
         self.trainer.adversary = module
 
     @property
@@ -260,8 +260,12 @@ class PivotCallback(Callback):
         fp = self.model.fit_params
         if fp.state == "test":
             return
+        if self._z is None:
+            raise ConfigurationError("PivotCallback: no adversary targets for this batch (on_batch_begin not called)")
         s, z, w = self.trainer.prepare(fp.y_pred, fp.y, self._z, fp.w, str(getattr(self.model, "objective", "")),
                                        next(self.model.model.parameters()).device)
+        adversary, h_train, h_valid = self.trainer.module, self.reference_nll, self.reference_nll_valid
+        assert h_train is not None and h_valid is not None  # fitted in on_train_begin
         main = fp.loss_val
         if main is None:
             raise ConfigurationError(
@@ -278,22 +282,22 @@ class PivotCallback(Callback):
             self.history["train_main"].append(float(main.detach()))
             if not has_events:
                 return
-            self.adversary.eval()
+            adversary.eval()
             adv = self.adversary_nll(s, z, w)
             self.history["train_adv"].append(float(adv.detach()))
             if lam > 0:  # at lam = 0 the loss (and so every gradient) is LUMIN's, untouched
-                fp.loss_val = main + lam * (self.reference_nll - adv)
+                fp.loss_val = main + lam * (h_train - adv)
         else:
-            self.adversary.eval()
-            with torch.no_grad():
-                adv = self.adversary_nll(s.detach(), z, w) if has_events else None
             self.history["valid_main"].append(float(main.detach()))
-            if adv is None:
+            if not has_events:
                 self.history["valid_logged"].append(float(main.detach()))
                 return
-            self.history["valid_adv"].append(float(adv))
+            adversary.eval()
+            with torch.no_grad():
+                nll = float(self.adversary_nll(s.detach(), z, w))
+            self.history["valid_adv"].append(nll)
             # logged: L_f + λ·(estimated mutual information, clamped at 0) >= L_f
-            dependence = max(self.reference_nll_valid - float(adv), 0.0)
+            dependence = max(h_valid - nll, 0.0)
             fp.loss_val = main.detach() + lam * dependence
             self.history["valid_logged"].append(float(fp.loss_val))
 

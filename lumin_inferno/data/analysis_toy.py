@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import pandas as pd
@@ -253,11 +253,11 @@ class AnalysisToy:
                 pair.append(f)
             shifted[s.name] = (pair[0], pair[1])
         weights = {}
-        for s in self.weight_shifts:
-            hit = df["target"].isin([label_of[p] for p in s.processes]).to_numpy()
-            g = np.tanh((df[s.feature].to_numpy() - s.centre) / s.width)
+        for ws in self.weight_shifts:
+            hit = df["target"].isin([label_of[p] for p in ws.processes]).to_numpy()
+            g = np.tanh((df[ws.feature].to_numpy() - ws.centre) / ws.width)
             w = df["weight"].to_numpy()
-            weights[s.name] = (np.where(hit, w * (1 + s.size * g), w), np.where(hit, w * (1 - s.size * g), w))
+            weights[ws.name] = (np.where(hit, w * (1 + ws.size * g), w), np.where(hit, w * (1 - ws.size * g), w))
         return df, shifted, weights
 
     def write_foldfiles(self, directory: Union[str, Path], n_train_per_process: int, n_test_per_process: int,
@@ -343,10 +343,10 @@ class AnalysisToy:
             log_f = (-0.5 * ((u - mean) / width) ** 2 - torch.log(width * math.sqrt(2 * math.pi))).sum(-1)
             log_f = log_f - torch.log(stretch).sum()
             w = torch.ones(x.shape[0], dtype=x.dtype)
-            for s in self.weight_shifts:
-                if p.name in s.processes:
-                    g = torch.tanh((x[:, feats.index(s.feature)] - s.centre) / s.width)
-                    w = w + s.size * theta[names.index(s.name)] * g
+            for ws in self.weight_shifts:
+                if p.name in ws.processes:
+                    g = torch.tanh((x[:, feats.index(ws.feature)] - ws.centre) / ws.width)
+                    w = w + ws.size * theta[names.index(ws.name)] * g
             total = total + p.nominal_yield * self._factor(theta, p.name, names) * torch.exp(log_f) * w
         return total
 
@@ -356,7 +356,7 @@ class AnalysisToy:
         cr = self.control_region
         if cr is None:
             return torch.zeros(0, dtype=theta.dtype)
-        total = 0.0
+        total: Union[float, Tensor] = 0.0
         for proc, y in cr["yields"].items():
             nominal = torch.as_tensor(y, dtype=theta.dtype)
             nu = nominal
@@ -365,7 +365,7 @@ class AnalysisToy:
                     up, down = (torch.as_tensor(v, dtype=theta.dtype) for v in per[proc])
                     nu = nu + code4p(theta[names.index(syst)], nominal, up, down)  # the change
             total = total + self._factor(theta, proc, names) * nu
-        return total
+        return cast(Tensor, total)  # a tensor once a process's yields are added
 
     def fisher_information(self, n_per_process: int = 200_000, seed: int = 12345) -> Tensor:
         """Expected Fisher information of the unbinned signal region + binned control region + constraints, by

@@ -206,7 +206,7 @@ def paper_benchmark(index: int) -> PaperBenchmark:
     r_free, lam_free = Parameter("r", R0), Parameter("lambda", LAMBDA0, bounds=(0.5, None))
     r_con = Parameter("r", R0, constraint=0.4)
     lam_con = Parameter("lambda", LAMBDA0, constraint=1.0, bounds=(0.5, None))
-    configs = {
+    configs: Dict[int, Tuple[Union[float, Parameter], List[Parameter]]] = {
         0: (BACKGROUND_YIELD, []),
         1: (BACKGROUND_YIELD, [r_free]),
         2: (BACKGROUND_YIELD, [r_free, lam_free]),

@@ -28,7 +28,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import h5py
 import numpy as np
@@ -108,7 +108,7 @@ def _h5(foldfile: FoldFileLike) -> Tuple[h5py.File, bool]:
         return foldfile, False
     if hasattr(foldfile, "foldfile") and isinstance(foldfile.foldfile, h5py.File):  # LUMIN FoldYielder
         return foldfile.foldfile, False
-    path = Path(foldfile)
+    path = Path(cast(Union[str, Path], foldfile))  # what is left should be a path (Path raises TypeError if not)
     if not path.exists():
         raise FoldFileError(f"fold file {path} does not exist")
     try:
@@ -285,9 +285,10 @@ def write_systematics_foldfile(
         _check_name(name)
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise FoldFileError(f"weight systematic {name!r}: give (shift_up, shift_down) weights")
-        weights[name] = tuple(  # type: ignore[assignment]
+        up, down = (
             _weight_values(w, n, nominal.index, f"weight systematic {name!r} ({d})") for d, w in zip(("up", "down"), pair)
         )
+        weights[name] = (up, down)
 
     target = Path(f"{savename}.hdf5").resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -382,7 +383,9 @@ def add_systematics_to_foldfile(
                 s for s in weights if not old or s not in old.weight_systematics
             ]
             info = SystematicsInfo(features, in_names, w_names, event_id)
-            _write_shifted(h5, info, inputs, weights, None)
+            # (up, down) pairs: zip with ("up", "down") above, from the ShiftedFrames / ShiftedWeights pairs
+            Pairs = Dict[str, Tuple[np.ndarray, np.ndarray]]
+            _write_shifted(h5, info, cast(Pairs, inputs), cast(Pairs, weights), None)
             validate_systematics_foldfile(h5)
     return path
 

@@ -7,7 +7,7 @@ exports. This is the library path from an approximate-INFERNO model to σ(POI), 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple, cast
 
 import numpy as np
 import torch
@@ -84,11 +84,13 @@ def hard_summary_templates(
                 continue
             m, total = masks[pname], w[masks[pname]].sum()
             if s.kind == "inputs":
+                assert s.column is not None  # Systematic sets it for "inputs" and "weights"
                 if not shifted_bins or s.column not in shifted_bins:
                     raise FoldFileError(f"no shifted-input bins for systematic {s.name!r} (column {s.column!r})")
                 pair = [np.asarray(b)[m] for b in shifted_bins[s.column]]
                 shifted[(pname, s.name)] = tuple(torch.as_tensor(_histogram(b, w[m], n_bins)[0] / total) for b in pair)
             elif s.kind == "weights":
+                assert s.column is not None  # Systematic sets it for "inputs" and "weights"
                 if not shifted_weights or s.column not in shifted_weights:
                     raise FoldFileError(f"no up/down weights for systematic {s.name!r} (column {s.column!r})")
                 shifted[(pname, s.name)] = tuple(
@@ -104,7 +106,8 @@ def hard_summary_templates(
                     )
                 pair = [np.asarray(b)[m] for b in shifted_bins[key]]
                 shifted[(pname, s.name)] = tuple(torch.as_tensor(_histogram(b, w[m], n_bins)[0] / total) for b in pair)
-    return SummaryTemplates(nominal, shifted, variance)
+    # one (up, down) pair of templates per (process, systematic)
+    return SummaryTemplates(nominal, cast(Dict[Tuple[str, str], Tuple[torch.Tensor, torch.Tensor]], shifted), variance)
 
 
 def transform_shifted_bins(
@@ -217,8 +220,9 @@ def foldfile_event_bins(analysis: Analysis, bin_function: BinFunction, fy, fold_
 
         fy = FoldYielder(str(fy))
     data = fy.get_fold(fold_idx)
-    inputs = [s.column for s in analysis.systematics_of("inputs")]
-    weights = [s.column for s in analysis.systematics_of("weights")]
+    # Systematic sets the column of every "inputs" and "weights" systematic
+    inputs = [cast(str, s.column) for s in analysis.systematics_of("inputs")]
+    weights = [cast(str, s.column) for s in analysis.systematics_of("weights")]
     shifted = read_fold_systematics(fy, fold_idx, inputs, weights) if inputs or weights else None
     shifted_inputs: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
     if shifted is not None:

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def _edges(a: np.ndarray, b: np.ndarray, bins: Union[int, Sequence[float]], valu
         value_range = (float(both.min()), float(both.max()))
         if value_range[0] == value_range[1]:
             value_range = (value_range[0] - 0.5, value_range[1] + 0.5)
-    return np.linspace(value_range[0], value_range[1], int(bins) + 1)
+    return np.linspace(value_range[0], value_range[1], int(cast(int, bins)) + 1)  # a scalar here: the number of bins
 
 
 def js_divergence(

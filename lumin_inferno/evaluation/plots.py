@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -106,7 +106,8 @@ def plot_templates(model: TemplateModel, path: PathLike, title: str = "") -> Pat
 
 
 def plot_profile_curves(
-    curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], path: PathLike, poi: str = "s"
+    curves: Mapping[str, Tuple[Union[Sequence[float], np.ndarray], Union[Sequence[float], np.ndarray]]], path: PathLike,
+    poi: str = "s",
 ) -> Path:
     """Profile-likelihood curves ΔNLL(POI) (nuisances profiled), one per label; the ΔNLL = ½ line marks the 68 % CL
     interval, whose half-width is the expected uncertainty."""
@@ -131,7 +132,8 @@ def plot_sigma_summary(
     x = np.arange(len(ks))
     with _figure(path) as (fig, (ax,)):
         for off, key, label, colour in ((-0.12, "ce", "cross-entropy (ours)", "C0"), (0.12, "inferno", "INFERNO (ours)", "C1")):
-            pts = [(i, rows[k][key]) for i, k in enumerate(ks) if rows[k].get(key)]
+            # the "ce"/"inferno" entries are {median, q16, q84} summaries
+            pts = [(i, cast(Mapping[str, float], rows[k][key])) for i, k in enumerate(ks) if rows[k].get(key)]
             if pts:
                 xi = np.array([i for i, _ in pts]) + off
                 med = np.array([e["median"] for _, e in pts])
@@ -172,6 +174,7 @@ def plot_channel_templates(model: TemplateModel, path: PathLike, title: str = ""
                 pair.append(model.expected(t).numpy())
             shifted[name] = pair
     slices = model.channel_slices()
+    assert model.channels is not None  # TemplateModel fills in the default
     with _figure(path, figsize=(7.5 * len(slices), 7), ncols=len(slices)) as (fig, axes):
         if title:
             fig.suptitle(title, fontsize="medium")
@@ -185,11 +188,11 @@ def plot_channel_templates(model: TemplateModel, path: PathLike, title: str = ""
                             color=[f"C{i}" for i in range(len(counts))],
                             label=list(model.processes), ax=ax)
             impact = {n: sum(np.abs(v[sl] - total[sl]).sum() for v in pair) for n, pair in shifted.items()}
-            top = [n for n in sorted(impact, key=impact.get, reverse=True)[:n_variations] if impact[n] > 0]
+            top = [n for n in sorted(impact, key=impact.__getitem__, reverse=True)[:n_variations] if impact[n] > 0]
             for k, name in enumerate(top):
-                for v, ls, sign in ((shifted[name][0], "-", "+1"), (shifted[name][1], "--", "−1")):
+                for v, ls, pm in ((shifted[name][0], "-", "+1"), (shifted[name][1], "--", "−1")):
                     mplhep.histplot(v[sl][order], edges, ax=ax, color=f"C{len(model.processes) + k}", ls=ls,
-                                    label=f"total, {name} {sign}σ")
+                                    label=f"total, {name} {pm}σ")
             ax.set_yscale("log")
             ax.set_ylim(bottom=0.05)  # empty bins hold only the template floor: keep them off-scale
             ax.set_xlabel(f"{channel} bin" + (" (by purity)" if channel == model.channels[0][0] else ""))
@@ -202,7 +205,7 @@ def plot_poi_sigmas(
     rows: Mapping[str, Mapping[str, Mapping[str, float]]],
     limit: Mapping[str, float],
     path: PathLike,
-    limit_error: Mapping[str, float] = None,
+    limit_error: Optional[Mapping[str, float]] = None,
 ) -> Path:
     """Expected σ of each POI per method against the limit: ``rows[method][poi]`` = {median, q16, q84} over models
     (optional ``ensemble``); ``limit[poi]`` the optimum (dashed line, its Monte Carlo error as a band). One panel per

@@ -50,7 +50,9 @@ def memoised_bins(fn: BinFunction) -> BinFunction:
 
     def bins(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x)
-        key = (x.shape, x.dtype.str, hashlib.blake2b(x.view(np.uint8).reshape(-1), digest_size=16).hexdigest())
+        # ndarray has the buffer protocol, but numpy 1.26's stubs do not declare __buffer__ (PEP 688)
+        data = x.view(np.uint8).reshape(-1)
+        key = (x.shape, x.dtype.str, hashlib.blake2b(data, digest_size=16).hexdigest())  # type: ignore[arg-type]
         if key not in cache:
             cache[key] = np.asarray(fn(x))
         return cache[key]

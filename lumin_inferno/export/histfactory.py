@@ -9,7 +9,7 @@ only when complete.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union, cast
 
 import numpy as np
 
@@ -115,7 +115,8 @@ def write_combine_datacard(
                             ss = templates[(name, sample["name"])]
                             sl = slices[ch["name"]]
                             for suffix, tmpl in (("Up", ss.shift_up), ("Down", ss.shift_down)):
-                                counts = tm.yields[sample["name"]] * tmpl[sl].numpy()
+                                # a fixed total (pyhf_workspace has read it as a float)
+                                counts = cast(float, tm.yields[sample["name"]]) * tmpl[sl].numpy()
                                 f[f"{ch['name']}/{sample['name']}_{name}{suffix}"] = _hist(counts)
         lines = [
             f"# combine datacard of a lumin_inferno Analysis (POIs: {', '.join(analysis.poi_names)})",

@@ -46,6 +46,10 @@ class SummaryStatisticModule(nn.Module):
             reference member; ``None``: no reordering (column-by-column average, LUMIN's ``Ensemble.predict``).
     """
 
+    # buffers (register_buffer), declared for the type checker
+    weights: Tensor
+    permutations: Tensor
+
     def __init__(
         self,
         networks: Sequence[nn.Module],
@@ -65,7 +69,7 @@ class SummaryStatisticModule(nn.Module):
         self.register_buffer("weights", (w / w.sum()).to(torch.float32))
         self.output = output
         self.permuted = permutations is not None
-        if self.permuted:
+        if permutations is not None:
             perms = [np.asarray(p, dtype=np.int64).reshape(-1) for p in permutations]
             if len(perms) != len(networks) or len({len(p) for p in perms}) != 1:
                 raise ConfigurationError(

@@ -132,8 +132,8 @@ def pyhf_workspace(
     scales = pyhf_nuisance_scales(analysis, model)
     tm = model.detached()
     with torch.no_grad():
-        data = tm.asimov() if observations is None else torch.as_tensor(observations, dtype=torch.float64)
-    data = data.detach().reshape(-1).numpy()
+        observed = tm.asimov() if observations is None else torch.as_tensor(observations, dtype=torch.float64)
+    data = observed.detach().reshape(-1).numpy()
     if data.shape != (tm.n_bins,) or not np.isfinite(data).all() or (data < 0).any():
         raise ConfigurationError(f"observations must be {tm.n_bins} finite counts >= 0, got {data.tolist()}")
     yields = {p: float(tm.yields[p]) for p in tm.processes}  # fixed totals: templates are fractions of them

@@ -11,7 +11,7 @@ from ..exceptions import FanOutError
 __all__ = ["run_tasks", "progress_advance"]
 
 
-def run_tasks(tasks: Sequence[Callable[[], Any]], client: Any = None, retries: int = 2, progress: bool = True,
+def run_tasks(tasks: Sequence[Callable[..., Any]], client: Any = None, retries: int = 2, progress: bool = True,
               done: int = 0, describe: Callable[[Any], str] = repr,
               on_result: Optional[Callable[[Any, Any], None]] = None, key: str = "lumin-inferno-task",
               args: Sequence[Any] = ()) -> List[Any]:

@@ -190,7 +190,9 @@ def _train(task: MemberTask) -> Tuple[dict, tuple]:
                  "history": history, "seconds": time.time() - t0}), indent=1))
     finally:
         torch.set_num_threads(threads)
-    return load_member(task.directory, task.fingerprint)
+    loaded = load_member(task.directory, task.fingerprint)
+    assert loaded is not None  # written just above, with this fingerprint
+    return loaded
 
 
 def train_members(

@@ -78,7 +78,8 @@ class MixtureDensityNetwork(nn.Module):
 
     def nll(self, s: Tensor, z: Tensor) -> Tensor:
         """Per-event negative log-likelihood of ``z`` ([n] or [n, d]) given ``s``, in nats, shape [n]."""
-        return mdn_nll(*self(s), z)
+        log_pi, mu, sigma = self.forward(s)  # no hooks on an adversary
+        return mdn_nll(log_pi, mu, sigma, z)
 
 
 def mdn_nll(log_pi: Tensor, mu: Tensor, sigma: Tensor, z: Tensor) -> Tensor:

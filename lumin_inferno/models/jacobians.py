@@ -66,6 +66,11 @@ class TransformJacobian:
         self.mode, self.owner, self.used, self.note = mode, owner, mode, ""
         self._checked_transform = self._checked_tangents = self._checked_input_tangents = False
         self._tangents: Optional[ForwardTangents] = None
+        self._delta: Optional[Tensor] = None
+        self._x_aff: Optional[Tensor] = None
+        self._n_aff: Optional[int] = None
+        self._aff_index: Optional[Tensor] = None
+        self._masks: Dict[str, Tensor] = {}
         if mode in ("auto", "recorded"):
             try:
                 self._tangents = ForwardTangents(network)
@@ -100,31 +105,29 @@ class TransformJacobian:
             self._check_transform(x, affected)
         order = None
         if self._tangents is not None:
+            n_aff = int(affected.sum())
             order = torch.cat((affected.nonzero().squeeze(1), (~affected).nonzero().squeeze(1)))
             x, masks = x[order], {k: m[order] for k, m in masks.items()}
-            self._n_aff = int(affected.sum())
-            self._x_aff = x[: self._n_aff]
+            self._n_aff, self._x_aff = n_aff, x[:n_aff]
             self._tangents.arm()
         elif self.mode == "reverse":
-            self._delta = torch.zeros(len(self.nuisances), dtype=x.dtype, device=x.device, requires_grad=True)
-            x = self._apply(x, self._delta, masks)
+            delta = torch.zeros(len(self.nuisances), dtype=x.dtype, device=x.device, requires_grad=True)
+            self._delta, x = delta, self._apply(x, delta, masks)
         else:
             self._x_aff, self._aff_index = x[affected], affected
         self._masks = masks
         return x, order, masks
 
     def end_batch(self) -> None:
-        self._delta: Optional[Tensor] = None
-        self._x_aff: Optional[Tensor] = None
-        self._n_aff: Optional[int] = None
-        self._aff_index: Optional[Tensor] = None
-        self._masks: Dict[str, Tensor] = {}
+        self._delta = self._x_aff = self._n_aff = self._aff_index = None
+        self._masks = {}
 
     def jacobian(self, probs: Tensor, w: Tensor, users: List[str], totals: Dict[str, Tensor]) -> Tensor:
         """∂(template of each process in ``users``)/∂α, ``[len(users), n_bins, K]`` float64, differentiable w.r.t.
         the network; ``probs`` is the output of the forward pass on :meth:`begin_batch`'s inputs, ``w`` the events'
         weights and ``totals`` each process's batch weight W_p."""
         if self.mode == "reverse":
+            assert self._delta is not None  # set by begin_batch
             templates = weight_matrix(w, self._masks, totals, users) @ probs.double()  # a function of δ through x
             flat = templates.reshape(-1)
             eye = torch.eye(len(flat), dtype=flat.dtype, device=flat.device)
@@ -132,13 +135,14 @@ class TransformJacobian:
                                          create_graph=True)
             return jac.reshape(len(users), -1, len(self.nuisances))
         if self._n_aff is not None:
-            jac = self._recorded_jacobian(probs, w, users, totals)
-            if jac is not None:
-                return jac
+            recorded = self._recorded_jacobian(probs, w, users, totals)
+            if recorded is not None:
+                return recorded
         return self._forward_jacobian(w, users, totals)
 
     def output_tangents(self) -> Tensor:
         """Recorded mode: ∂f(x_i)/∂α_k of the affected events, ``[K, n_aff, n_bins]``, from the forward pass."""
+        assert self._tangents is not None and self._x_aff is not None, "recorded mode, inside a batch"
         return self._tangents.jvp(self._input_tangents(self._x_aff, self._aff_masks()))
 
     # --------------------------------------------------------------------------------------------- the transform
@@ -280,6 +284,7 @@ class TransformJacobian:
     def _forward_jacobian(self, w: Tensor, users: List[str], totals) -> Tensor:
         """JVPs on a second pass over the affected events (any network)."""
         masks, x_aff = self._aff_masks(), self._x_aff
+        assert x_aff is not None  # set by begin_batch
         wm = weight_matrix(self._aff_weights(w), masks, totals, users)
         delta = torch.zeros(len(self.nuisances), dtype=x_aff.dtype, device=x_aff.device, requires_grad=True)
         templates = (wm @ self.network(self._apply(x_aff, delta, masks)).double()).reshape(-1)

@@ -19,7 +19,7 @@ template shift. The negative log-likelihood is the Poisson term plus Gaussian co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import Tensor
@@ -332,7 +332,7 @@ class TemplateModel:
     @property
     def poi_index(self) -> int:
         """Position of the (primary) POI in θ."""
-        return self._index[self.poi]
+        return self._index[cast(str, self.poi)]  # __post_init__ reduced it to the primary POI's name
 
     @property
     def poi_indices(self) -> list:
@@ -352,6 +352,7 @@ class TemplateModel:
 
     def _setup_staterror(self, proc_index: Mapping[str, int], dev, dt) -> None:
         se = self.staterror
+        assert se is not None  # called only when the model has one
         unknown = [p for p in se.processes if p not in proc_index]
         if unknown or len(set(se.processes)) != len(se.processes):
             raise InvalidModelSpecError(f"staterror processes {list(se.processes)}: unknown or repeated names {unknown}")
@@ -377,7 +378,7 @@ class TemplateModel:
             raise InvalidModelSpecError(f"parameter names {sorted(clash)} are reserved for the staterror factors")
         gammas = [Parameter(names[int(i)], 1.0, constraint=max(float(d), 1e-300)) for i, d in zip(bins, delta.detach())]
         start = len(self.parameters)
-        self.parameters = self.parameters + gammas
+        self.parameters = list(self.parameters) + gammas
         self._index.update({g.name: start + k for k, g in enumerate(gammas)})
         self._gamma_bins = bins
         self._gamma_par = torch.arange(start, start + len(gammas), device=dev)
@@ -389,6 +390,7 @@ class TemplateModel:
     def channel_slices(self) -> dict:
         """Channel name → slice of its bins."""
         out, start = {}, 0
+        assert self.channels is not None  # __post_init__ fills in the default
         for name, n in self.channels:
             out[name] = slice(start, start + n)
             start += n

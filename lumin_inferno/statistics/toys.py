@@ -22,7 +22,7 @@ answer as the one-at-a-time path (tested), or a recorded failure.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -140,12 +140,12 @@ class CoverageFraction:
         return self.covered / self.n if self.n else float("nan")
 
 
-def coverage_fraction(q: Sequence[float], threshold: float) -> CoverageFraction:
+def coverage_fraction(q: Union[Sequence[float], np.ndarray], threshold: float) -> CoverageFraction:
     """Coverage of the intervals {q < threshold} from the q(μ_true) of successful toys (NaNs are failed toys and
     are left out; count them separately)."""
-    q = np.asarray(q, dtype=float)
-    q = q[np.isfinite(q)]
-    k, n = int((q < threshold).sum()), len(q)
+    values = np.asarray(q, dtype=float)
+    values = values[np.isfinite(values)]
+    k, n = int((values < threshold).sum()), len(values)
     if n == 0:
         return CoverageFraction(0, 0, float("nan"), float("nan"))
     ci = binomtest(k, n).proportion_ci(confidence_level=0.6827, method="exact")

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -143,9 +143,9 @@ class AnalysisStudySettings:
     def full(cls, **overrides) -> "AnalysisStudySettings":
         """Larger samples, more models and epochs, a more precise limit (run time in docs/analysis_study.md)."""
         pois = set(TOYS[overrides.get("toy", "analysis")]().pois) if overrides.get("toy", "analysis") in TOYS else set()
-        base = dict(methods=[m for m in METHODS if set(METHODS[m].pois) <= pois], n_train_per_process=50_000,
-                    n_test_per_process=100_000, n_models=3,
-                    inferno_epochs=60, ce_epochs=20, limit_events=200_000, limit_splits=4)
+        base: Dict[str, Any] = dict(methods=[m for m in METHODS if set(METHODS[m].pois) <= pois], n_train_per_process=50_000,
+                                    n_test_per_process=100_000, n_models=3,
+                                    inferno_epochs=60, ce_epochs=20, limit_events=200_000, limit_splits=4)
         base.update(overrides)
         return cls(**base)
 
@@ -256,7 +256,7 @@ def _entry(evals: List[dict], n_models: int, pois: List[str], val: Optional[List
     """Summaries over members; the aligned ensemble's figures (``"ensemble"``) and those of the member of lowest
     validation objective (``"selected"``, from each member's own validation fold: the test file is not used)."""
     members, ensemble = evals[:n_models], evals[n_models:]
-    out: Dict[str, object] = {"per_model": [{k: v for k, v in e.items() if k != "model"} for e in members]}
+    out: Dict[str, Any] = {"per_model": [{k: v for k, v in e.items() if k != "model"} for e in members]}
     chosen = None if val is None else int(np.argmin(val))
     for key in ("sigma", "sigma_stat"):
         out[key] = {p: summarise([e[key][p] for e in members]) for p in pois}
@@ -265,7 +265,7 @@ def _entry(evals: List[dict], n_models: int, pois: List[str], val: Optional[List
                 out[key][p]["ensemble"] = ensemble[0][key][p]
             if chosen is not None:
                 out[key][p]["selected"] = members[chosen][key][p]
-    if chosen is not None:
+    if val is not None:  # and so chosen
         out["selected_model"] = chosen
         out["validation_objective"] = list(val)
     out["correlation"] = summarise([e["correlation"] for e in members])
@@ -327,7 +327,7 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True, cl
     table: Dict[str, dict] = {}
     models_for_plots: Dict[str, object] = {}
     # CE's members and the exact-density classifier are functions inputs → class probabilities, binned alike
-    classifiers = {CE: [partial(_predict, m) for m in trained[CE][1]]}
+    classifiers: Dict[str, List[Callable[[np.ndarray], np.ndarray]]] = {CE: [partial(_predict, m) for m in trained[CE][1]]}
     if settings.oracle:
         classifiers[ORACLE] = [oracle_probabilities(toy, pipe_path)]
         trained[ORACLE] = (None, classifiers[ORACLE], None, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ def inferno_bin_functions(models: list, reference: np.ndarray) -> list:
     from ..evaluation.ensemble import align_ensemble
     from ..evaluation.templates import argmax_bins
 
-    fns = [lambda x, m=m: argmax_bins(predict(m, x)) for m in models]
+    fns: List[Callable[..., np.ndarray]] = [lambda x, m=m: argmax_bins(predict(m, x)) for m in models]
     if len(models) > 1:
         fns.append(align_ensemble(models, reference, reference=0, bs=50_000))
     return fns

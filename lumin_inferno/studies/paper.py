@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -103,7 +103,7 @@ class StudySettings:
         """Paper-scale data: 100k + 100k training events (5 folds), 500k + 500k test events; 10 models per method
         (the median of 5 moved by up to 0.3 events between replicas), INFERNO 60 epochs, cross-entropy 20 epochs
         (run time in docs/paper_study.md)."""
-        base = dict(
+        base: Dict[str, Any] = dict(
             n_train_per_class=100_000, n_test_per_class=500_000, n_folds=5, n_models=10, inferno_epochs=80, ce_epochs=20
         )
         base.update(overrides)
@@ -205,16 +205,17 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
     for name, k in bar(jobs):
         inferno = k is not None
         builder = _model_builder(settings, fy, inferno)
-        cbs, metrics = None, None
+        cbs: Optional[List[partial]] = None
+        metrics: Optional[List[partial]] = None
         if inferno:
             analysis, transform = paper_benchmark(k).analysis(settings.n_bins, kind="transform"), paper_benchmark(k).transform()
             cbs = [partial(InfernoCallback, analysis, transform=transform)]
             if settings.select_on == "hard_sigma":
                 metrics = [partial(HardSigmaMetric, analysis, transform=transform)]
-        if inferno and settings.inferno_lr_schedule != "constant":
-            cbs.append(_lr_schedule(settings))
-        if inferno and settings.temperature_start is not None:
-            cbs.append(partial(TemperatureSchedule, start=settings.temperature_start, end=settings.temperature))
+            if settings.inferno_lr_schedule != "constant":
+                cbs.append(_lr_schedule(settings))
+            if settings.temperature_start is not None:
+                cbs.append(partial(TemperatureSchedule, start=settings.temperature_start, end=settings.temperature))
         results, histories = _train(
             fy,
             settings,
@@ -262,7 +263,7 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
     table: Dict[int, dict] = {}
     for k in settings.benchmarks:
         limit = analytic_limit(k, settings.analytic_events, seed=settings.seed + 99)
-        row: Dict[str, object] = {"benchmark": k, "ce": cross["cross-entropy"][k], "inferno": cross[f"INFERNO {k}"][k]}
+        row: Dict[str, Any] = {"benchmark": k, "ce": cross["cross-entropy"][k], "inferno": cross[f"INFERNO {k}"][k]}
         row.update(PAPER_RESULTS[k])
         row["limit"] = limit
         row["inferno_to_limit_pct"] = 100.0 * (row["inferno"]["median"] / limit - 1.0)

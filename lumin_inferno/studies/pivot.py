@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ class PivotStudySettings:
     @classmethod
     def tiny(cls, **overrides) -> "PivotStudySettings":
         """Seconds: what the tests and ``--tiny`` run (too short for a converged pivot, but the effect shows)."""
-        base = dict(n_train_per_class=2000, n_test_per_class=3000, n_folds=3, n_models=1, n_epochs=6)
+        base: Dict[str, Any] = dict(n_train_per_class=2000, n_test_per_class=3000, n_folds=3, n_models=1, n_epochs=6)
         base.update(overrides)
         return cls(**base)
 
@@ -82,14 +82,14 @@ def toy_model_builder(cont_feats: Sequence[str], width: int = 20, depth: int = 3
         )
 
 
-def evaluate_pivot(predict, test, fixed: Dict[float, "object"]) -> Dict[str, float]:
+def evaluate_pivot(predict, test, fixed: Dict[float, Any]) -> Dict[str, Any]:
     """Metrics of a trained model. ``predict(x) -> f`` (sigmoid output); ``test``: toy DataFrame with z ~ N(0, 1);
     ``fixed``: ``{z: DataFrame at that z}`` including 0. Returns auc, dcor (background), and js_/ks_ at each z ≠ 0."""
     from sklearn.metrics import roc_auc_score
 
     f = np.asarray(predict(test[TOY_FEATURES].values.astype(np.float32))).reshape(-1)
     bkg = test["gen_target"].values == 0
-    row = {
+    row: Dict[str, Any] = {
         "auc": float(roc_auc_score(test["gen_target"].values, f)),
         "dcor": distance_correlation(f[bkg], test[NUISANCE].values[bkg], max_n=3000),
     }
@@ -112,7 +112,7 @@ def format_pivot_table(rows: List[Dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def run_pivot_study(settings: Optional[PivotStudySettings] = None, verbose: bool = True) -> List[Dict[str, float]]:
+def run_pivot_study(settings: Optional[PivotStudySettings] = None, verbose: bool = True) -> List[Dict[str, Any]]:
     """Run the study; returns one row of metrics per λ (also in ``outdir/results.{md,json}``, plot in
     ``outdir/pivot_outputs.png``)."""
     s = settings or PivotStudySettings()
@@ -124,7 +124,7 @@ def run_pivot_study(settings: Optional[PivotStudySettings] = None, verbose: bool
         torch.set_num_threads(threads)
 
 
-def _run(s: PivotStudySettings, verbose: bool) -> List[Dict[str, float]]:
+def _run(s: PivotStudySettings, verbose: bool) -> List[Dict[str, Any]]:
     from lumin.nn.data.fold_yielder import FoldYielder
     from lumin.nn.ensemble.ensemble import Ensemble
     from lumin.nn.training.train import train_models
