@@ -42,7 +42,7 @@ from lumin.nn.training.train import train_models
 
 from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail
 from lumin_inferno.data import paper_benchmark
-from lumin_inferno.data.paper import FEATURES, _quiet_df2foldfile, sample_paper, standardise
+from lumin_inferno.data.paper import FEATURES, quiet_df2foldfile, sample_paper, standardise
 from lumin_inferno.evaluation.ensemble import align_ensemble
 from lumin_inferno.evaluation.importance import (
     ColumnSubsetTransform,
@@ -76,7 +76,7 @@ def write_foldfiles(
     frames = {"train": paper_with_noise(n_train, seed), "test": paper_with_noise(n_test, seed + 20)}
     for name, df in frames.items():
         folds = n_folds if name == "train" else 1
-        _quiet_df2foldfile(
+        quiet_df2foldfile(
             df2foldfile, df=df, n_folds=folds, cont_feats=ALL_FEATURES, cat_feats=[], targ_feats="gen_target",
             savename=str(outdir / name), targ_type="int64", wgt_feat="gen_weight",
             strat_key="gen_target" if folds > 1 else None,

@@ -288,7 +288,7 @@ def write_paper_foldfiles(
     for name, n, folds, s in (("train", n_train_per_class, n_folds, seed), ("test", n_test_per_class, 1, seed + 20)):
         df = standardise(sample_paper(n, n, seed=s)).sample(frac=1.0, random_state=s).reset_index(drop=True)
         target = outdir / f"{name}.hdf5"
-        _quiet_df2foldfile(
+        quiet_df2foldfile(
             df2foldfile,
             df=df,
             n_folds=folds,
@@ -304,7 +304,7 @@ def write_paper_foldfiles(
     return paths[0], paths[1]
 
 
-def _quiet_df2foldfile(fn, **kwargs) -> None:
+def quiet_df2foldfile(fn, **kwargs) -> None:
     """df2foldfile shells out to ``rm`` (printing errors when nothing is there) and prints progress; silence both."""
     import contextlib
     import io

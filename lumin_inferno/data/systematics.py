@@ -254,7 +254,7 @@ def write_systematics_foldfile(
     """
     from lumin.data_processing.file_proc import df2foldfile
 
-    from .paper import _quiet_df2foldfile
+    from .paper import quiet_df2foldfile
 
     shifted_inputs = dict(shifted_inputs or {})
     shifted_weights = dict(shifted_weights or {})
@@ -296,7 +296,7 @@ def write_systematics_foldfile(
         tmp.unlink()  # df2foldfile creates it
         df = nominal.copy()
         df[EVENT_ID] = np.arange(n, dtype=np.int64)
-        _quiet_df2foldfile(
+        quiet_df2foldfile(
             df2foldfile,
             df=df,
             n_folds=n_folds,

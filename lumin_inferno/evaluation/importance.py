@@ -271,7 +271,7 @@ def plot_feature_importance(
 ) -> Path:
     """Horizontal bars of Δσ(POI) per feature (most important on top) with the spread over repeats as error bars;
     written atomically to ``path`` (format from the suffix). ``relative=True`` plots Δσ/σ in percent."""
-    from .plots import _figure
+    from .plots import hep_figure
 
     if table.empty:
         raise ConfigurationError("nothing to plot: the importance table is empty")
@@ -280,7 +280,7 @@ def plot_feature_importance(
     values = t["delta_sigma"].to_numpy() * scale
     err = t["delta_sigma_std"].to_numpy() * scale if "delta_sigma_std" in t else None
     finite = np.where(np.isfinite(values), values, np.nan)
-    with _figure(path, figsize=(10, 3.0 + 0.7 * len(t))) as (fig, (ax,)):
+    with hep_figure(path, figsize=(10, 3.0 + 0.7 * len(t))) as (fig, (ax,)):
         y = np.arange(len(t))
         ax.barh(y, np.nan_to_num(finite, nan=0.0), xerr=err, color="C0", alpha=0.8, capsize=3)
         for yi, v in zip(y, values):

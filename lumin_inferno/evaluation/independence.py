@@ -145,32 +145,20 @@ def plot_output_vs_nuisance(
 ) -> Path:
     """Histograms (unit area) of the model output at each fixed nuisance value, one panel per model:
     ``outputs = {"λ = 0": {-1.0: f_minus, 0.0: f_nom, 1.0: f_plus}, ...}``. Saved to ``path`` (png/pdf); returns it.
-    Uses the mplhep CMS style when mplhep is installed."""
-    import matplotlib
+    Drawn with ``mplhep.histplot`` in the package's one plot style (:func:`~lumin_inferno.evaluation.plots.
+    hep_figure`), saved atomically."""
+    import mplhep
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from .plots import hep_figure
 
-    try:
-        import mplhep
-
-        style = mplhep.style.CMS
-    except Exception:  # pragma: no cover - mplhep is optional
-        style = "default"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     edges = np.linspace(value_range[0], value_range[1], bins + 1)
-    with plt.style.context(style):
-        fig, axes = plt.subplots(1, len(outputs), figsize=(8 * len(outputs), 7), squeeze=False)
-        for ax, (title, by_z) in zip(axes[0], outputs.items()):
+    with hep_figure(path, figsize=(8 * len(outputs), 7), ncols=len(outputs)) as (fig, axes):
+        for ax, (title, by_z) in zip(axes, outputs.items()):
             for z, out in sorted(by_z.items()):
-                ax.hist(np.clip(np.ravel(out), *value_range), bins=edges, density=True, histtype="step",
-                        linewidth=2, label=f"{nuisance_label} = {z:g}")
+                counts, _ = np.histogram(np.clip(np.ravel(out), *value_range), bins=edges, density=True)
+                mplhep.histplot(counts, edges, ax=ax, lw=2, label=f"{nuisance_label} = {z:g}")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("density")
             ax.set_title(title)
             ax.legend()
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-    return path
+    return Path(path)

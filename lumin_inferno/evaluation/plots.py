@@ -26,7 +26,9 @@ PathLike = Union[str, Path]
 
 
 @contextlib.contextmanager
-def _figure(path: PathLike, figsize=(8, 6), ncols: int = 1):
+def hep_figure(path: PathLike, figsize=(8, 6), ncols: int = 1):
+    """The one plot style of the package: ``with hep_figure(path) as (fig, axes):`` draws in mplhep's ROOT style on
+    ``ncols`` panels and saves the figure to ``path`` atomically (never a half-written file) when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -59,7 +61,7 @@ def plot_training_curves(histories: Mapping[str, Sequence], path: PathLike, sqrt
     With ``sqrt=True`` the INFERNO loss, a variance of the POI, is shown as the expected σ(POI) in POI units.
     Each model is one thin line (up to its last epoch, early stopping included); the median over models is thick.
     """
-    with _figure(path) as (fig, (ax,)):
+    with hep_figure(path) as (fig, (ax,)):
         for i, (label, hists) in enumerate(histories.items()):
             colour = f"C{i}"
             curves = [scale * np.asarray(h[1][metric] if metric else h[0]["Validation"], dtype=float) for h in hists]
@@ -79,23 +81,24 @@ def plot_training_curves(histories: Mapping[str, Sequence], path: PathLike, sqrt
 def plot_templates(model: TemplateModel, path: PathLike, title: str = "") -> Path:
     """Expected events per bin at the nominal point: signal and background stacked, with each shape
     systematic's shift_up/shift_down background drawn as lines (the nuisance moved by ± one template step)."""
+    import mplhep
+
     with torch.no_grad():
         theta = model.nominal()
         yields = model.process_yields(theta).numpy()
         nominal = model.templates.numpy() * yields[:, None]
     bins = np.arange(model.n_bins + 1)
-    with _figure(path, figsize=(9, 6)) as (fig, (ax,)):
+    with hep_figure(path, figsize=(9, 6)) as (fig, (ax,)):
         order = np.argsort(nominal[0] / np.maximum(nominal.sum(0), 1e-12))  # bins by purity, easier to read
-        stacked = np.zeros(model.n_bins)
-        for i, proc in reversed(list(enumerate(model.processes))):
-            ax.bar(bins[:-1], nominal[i][order], bottom=stacked, width=1.0, align="edge", alpha=0.6, label=proc)
-            stacked = stacked + nominal[i][order]
+        procs = list(reversed(range(len(model.processes))))
+        mplhep.histplot([nominal[i][order] for i in procs], bins, stack=True, histtype="fill", alpha=0.6, ax=ax,
+                        label=[model.processes[i] for i in procs])
         for k, syst in enumerate(model.shape_systematics):
             p = model.processes.index(syst.process)
             for sign, tmpl, ls in (("+", syst.shift_up, "-"), ("−", syst.shift_down, "--")):
                 counts = tmpl.detach().numpy() * yields[p]
-                ax.step(bins, np.append(counts[order], counts[order][-1]), where="post", color=f"C{k + 2}", ls=ls,
-                        label=f"{syst.process}, {syst.parameter} {sign}{syst.step:g}")
+                mplhep.histplot(counts[order], bins, ax=ax, color=f"C{k + 2}", ls=ls,
+                                label=f"{syst.process}, {syst.parameter} {sign}{syst.step:g}")
         ax.set_yscale("log")
         ax.set_ylim(bottom=0.05)  # empty bins hold only the template floor (~1e-4 events): keep them off-scale
         ax.set_xlabel("bin (ordered by signal purity)")
@@ -111,7 +114,7 @@ def plot_profile_curves(
 ) -> Path:
     """Profile-likelihood curves ΔNLL(POI) (nuisances profiled), one per label; the ΔNLL = ½ line marks the 68 % CL
     interval, whose half-width is the expected uncertainty."""
-    with _figure(path) as (fig, (ax,)):
+    with hep_figure(path) as (fig, (ax,)):
         for label, (x, y) in curves.items():
             ax.plot(np.asarray(x), np.asarray(y), lw=2, label=label)
         ax.axhline(0.5, color="grey", ls=":", lw=1)
@@ -130,7 +133,7 @@ def plot_sigma_summary(
     ``paper_ce``, ``paper_inferno``, ``limit``."""
     ks = sorted(rows)
     x = np.arange(len(ks))
-    with _figure(path) as (fig, (ax,)):
+    with hep_figure(path) as (fig, (ax,)):
         for off, key, label, colour in ((-0.12, "ce", "cross-entropy (ours)", "C0"), (0.12, "inferno", "INFERNO (ours)", "C1")):
             # the "ce"/"inferno" entries are {median, q16, q84} summaries
             pts = [(i, cast(Mapping[str, float], rows[k][key])) for i, k in enumerate(ks) if rows[k].get(key)]
@@ -175,7 +178,7 @@ def plot_channel_templates(model: TemplateModel, path: PathLike, title: str = ""
             shifted[name] = pair
     slices = model.channel_slices()
     assert model.channels is not None  # TemplateModel fills in the default
-    with _figure(path, figsize=(7.5 * len(slices), 7), ncols=len(slices)) as (fig, axes):
+    with hep_figure(path, figsize=(7.5 * len(slices), 7), ncols=len(slices)) as (fig, axes):
         if title:
             fig.suptitle(title, fontsize="medium")
         for ax, (channel, sl) in zip(axes, slices.items()):
@@ -212,7 +215,7 @@ def plot_poi_sigmas(
     POI, σ / limit on the y axis so both POIs read the same way."""
     pois = list(limit)
     methods = list(rows)
-    with _figure(path, figsize=(6 * len(pois), 6), ncols=len(pois)) as (fig, axes):
+    with hep_figure(path, figsize=(6 * len(pois), 6), ncols=len(pois)) as (fig, axes):
         for ax, poi in zip(axes, pois):
             lim = limit[poi]
             for i, m in enumerate(methods):
@@ -241,7 +244,7 @@ def plot_poi_contours(
     ``ellipses[label] = (centre, 2×2 covariance)``; the contour is Δχ² = ``delta_chi2`` (68.3 % CL for two
     parameters by default)."""
     t = np.linspace(0, 2 * np.pi, 200)
-    with _figure(path, figsize=(7, 7)) as (fig, (ax,)):
+    with hep_figure(path, figsize=(7, 7)) as (fig, (ax,)):
         for i, (label, (centre, cov)) in enumerate(ellipses.items()):
             vals, vecs = np.linalg.eigh(np.asarray(cov, dtype=float))
             pts = vecs @ (np.sqrt(np.clip(vals, 0, None) * delta_chi2)[:, None] * np.stack([np.cos(t), np.sin(t)]))
@@ -260,7 +263,7 @@ def plot_pulls(pulls: Mapping[str, np.ndarray], path: PathLike, poi: str = "POI"
     import mplhep
 
     edges = np.linspace(-4.0, 4.0, n_bins + 1)
-    with _figure(path, figsize=(10, 7)) as (fig, axes):
+    with hep_figure(path, figsize=(10, 7)) as (fig, axes):
         ax = axes[0]
         top = 0.0
         for label, p in pulls.items():
@@ -286,7 +289,7 @@ def plot_coverage(summary: Mapping[str, Mapping], path: PathLike) -> Path:
     (:func:`~lumin_inferno.evaluation.coverage.coverage_summary`), with Clopper–Pearson 68 % error bars and the
     nominal levels as lines."""
     rows = [(name, poi, r) for name, e in summary.items() for poi, r in e["pois"].items()]
-    with _figure(path, figsize=(10, 2.5 + 0.7 * len(rows))) as (fig, axes):
+    with hep_figure(path, figsize=(10, 2.5 + 0.7 * len(rows))) as (fig, axes):
         ax = axes[0]
         y = np.arange(len(rows))
         lowest = 1.0

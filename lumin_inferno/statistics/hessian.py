@@ -92,7 +92,9 @@ def _check_hessian(hessian: Tensor) -> None:
         )
 
 
-def _cholesky(hessian: Tensor) -> Tensor:
+def cholesky_factor(hessian: Tensor) -> Tensor:
+    """Lower Cholesky factor L of a Hessian or Fisher matrix (H = L Lᵀ); :class:`SingularHessianError` when H is not
+    finite, singular or not positive definite."""
     _check_hessian(hessian)
     chol, info = torch.linalg.cholesky_ex(hessian)
     if int(info) != 0:
@@ -110,7 +112,7 @@ def _cholesky(hessian: Tensor) -> Tensor:
 
 def covariance(hessian: Tensor) -> Tensor:
     """Inverse Hessian (the parameters' covariance), via Cholesky; raises :class:`SingularHessianError`."""
-    chol = _cholesky(hessian)
+    chol = cholesky_factor(hessian)
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     return torch.cholesky_solve(eye, chol)
 
@@ -121,7 +123,7 @@ def poi_variance(hessian: Tensor, poi_index: int = 0) -> Tensor:
     Differentiable; solves one Cholesky system rather than forming the inverse. Raises
     :class:`SingularHessianError` when H is not finite, singular or not positive definite.
     """
-    chol = _cholesky(hessian)
+    chol = cholesky_factor(hessian)
     e = torch.zeros(hessian.shape[0], 1, dtype=hessian.dtype, device=hessian.device)
     e[poi_index] = 1.0
     half = torch.linalg.solve_triangular(chol, e, upper=False)  # L⁻¹ e, so var = ||L⁻¹ e||²

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import InvalidModelSpecError
-from .hessian import _cholesky
+from .hessian import cholesky_factor
 
 __all__ = ["OBJECTIVES", "SEARCH_OBJECTIVES", "poi_covariance", "objective_value", "model_objective", "objective_scale"]
 
@@ -46,7 +46,7 @@ def poi_covariance(information: Tensor, poi_indices: Sequence[int]) -> Tensor:
     idx = list(poi_indices)
     if not idx or any(not 0 <= i < n for i in idx) or len(set(idx)) != len(idx):
         raise InvalidModelSpecError(f"poi indices must be distinct positions in 0..{n - 1}, got {idx}")
-    chol = _cholesky(information)
+    chol = cholesky_factor(information)
     eye = torch.zeros(n, len(idx), dtype=information.dtype, device=information.device)
     eye[idx, torch.arange(len(idx))] = 1.0
     half = torch.linalg.solve_triangular(chol, eye, upper=False)  # L⁻¹ E, so C = (L⁻¹E)ᵀ(L⁻¹E)
