@@ -53,9 +53,10 @@ def _fixed_cache(analysis: Analysis, dtype: torch.dtype, device) -> Dict[tuple, 
 
 
 class _Checks:
-    """Validation of every template of one model at once: type and shape per template as it is read, values
-    (finite, ≥ 0 where required) in one vectorised test at the end; only when that fails is each template
-    re-checked, to name the one at fault (this runs on every training batch)."""
+    """Validation of the templates of one model: type and shape per template as it is read. Their values (finite,
+    ≥ 0 where required) are tested once, vectorised, by the :class:`TemplateModel` they build (this runs on every
+    training batch); only when that test fails does :meth:`explain` look at each template, to name the analysis's
+    process and systematic at fault."""
 
     def __init__(self, n_bins: int):
         self.n_bins = n_bins
@@ -69,13 +70,8 @@ class _Checks:
         self.items.append((what, t, nonnegative))
         return t
 
-    def finish(self) -> None:
-        if not self.items:
-            return
-        values = torch.stack([t.detach().to(self.items[0][1].dtype) for _, t, _ in self.items])
-        need = torch.tensor([nonneg for _, _, nonneg in self.items], device=values.device)
-        if bool(torch.isfinite(values).all()) and not bool(((values < 0) & need[:, None]).any()):
-            return
+    def explain(self) -> None:
+        """Raise the named error of the first template with non-finite (or, where required, negative) bins."""
         for what, t, nonneg in self.items:
             _check(what, t, self.n_bins, nonneg)
 
@@ -143,7 +139,7 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
         row = torch.cat([summary, *cr_part(p.name)])
         total = float(row.detach().sum())
         if not total > 0:
-            check.finish()  # a non-finite or negative template is the first thing to name
+            check.explain()  # a non-finite or negative template is the first thing to name
             raise InvalidModelSpecError(f"process {p.name!r} has no expected events in any channel")
         totals[p.name] = total
         rows.append(row / total)
@@ -208,7 +204,6 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
             ]
             sigma.append(torch.cat([summary, *parts]))
         staterror = StatError([p.name for p in mc], torch.stack(sigma))
-    check.finish()
     factors: Dict[str, List[str]] = {}
     for f in a.factors:
         for pname in f.processes:
@@ -218,15 +213,19 @@ def template_model(analysis: Analysis, templates: SummaryTemplates, floor: float
     params += [
         Parameter(n, 0.0, constraint=a.nuisance(n).constraint, bounds=NUISANCE_BOUNDS) for n in a.nuisance_names()
     ]
-    return TemplateModel(
-        processes=procs,
-        templates=nominal,
-        yields=totals,
-        parameters=params,
-        poi=a.poi_names,
-        shape_systematics=shapes,
-        norm_systematics=norms,
-        factors=factors,
-        staterror=staterror,
-        channels=[(a.summary, n_sum)] + [(c.name, c.n_bins) for c in a.channels],
-    )
+    try:  # TemplateModel tests every value once; on failure, name the analysis's template at fault
+        return TemplateModel(
+            processes=procs,
+            templates=nominal,
+            yields=totals,
+            parameters=params,
+            poi=a.poi_names,
+            shape_systematics=shapes,
+            norm_systematics=norms,
+            factors=factors,
+            staterror=staterror,
+            channels=[(a.summary, n_sum)] + [(c.name, c.n_bins) for c in a.channels],
+        )
+    except InvalidModelSpecError:
+        check.explain()
+        raise

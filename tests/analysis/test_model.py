@@ -106,6 +106,14 @@ def test_missing_and_bad_templates_are_named(analysis):
         template_model(analysis, SummaryTemplates(nan, t.shifted, t.mc_variance))
     with pytest.raises(InvalidModelSpecError, match="no MC variance of process 'ggH'"):
         template_model(analysis, SummaryTemplates(t.nominal, t.shifted, None))
+    # values are tested once, by the TemplateModel; its failure is then explained in the analysis's names
+    nan_shift = dict(t.shifted)
+    nan_shift[("ztt", "jes")] = (torch.full((N_BINS,), float("nan"), dtype=D), t.shifted[("ztt", "jes")][1])
+    with pytest.raises(InvalidModelSpecError, match="shift_up template of systematic 'jes', process 'ztt' has non-finite"):
+        template_model(analysis, SummaryTemplates(t.nominal, nan_shift, t.mc_variance))
+    nan_var = dict(t.mc_variance, ggH=torch.full((N_BINS,), float("nan"), dtype=D))
+    with pytest.raises(InvalidModelSpecError, match="MC variance of process 'ggH' has non-finite bins"):
+        template_model(analysis, SummaryTemplates(t.nominal, t.shifted, nan_var))
     short = dict(t.nominal, qqH=t.nominal["qqH"][:3])
     with pytest.raises(InvalidModelSpecError, match=r"process 'qqH' must have shape \(5,\)"):
         template_model(analysis, SummaryTemplates(short, t.shifted, t.mc_variance))
