@@ -51,6 +51,16 @@ class AdversaryTrainer:
     def __init__(self, columns: List[str], kind: str, apply_to: str, background_class: int, n_components: int,
                  n_classes: Optional[int], width: int, depth: int, lr: float,
                  adv_input: Union[str, Callable[[Tensor], Tensor]], verbose: bool):
+        if kind not in ("mdn", "classifier"):
+            raise ConfigurationError(f"adversary must be 'mdn' or 'classifier', got {kind!r}")
+        if kind == "classifier" and len(columns) != 1:
+            raise ConfigurationError(f"a classifier adversary takes one label column, got {columns}")
+        if apply_to not in ("all", "background"):
+            raise ConfigurationError(f"apply_to must be 'all' or 'background', got {apply_to!r}")
+        if not callable(adv_input) and adv_input not in ("auto", "logit", "log", "identity"):
+            raise ConfigurationError(
+                f"adv_input must be 'auto', 'logit', 'log', 'identity' or a callable, got {adv_input!r}"
+            )
         self.columns = ExtraColumns(columns)
         self.kind, self.apply_to, self.background_class = kind, apply_to, background_class
         self.n_components, self.n_classes = n_components, n_classes

@@ -13,10 +13,8 @@ below L_f, positive whenever L_f is, equal to L_f for a perfect pivot; so SaveBe
 Before each validation the adversary catches up on the current model (``n_adv_refresh`` epochs), so that this
 estimate does not come from an adversary lagging behind.
 
-The adversary sees a one-to-one map of the output (logit of a sigmoid output by default), standardised per batch,
-through tanh units: a model under adversarial pressure otherwise hides its dependence in saturated outputs or in a
-range where a ReLU adversary's units are all off (observed on the toy: the plain classifier's dependence came back
-while the adversary's loss stayed at H).
+The adversary sees a one-to-one map of the output, standardised per batch
+(:meth:`~lumin_inferno.callbacks.adversary_training.AdversaryTrainer.input` says why).
 
 The adversary's targets are fold-file columns (``misc_feats`` of ``df2foldfile``). They ride through LUMIN's shuffled
 batches appended to the fold's inputs in ``on_fold_begin`` and are sliced off in ``on_batch_begin``, before the
@@ -135,12 +133,6 @@ class PivotCallback(Callback):
         self.adv_targets = list(adv_targets)
         if not self.adv_targets or not all(isinstance(c, str) for c in self.adv_targets):
             raise ConfigurationError(f"adv_targets must be a non-empty list of column names, got {adv_targets!r}")
-        if adversary not in ("mdn", "classifier"):
-            raise ConfigurationError(f"adversary must be 'mdn' or 'classifier', got {adversary!r}")
-        if adversary == "classifier" and len(self.adv_targets) != 1:
-            raise ConfigurationError(f"a classifier adversary takes one label column, got {self.adv_targets}")
-        if apply_to not in ("all", "background"):
-            raise ConfigurationError(f"apply_to must be 'all' or 'background', got {apply_to!r}")
         for name, value in (("adv_update_freq", adv_update_freq), ("adv_steps", adv_steps)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ConfigurationError(f"{name} must be an integer >= 1 (batches / steps), got {value!r}")
@@ -150,16 +142,12 @@ class PivotCallback(Callback):
                 raise ConfigurationError(f"{name} must be an integer >= 0 (epochs), got {value!r}")
         if not callable(lam) and not float(lam) >= 0:
             raise ConfigurationError(f"lam must be >= 0 or a schedule lam(epoch), got {lam!r}")
-        if not callable(adv_input) and adv_input not in ("auto", "logit", "log", "identity"):
-            raise ConfigurationError(
-                f"adv_input must be 'auto', 'logit', 'log', 'identity' or a callable, got {adv_input!r}"
-            )
+        self.trainer = AdversaryTrainer(self.adv_targets, adversary, apply_to, background_class, n_components,
+                                        n_classes, adv_width, adv_depth, adv_lr, adv_input, verbose)
         self.lam, self.adversary_kind, self.apply_to = lam, adversary, apply_to
         self.n_pretrain_main, self.n_pretrain_adv = int(n_pretrain_main), int(n_pretrain_adv)
         self.n_adv_refresh = int(n_adv_refresh)
         self.adv_update_freq, self.adv_steps = int(adv_update_freq), int(adv_steps)
-        self.trainer = AdversaryTrainer(self.adv_targets, adversary, apply_to, background_class, n_components,
-                                        n_classes, adv_width, adv_depth, adv_lr, adv_input, verbose)
         self._reset()
 
     # --------------------------------------------------------------------------------------------------- state
