@@ -40,3 +40,26 @@ def test_cli_and_example(tmp_path, capsys):
         torch.set_num_threads(threads)
     assert set(res) == {0.0, 10.0} and res[10.0]["dcor"] < res[0.0]["dcor"]
     assert "plot:" in capsys.readouterr().out
+
+
+def test_interrupted_rerun_does_not_look_complete(tmp_path, monkeypatch):
+    import lumin_inferno.studies.pivot as study
+
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "results.json").write_text("{}")  # a finished earlier run
+    (out / "results.md").write_text("old")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "evaluate_pivot", interrupted)
+    settings = PivotStudySettings.tiny(outdir=str(out))
+    settings.lambdas, settings.n_epochs = [0.0], 1
+    try:
+        run_pivot_study(settings, verbose=False)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the interruption did not propagate")
+    assert not (out / "results.json").exists() and not (out / "results.md").exists()

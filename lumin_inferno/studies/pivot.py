@@ -28,6 +28,7 @@ import torch
 from ..callbacks.pivot import PivotCallback
 from ..data.pivot_toy import NUISANCE, TOY_FEATURES, sample_pivot_toy, write_pivot_toy_foldfile
 from ..evaluation.independence import compare_at_nuisance, distance_correlation, plot_output_vs_nuisance
+from ..io import atomic_write_text
 
 __all__ = ["PivotStudySettings", "toy_model_builder", "evaluate_pivot", "run_pivot_study", "format_pivot_table", "main"]
 
@@ -114,7 +115,7 @@ def format_pivot_table(rows: List[Dict[str, float]]) -> str:
 
 def run_pivot_study(settings: Optional[PivotStudySettings] = None, verbose: bool = True) -> List[Dict[str, Any]]:
     """Run the study; returns one row of metrics per λ (also in ``outdir/results.{md,json}``, plot in
-    ``outdir/pivot_outputs.png``)."""
+    ``outdir/pivot_outputs.png``). ``results.json`` is written last: its presence marks a finished run."""
     s = settings or PivotStudySettings()
     threads = torch.get_num_threads()
     torch.set_num_threads(s.n_threads)
@@ -131,6 +132,8 @@ def _run(s: PivotStudySettings, verbose: bool) -> List[Dict[str, Any]]:
 
     out = Path(s.outdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("results.json", "results.md"):  # an unfinished rerun must not look complete
+        (out / stale).unlink(missing_ok=True)
     fy = FoldYielder(write_pivot_toy_foldfile(out / "data" / "train", s.n_train_per_class, s.n_folds, seed=s.seed))
     test = sample_pivot_toy(s.n_test_per_class, s.n_test_per_class, seed=s.seed + 1)
     fixed = {z: sample_pivot_toy(s.n_test_per_class, s.n_test_per_class, z=z, seed=s.seed + 2 + i)
@@ -165,8 +168,8 @@ def _run(s: PivotStudySettings, verbose: bool) -> List[Dict[str, Any]]:
                   f"JS(±σ) {row['js_-1']:.4f}/{row['js_+1']:.4f} ({train_s:.0f} s)", flush=True)
     plot = plot_output_vs_nuisance({f"λ = {r['lam']:g}": r.pop("_outputs") for r in rows}, out / "pivot_outputs.png")
     table = format_pivot_table(rows)
-    (out / "results.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps({"settings": asdict(s), "rows": rows}, indent=2))
+    atomic_write_text(out / "results.md", table + "\n")
+    atomic_write_text(out / "results.json", json.dumps({"settings": asdict(s), "rows": rows}, indent=2))  # last
     if verbose:
         print(table)
         print(f"plot: {plot}")
