@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..exceptions import InvalidModelSpecError
+from ..exceptions import InputTransformError, InvalidModelSpecError
 from ..statistics.likelihood import Parameter
 
 __all__ = [
@@ -114,7 +114,7 @@ class PaperTransform:
             elif name == "lambda":
                 out[k, :, 2] = -(x[:, 2] * self.scale[2] + self.shift[2]) / (self.lambda0 * self.scale[2])
             else:
-                raise KeyError(f"PaperTransform has no nuisance {name!r} (it knows 'r' and 'lambda')")
+                raise InputTransformError(f"PaperTransform has no nuisance {name!r} (it knows 'r' and 'lambda')")
         return out
 
 
@@ -130,7 +130,7 @@ class PaperNuisanceTransform:
         nominal = {"r": self.base.r0, "lambda": self.base.lambda0}
         unknown = set(nuisances) - set(nominal)
         if unknown:
-            raise KeyError(f"the paper's transform has nuisances 'r' and 'lambda', not {sorted(unknown)}")
+            raise InputTransformError(f"the paper's transform has nuisances 'r' and 'lambda', not {sorted(unknown)}")
         return {k: nominal[k] + self.steps[k] * v for k, v in nuisances.items()}
 
     def __call__(self, x: Tensor, nuisances: Dict[str, Tensor], mask: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..exceptions import FoldFileError
+from ..exceptions import FoldFileError, InvalidModelSpecError
 from ..io import atomic_write
 
 __all__ = [
@@ -67,7 +67,7 @@ def shifted_dataset_name(kind: str, direction: str, systematic: str) -> str:
     """Name of a shifted dataset in a fold group, e.g. ``shift_up_inputs_r`` (kind: inputs/weights, direction:
     up/down)."""
     if kind not in ("inputs", "weights") or direction not in ("up", "down"):
-        raise ValueError(f"kind must be inputs/weights and direction up/down, got {kind!r}, {direction!r}")
+        raise InvalidModelSpecError(f"kind must be inputs/weights and direction up/down, got {kind!r}, {direction!r}")
     return f"shift_{direction}_{kind}_{systematic}"
 
 

@@ -15,6 +15,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
+from ..exceptions import ConfigurationError, EmptyProcessError, TargetShapeError
+
 __all__ = [
     "distance_correlation",
     "js_divergence",
@@ -39,9 +41,9 @@ def distance_correlation(
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
     if len(x) != len(y):
-        raise ValueError(f"distance_correlation needs paired samples, got {len(x)} and {len(y)}")
+        raise TargetShapeError(f"distance_correlation needs paired samples, got {len(x)} and {len(y)}")
     if len(x) < 2:
-        raise ValueError("distance_correlation needs at least 2 pairs")
+        raise TargetShapeError("distance_correlation needs at least 2 pairs")
     if len(x) > max_n:
         idx = np.random.default_rng(seed).choice(len(x), size=max_n, replace=False)
         x, y = x[idx], y[idx]
@@ -57,7 +59,7 @@ def _histogram(a: np.ndarray, edges: np.ndarray, weights: Optional[np.ndarray]) 
     h, _ = np.histogram(a, bins=edges, weights=None if weights is None else np.asarray(weights).reshape(-1))
     total = h.sum()
     if not total > 0:
-        raise ValueError("empty distribution (no events or zero total weight)")
+        raise EmptyProcessError("empty distribution (no events or zero total weight)")
     return h / total
 
 
@@ -104,7 +106,7 @@ def ks_statistic(
     """Two-sample Kolmogorov–Smirnov statistic D = sup_t |F_a(t) − F_b(t)| of the (weighted) empirical CDFs."""
     a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
     if len(a) == 0 or len(b) == 0:
-        raise ValueError("ks_statistic needs two non-empty samples")
+        raise EmptyProcessError("ks_statistic needs two non-empty samples")
     wa = np.ones(len(a)) if weights_a is None else np.asarray(weights_a, dtype=np.float64).reshape(-1)
     wb = np.ones(len(b)) if weights_b is None else np.asarray(weights_b, dtype=np.float64).reshape(-1)
     points = np.union1d(a, b)
@@ -126,7 +128,7 @@ def compare_at_nuisance(
     """For model outputs at fixed nuisance values (``{z: outputs}``), the JS divergence (bits) and KS statistic of
     each distribution against the one at ``reference``: ``{z: {"js": ..., "ks": ...}}`` (z ≠ reference)."""
     if reference not in outputs:
-        raise ValueError(f"no outputs at the reference nuisance value {reference}; have {sorted(outputs)}")
+        raise ConfigurationError(f"no outputs at the reference nuisance value {reference}; have {sorted(outputs)}")
     ref = outputs[reference]
     return {
         z: {"js": js_divergence(out, ref, bins, value_range), "ks": ks_statistic(out, ref)}

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..exceptions import ConfigurationError, TargetShapeError
+
 __all__ = [
     "MixtureDensityNetwork",
     "ClassifierAdversary",
@@ -61,7 +63,7 @@ class MixtureDensityNetwork(nn.Module):
     def __init__(self, n_in: int, n_targets: int = 1, n_components: int = 5, width: int = 20, depth: int = 2):
         super().__init__()
         if n_in < 1 or n_targets < 1 or n_components < 1 or width < 1 or depth < 0:
-            raise ValueError(
+            raise ConfigurationError(
                 f"MixtureDensityNetwork needs positive sizes, got n_in={n_in}, n_targets={n_targets}, "
                 f"n_components={n_components}, width={width}, depth={depth}"
             )
@@ -92,7 +94,7 @@ def mdn_nll(log_pi: Tensor, mu: Tensor, sigma: Tensor, z: Tensor) -> Tensor:
         mu, sigma = mu.unsqueeze(-1), sigma.unsqueeze(-1)
     z = z.reshape(len(z), 1, -1).to(mu.dtype)
     if z.shape[-1] != mu.shape[-1]:
-        raise ValueError(f"z has {z.shape[-1]} dimensions, the mixture {mu.shape[-1]}")
+        raise TargetShapeError(f"z has {z.shape[-1]} dimensions, the mixture {mu.shape[-1]}")
     log_norm = -0.5 * ((z - mu) / sigma) ** 2 - torch.log(sigma) - 0.5 * _LOG_2PI  # [n, K, d]
     return -torch.logsumexp(log_pi + log_norm.sum(-1), dim=1)
 
@@ -103,7 +105,7 @@ class ClassifierAdversary(nn.Module):
     def __init__(self, n_in: int, n_classes: int, width: int = 20, depth: int = 2):
         super().__init__()
         if n_classes < 2:
-            raise ValueError(f"a discrete nuisance needs >= 2 classes, got {n_classes}")
+            raise ConfigurationError(f"a discrete nuisance needs >= 2 classes, got {n_classes}")
         self.n_in, self.n_classes = n_in, n_classes
         self.net = _mlp(n_in, n_classes, width, depth)
 

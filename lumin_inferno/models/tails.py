@@ -12,6 +12,8 @@ from lumin.nn.models.blocks.tail import AbsTail
 from lumin.nn.models.initialisations import lookup_normal_init
 from torch import Tensor
 
+from ..exceptions import ConfigurationError
+
 __all__ = ["SoftmaxTemperatureTail", "ClassScoreTail", "soft_class_score_bins"]
 
 
@@ -44,9 +46,9 @@ class SoftmaxTemperatureTail(AbsTail):
             n_in=n_in, n_out=n_out, objective=objective, bias_init=bias_init, lookup_init=lookup_init, freeze=freeze
         )
         if not temperature > 0:
-            raise ValueError(f"SoftmaxTemperatureTail: temperature must be > 0, got {temperature}")
+            raise ConfigurationError(f"SoftmaxTemperatureTail: temperature must be > 0, got {temperature}")
         if n_out < 2:
-            raise ValueError(f"SoftmaxTemperatureTail: need at least 2 output bins, got n_out={n_out}")
+            raise ConfigurationError(f"SoftmaxTemperatureTail: need at least 2 output bins, got n_out={n_out}")
         self.temperature = float(temperature)
         self.dense = nn.Linear(n_in, n_out)
         lookup_init("softmax", n_in, n_out)(self.dense.weight)
@@ -124,17 +126,17 @@ class ClassScoreTail(AbsTail):
             n_in=n_in, n_out=n_out, objective=objective, bias_init=bias_init, lookup_init=lookup_init, freeze=freeze
         )
         if n_classes < 2 or n_out % n_classes:
-            raise ValueError(f"ClassScoreTail: n_out={n_out} must be n_classes × score bins with n_classes ≥ 2, "
+            raise ConfigurationError(f"ClassScoreTail: n_out={n_out} must be n_classes × score bins with n_classes ≥ 2, "
                              f"got n_classes={n_classes}")
         if not (temperature > 0 and score_temperature > 0):
-            raise ValueError(f"ClassScoreTail: temperatures must be > 0, got {temperature}, {score_temperature}")
+            raise ConfigurationError(f"ClassScoreTail: temperatures must be > 0, got {temperature}, {score_temperature}")
         n_score = n_out // n_classes
         if edges is None:
             e = np.tile(np.linspace(1.0 / n_classes, 1.0, n_score + 1), (n_classes, 1))
         else:
             e = np.asarray(edges, dtype=np.float64)
             if e.shape != (n_classes, n_score + 1) or np.any(np.diff(e, axis=1) < 0) or not np.all(np.isfinite(e)):
-                raise ValueError(f"ClassScoreTail: edges must be finite, non-decreasing, of shape "
+                raise ConfigurationError(f"ClassScoreTail: edges must be finite, non-decreasing, of shape "
                                  f"({n_classes}, {n_score + 1}); got shape {e.shape}")
         self.n_classes, self.temperature, self.score_temperature = n_classes, float(temperature), float(score_temperature)
         self.register_buffer("edges", torch.as_tensor(e, dtype=torch.float32))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
+from lumin_inferno.exceptions import ConfigurationError, TargetShapeError
 from lumin_inferno.evaluation.independence import (
     compare_at_nuisance,
     distance_correlation,
@@ -23,7 +24,7 @@ def test_distance_correlation_limits():
     xy = np.column_stack([x, y])  # multivariate, and the subsample path (max_n)
     assert distance_correlation(xy, 2.0 * xy, max_n=500) == pytest.approx(1.0, abs=1e-9)
     assert distance_correlation(x, np.ones_like(x)) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(TargetShapeError, match="paired samples"):
         distance_correlation(x, y[:10])
 
 
@@ -60,7 +61,7 @@ def test_compare_and_plot(tmp_path):
     assert set(cm) == {-1.0, 1.0}
     for z in (-1.0, 1.0):
         assert cm[z]["js"] > 10 * cs[z]["js"] and cm[z]["ks"] > 5 * cs[z]["ks"]
-    with pytest.raises(ValueError, match="reference"):
+    with pytest.raises(ConfigurationError, match="reference"):
         compare_at_nuisance({1.0: moving[1.0]})
     out = plot_output_vs_nuisance({"moving": moving, "still": still}, tmp_path / "plots" / "f.png")
     assert out.exists() and out.stat().st_size > 1000

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from lumin_inferno.exceptions import ConfigurationError
 from lumin_inferno.models.adversary import (
     MIN_SIGMA,
     ClassifierAdversary,
@@ -69,7 +70,7 @@ def test_classifier_adversary_nll_is_cross_entropy():
     assert torch.allclose(classifier_nll(logits, labels), want)
     adv = ClassifierAdversary(n_in=1, n_classes=3)
     assert adv(torch.rand(5, 1)).shape == (5, 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError, match=">= 2 classes"):
         ClassifierAdversary(n_in=1, n_classes=1)
 
 

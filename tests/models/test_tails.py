@@ -6,7 +6,7 @@ import torch
 
 from lumin_inferno.evaluation import class_score_bins, class_score_edges
 from lumin_inferno.models import ClassScoreTail, soft_class_score_bins
-from lumin_inferno.exceptions import TargetShapeError
+from lumin_inferno.exceptions import ConfigurationError, TargetShapeError
 
 
 def _logits(n=4000, c=3, seed=0):
@@ -53,9 +53,9 @@ def test_soft_bins_are_differentiable():
 
 
 def test_tail_checks_its_shape():
-    with pytest.raises(ValueError, match="n_classes × score bins"):
+    with pytest.raises(ConfigurationError, match="n_classes × score bins"):
         ClassScoreTail(8, 10, "classification", n_classes=3)
-    with pytest.raises(ValueError, match="edges must be finite, non-decreasing"):
+    with pytest.raises(ConfigurationError, match="edges must be finite, non-decreasing"):
         ClassScoreTail(8, 6, "classification", n_classes=3, edges=[[0, 0.5, 1.0]] * 2)
     tail = ClassScoreTail(8, 6, "classification", n_classes=3)
     out = tail(torch.randn(5, 8))
