@@ -53,7 +53,7 @@ def main() -> None:
         models = load_models(results, builder)
     seconds = time.time() - t0
     test_sigma = [SIGNAL_YIELD * expected_poi_uncertainty(_evaluate(lambda x, m=m: argmax_bins(predict(m, x)), test, s, k),
-                                                      "hessian") for m in models]
+                                                      method="hessian") for m in models]
     val = [SIGNAL_YIELD * r["hard_sigma"] for r in results]
     best = [int(np.argmin(h[1]["hard_sigma"])) + 1 for h in histories]
     epochs = [len(h[1]["hard_sigma"]) for h in histories]

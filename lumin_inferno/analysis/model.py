@@ -56,7 +56,9 @@ class _Checks:
     """Validation of the templates of one model: type and shape per template as it is read. Their values (finite,
     ≥ 0 where required) are tested once, vectorised, by the :class:`TemplateModel` they build (this runs on every
     training batch); only when that test fails does :meth:`explain` look at each template, to name the analysis's
-    process and systematic at fault."""
+    process and systematic at fault. The model sees templates plus the floor (:data:`TEMPLATE_FLOOR`, 1e-7 of a
+    process's events per bin), so a bin at most that far below 0 (a rounding-level sum of negative NLO weights) is
+    accepted as the empty bin it is."""
 
     def __init__(self, n_bins: int):
         self.n_bins = n_bins

@@ -79,9 +79,11 @@ class TemplateLossCallback(Callback):
         """Events per summary process in the fold file (a named error for a process without any). With MC
         statistics, the batch's Σ(w·p)² is scaled by (events in the batch) / (these) to estimate the MC variance of
         templates made from the whole sample, the ones the final fit will use."""
-        targets = np.concatenate([np.asarray(fy.get_column("targets", n_folds=1, fold_idx=i)).reshape(-1)
-                                  for i in range(fy.n_folds)])
         where = getattr(getattr(fy, "foldfile", None), "filename", "the fold file")
+        folds = [fy.get_column("targets", n_folds=1, fold_idx=i) for i in range(fy.n_folds)]
+        if any(t is None for t in folds):
+            raise TargetShapeError(f"{type(self).__name__} needs targets (process labels) in {where}")
+        targets = np.concatenate([np.asarray(t).reshape(-1) for t in folds])
         for p in self.analysis.summary_processes:
             n = int(np.isin(targets, p.labels).sum())
             if n == 0:

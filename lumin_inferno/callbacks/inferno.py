@@ -115,7 +115,7 @@ class InfernoCallback(TemplateLossCallback):
         self._resolved = ("forward" if self.jacobian == "auto" else self.jacobian, "")
         self._start_jacobian()
 
-    def _start_jacobian(self) -> None:
+    def _start_jacobian(self, lazy: bool = False) -> None:
         """The TransformJacobian of this training (at its start, or at the first batch when a script drives the
         hooks itself), with the default transform built from the fold file's features and input pipe."""
         if not self.nuisances or self._jac is not None:
@@ -130,7 +130,10 @@ class InfernoCallback(TemplateLossCallback):
                 raise ConfigurationError("input shifts need LUMIN's fit_params.fy for the features and input pipe")
             transform = InputShiftTransform(self.analysis, list(fy.cont_feats) + list(fy.cat_feats),
                                             getattr(fy, "input_pipe", None))
-        self._jac = TransformJacobian(self.nuisances, self._acts, transform, self.model.model, self.jacobian)
+        mode = self.jacobian
+        if lazy and mode != "reverse":  # no on_train_begin (hooks driven by hand): no hooks left on the network
+            mode = "forward"
+        self._jac = TransformJacobian(self.nuisances, self._acts, transform, self.model.model, mode)
 
     def on_train_end(self) -> None:
         super().on_train_end()
@@ -145,7 +148,7 @@ class InfernoCallback(TemplateLossCallback):
         if fp.state == "test":
             return
         self._masks = process_masks(fp.y, self.analysis, fp.state, not self._checked_output)
-        self._start_jacobian()
+        self._start_jacobian(lazy=True)
         if self._jac is None:
             return
         if isinstance(fp.x, tuple):

@@ -144,7 +144,7 @@ class PivotCallback(Callback):
             raise ConfigurationError(f"lam must be >= 0 or a schedule lam(epoch), got {lam!r}")
         self.trainer = AdversaryTrainer(self.adv_targets, adversary, apply_to, background_class, n_components,
                                         n_classes, adv_width, adv_depth, adv_lr, adv_input, verbose)
-        self.lam, self.adversary_kind, self.apply_to = lam, adversary, apply_to
+        self.lam = lam
         self.n_pretrain_main, self.n_pretrain_adv = int(n_pretrain_main), int(n_pretrain_adv)
         self.n_adv_refresh = int(n_adv_refresh)
         self.adv_update_freq, self.adv_steps = int(adv_update_freq), int(adv_steps)

@@ -138,7 +138,7 @@ def profile_interval(
     return ProfileInterval(poi, best, lower, upper, sigma_hesse, method="scan")
 
 
-def expected_poi_uncertainty(model: TemplateModel, poi: Optional[str] = None, method: str = "profile") -> float:
+def expected_poi_uncertainty(model: TemplateModel, *, poi: Optional[str] = None, method: str = "profile") -> float:
     """σ(POI), the expected 1σ uncertainty on a POI (default the model's primary one) on Asimov data at the nominal
     point, in the POI's units, every other parameter profiled: ``"profile"`` is the MINOS half-width at ΔNLL = ½
     (:func:`profile_interval`), ``"hessian"`` is √(I⁻¹)_poi,poi from the Fisher information (equal to the profile
@@ -153,9 +153,9 @@ def expected_poi_uncertainty(model: TemplateModel, poi: Optional[str] = None, me
         return float(poi_variance(fisher_information(model), index).sqrt())
 
 
-def expected_poi_uncertainties(model: TemplateModel, method: str = "profile") -> Dict[str, float]:
+def expected_poi_uncertainties(model: TemplateModel, *, method: str = "profile") -> Dict[str, float]:
     """:func:`expected_poi_uncertainty` of every POI of ``model``, by name."""
-    return {poi: expected_poi_uncertainty(model, poi, method) for poi in model.pois}
+    return {poi: expected_poi_uncertainty(model, poi=poi, method=method) for poi in model.pois}
 
 
 def _profiled_dnll(model: TemplateModel, observed: Tensor, best: Minuit, poi: Optional[str] = None):

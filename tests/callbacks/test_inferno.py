@@ -545,3 +545,22 @@ def test_several_processes_train_through_train_models(inferno_builder, tmp_path)
     assert np.isclose(valid[-1], cb.history["valid"][-1])
     assert np.mean(cb.history["train"][-3:]) < np.mean(cb.history["train"][:3])
     assert valid[-1] <= 2 * np.log(cb.sigma["valid"]["mu_a"][-1] * cb.sigma["valid"]["mu_b"][-1]) + 1e-9
+
+
+def test_hooks_driven_by_hand_leave_no_recording_hooks(paper_foldfiles, inferno_builder):
+    # without on_train_begin/on_train_end (a script driving one batch) the callback must not leave forward hooks
+    # on the network: they would keep the last batch's activations alive
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(inferno_builder(fy.cont_feats))
+    fold = fy.get_fold(0)
+    x = torch.as_tensor(fold["inputs"][:400])
+    y = torch.as_tensor(fold["targets"][:400]).reshape(-1, 1).float()
+    cb = paper_cb(2)
+    model.fit_params = FitParams(cbs=[cb], state="train", x=x, y=y, w=None, loss_func=None)
+    cb.set_model(model)
+    cb.on_batch_begin()
+    model.fit_params.y_pred = model.model(model.fit_params.x)
+    cb.on_forwards_end()
+    assert torch.isfinite(model.fit_params.loss_val)
+    cb.on_batch_end()
+    assert not any(m._forward_hooks for m in model.model.modules())

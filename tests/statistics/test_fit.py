@@ -74,9 +74,11 @@ def test_expected_poi_uncertainty_methods_and_pois():
     info = np.array([[np.sum(a * a / nu), np.sum(a * b / nu)], [np.sum(a * b / nu), np.sum(b * b / nu)]])
     cov = np.linalg.inv(info)
     assert both == pytest.approx({"mu_a": np.sqrt(cov[0, 0]), "mu_b": np.sqrt(cov[1, 1])}, rel=1e-10)
-    assert expected_poi_uncertainty(two, "mu_b", "hessian") == pytest.approx(np.sqrt(cov[1, 1]), rel=1e-10)
+    assert expected_poi_uncertainty(two, poi="mu_b", method="hessian") == pytest.approx(np.sqrt(cov[1, 1]), rel=1e-10)
     with pytest.raises(InvalidModelSpecError, match="method"):
         expected_poi_uncertainty(m, method="minos")
+    with pytest.raises(TypeError):  # poi and method are keyword-only: no positional mix-up of the two
+        expected_poi_uncertainty(m, "hessian")
 
 
 def test_scan_crosses_half_at_minos_points():
