@@ -37,3 +37,21 @@ def test_progress_resumes_part_way(done):
     advance = progress_advance(True, 3, done)  # a rerun that finds `done` of 3 units finished
     for _ in range(3 - done):
         advance(1)
+
+
+class NeedsPackage:
+    """What a worker without lumin_inferno meets when it unpickles a task: ModuleNotFoundError."""
+
+    def __call__(self):
+        raise ModuleNotFoundError("No module named 'lumin_inferno'")
+
+
+def test_worker_without_the_package_is_named_with_a_hint():
+    from distributed import Client
+
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        with pytest.raises(FanOutError) as err:
+            run_tasks([Square(2), NeedsPackage()], client=client, retries=0, progress=False,
+                      describe=lambda t: "member 7" if isinstance(t, NeedsPackage) else "square")
+    message = str(err.value)
+    assert "is lumin_inferno installed on the workers?" in message and "member 7: ModuleNotFoundError" in message
