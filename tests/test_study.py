@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,20 @@ def test_bad_arguments_are_refused_before_any_work(argv, tmp_path):
     with pytest.raises(SystemExit):
         main(["paper-study", "--outdir", str(out)] + argv)
     assert not out.exists()  # refused before the fold files were written
+
+
+def test_members_train_with_one_thread_wherever_they_run(monkeypatch):
+    # serial and --workers runs give the same table only with the same torch thread count (docs/scale_out.md)
+    import lumin_inferno.fanout as fanout
+    from lumin_inferno.studies.common import MEMBER_THREADS, train_ensemble
+
+    seen = {}
+    monkeypatch.setattr(fanout, "train_members", lambda *a, **k: seen.update(k) or ([], []))
+
+    class Fy:
+        class foldfile:
+            filename = "train.hdf5"
+
+    for client in (None, object()):
+        train_ensemble(Fy(), None, 2, 100, 1, Path("unused"), client=client, fingerprint="f")
+        assert seen["torch_threads"] == MEMBER_THREADS == 1 and seen["fingerprint"] == "f|threads=1"

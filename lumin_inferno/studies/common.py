@@ -49,19 +49,29 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+#: torch threads of every ensemble member the studies train, wherever it runs (here or on a Dask worker of one
+#: thread): the thread count changes the order of floating-point sums, and training amplifies such differences to
+#: percent-level changes of a member's σ (measured: up to 2 % between 2 threads here and 1 on a worker), so a fixed
+#: count is what makes ``--workers N`` print the serial run's table.
+MEMBER_THREADS = 1
+
+
 def train_ensemble(fy, builder, n_models: int, bs: int, epochs: int, savepath: Path,
                    cb_partials: Optional[Sequence] = None, seed: int = 0, client=None,
                    fingerprint: Optional[str] = None, **kwargs) -> tuple:
     """``n_models`` members trained by :func:`~lumin_inferno.fanout.train_members` (each LUMIN ``train_models`` on
     its own validation fold, seeded ``seed + i``, in a fresh process; on ``client``'s Dask workers if given), weights
     and LUMIN's printout under ``savepath/model_id_i``; finished members with the same ``fingerprint`` are reused.
+    Every member trains with :data:`MEMBER_THREADS` torch threads, so the numbers do not depend on where it ran.
     Returns (results, histories). ``kwargs`` go to ``train_models`` (e.g. ``train_on_weights=False``)."""
     from ..fanout import train_members
 
     pipe = getattr(fy, "input_pipe", None)
     return train_members(fy.foldfile.filename, builder, n_models, bs, epochs, savepath, cb_partials,
                          kwargs.pop("metric_partials", None), seed=seed, client=client, progress=False,
-                         fingerprint=fingerprint, foldfile_kwargs={"input_pipe": pipe} if pipe is not None else None,
+                         torch_threads=MEMBER_THREADS,
+                         fingerprint=None if fingerprint is None else f"{fingerprint}|threads={MEMBER_THREADS}",
+                         foldfile_kwargs={"input_pipe": pipe} if pipe is not None else None,
                          **kwargs)
 
 
