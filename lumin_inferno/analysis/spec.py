@@ -267,6 +267,13 @@ class Systematic:
         """Whether it changes the summary channel's templates (everything but ``"norm"``)."""
         return self.kind != "norm"
 
+    @property
+    def stored_column(self) -> str:
+        """The fold-file column of an ``"inputs"`` or ``"weights"`` systematic (``shift_up_<kind>_<column>`` ...)."""
+        if self.column is None:
+            raise InvalidModelSpecError(f"systematic {self.name!r} of kind {self.kind!r} reads no fold-file column")
+        return self.column
+
 
 @dataclass(frozen=True)
 class FixedChannel:

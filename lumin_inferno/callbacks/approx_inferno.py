@@ -16,7 +16,7 @@ against the fold's nominal inputs. Statistics are in :mod:`lumin_inferno.statist
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple, cast
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -180,7 +180,7 @@ class ApproxInfernoCallback(TemplateLossCallback):
                 continue
             affected = torch.stack([masks[u] for u in users]).any(0)
             r = rows[affected]
-            up, down = fold.inputs[cast(str, s.column)]
+            up, down = fold.inputs[s.stored_column]
             chunks += [up[r], down[r]]
             layout.append((i, affected, len(r)))
         if not chunks:
@@ -222,11 +222,11 @@ class ApproxInfernoCallback(TemplateLossCallback):
             r = rows[m]
             stack, index = fold.weight_ratios, fold.weight_index
             assert stack is not None  # the fold has weight systematics
-            pick = torch.tensor([index[cast(str, s.column)] for s in systs], device=stack.device)
+            pick = torch.tensor([index[s.stored_column] for s in systs], device=stack.device)
             ratios = stack[pick][:, :, r.to(stack.device)].to(w.device)  # [K, 2, n_u]
             contrib = ratios * w[m].double()  # shifted weights of the process's events
             t = contrib @ probs[m].double() / totals[u]  # [K, 2, bins]
             rows_t = t.reshape(-1, t.shape[-1]).unbind(0)  # one autograd node for all K pairs, not 2K selects
             for k, s in enumerate(systs):
                 shifted[(u, s.name)] = (rows_t[2 * k], rows_t[2 * k + 1])
-        return template_model(a, SummaryTemplates(nominal, shifted, variance if self.mc_events else None))
+        return template_model(a, SummaryTemplates(nominal, shifted, variance))

@@ -13,7 +13,7 @@ LUMIN makes, so batches and seeds are unchanged, and the row numbers are int64 (
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Tuple, cast
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -87,8 +87,8 @@ class FoldShifts:
         self.nominal_inputs = by.inputs
         n = len(by.inputs)
         columns = input_columns(fy, by)
-        inputs = {cast(str, s.column): s for s in analysis.systematics_of("inputs")}  # set for these kinds
-        weights = {cast(str, s.column): s for s in analysis.systematics_of("weights")}
+        inputs = {s.stored_column: s for s in analysis.systematics_of("inputs")}
+        weights = {s.stored_column: s for s in analysis.systematics_of("weights")}
         shifted = read_fold_systematics(fy, idx, list(inputs), list(weights))
         self.inputs: Dict[str, Tuple[Tensor, Tensor]] = {}
         for column, (up, down) in shifted.inputs.items():

@@ -84,18 +84,18 @@ def hard_summary_templates(
                 continue
             m, total = masks[pname], w[masks[pname]].sum()
             if s.kind == "inputs":
-                assert s.column is not None  # Systematic sets it for "inputs" and "weights"
-                if not shifted_bins or s.column not in shifted_bins:
-                    raise FoldFileError(f"no shifted-input bins for systematic {s.name!r} (column {s.column!r})")
-                pair = [np.asarray(b)[m] for b in shifted_bins[s.column]]
+                column = s.stored_column
+                if not shifted_bins or column not in shifted_bins:
+                    raise FoldFileError(f"no shifted-input bins for systematic {s.name!r} (column {column!r})")
+                pair = [np.asarray(b)[m] for b in shifted_bins[column]]
                 shifted[(pname, s.name)] = tuple(torch.as_tensor(_histogram(b, w[m], n_bins)[0] / total) for b in pair)
             elif s.kind == "weights":
-                assert s.column is not None  # Systematic sets it for "inputs" and "weights"
-                if not shifted_weights or s.column not in shifted_weights:
-                    raise FoldFileError(f"no up/down weights for systematic {s.name!r} (column {s.column!r})")
+                column = s.stored_column
+                if not shifted_weights or column not in shifted_weights:
+                    raise FoldFileError(f"no up/down weights for systematic {s.name!r} (column {column!r})")
                 shifted[(pname, s.name)] = tuple(
                     torch.as_tensor(_histogram(bins[m], np.asarray(v, dtype=np.float64).reshape(-1)[m], n_bins)[0] / total)
-                    for v in shifted_weights[s.column]
+                    for v in shifted_weights[column]
                 )
             else:  # "transform": the inputs moved by the transform to α = ±1, binned (transform_shifted_bins)
                 key = f"transform:{s.name}"
@@ -220,9 +220,8 @@ def foldfile_event_bins(analysis: Analysis, bin_function: BinFunction, fy, fold_
 
         fy = FoldYielder(str(fy))
     data = fy.get_fold(fold_idx)
-    # Systematic sets the column of every "inputs" and "weights" systematic
-    inputs = [cast(str, s.column) for s in analysis.systematics_of("inputs")]
-    weights = [cast(str, s.column) for s in analysis.systematics_of("weights")]
+    inputs = [s.stored_column for s in analysis.systematics_of("inputs")]
+    weights = [s.stored_column for s in analysis.systematics_of("weights")]
     shifted = read_fold_systematics(fy, fold_idx, inputs, weights) if inputs or weights else None
     shifted_inputs: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
     if shifted is not None:

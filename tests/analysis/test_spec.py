@@ -106,3 +106,10 @@ def test_label_owned_by_two_processes():
     with pytest.raises(InvalidModelSpecError, match="target label 0 belongs to both 'a' and 'b'"):
         Analysis(processes=(Process("a", 1.0, labels=(0,)), Process("b", 1.0, labels=(0, 1))),
                  factors=(NormFactor("mu", ("a",)),))
+
+
+def test_stored_column_of_fold_file_systematics():
+    assert Systematic("jes", "inputs", ("ztt",)).stored_column == "jes"  # default: the systematic's name
+    assert Systematic("pu", "weights", ("ztt",), column="pileup").stored_column == "pileup"
+    with pytest.raises(InvalidModelSpecError, match="'lumi' of kind 'norm' reads no fold-file column"):
+        Systematic("lumi", "norm", ("ztt",), kappa_up=1.02).stored_column
