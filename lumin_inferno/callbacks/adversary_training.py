@@ -73,13 +73,13 @@ class AdversaryTrainer:
 
     # ---------------------------------------------------------------------------------------------- set-up
     def start(self, model) -> None:
-        """At the start of training ``model`` (a LUMIN ``Model`` in ``fit``): every column of every fold checked,
-        H fitted, the seed of the callback's own loops taken. Seeded from (not drawn from) torch's generator:
-        different for each model of an ensemble, reproducible under a global seed, LUMIN's streams untouched."""
+        """At the start of training ``model`` (a LUMIN ``Model`` in ``fit``): H fitted, which reads (and so checks)
+        the columns of every training and validation fold before the first step, and the seed of the callback's own
+        loops taken. Seeded from (not drawn from) torch's generator: different for each model of an ensemble,
+        reproducible under a global seed, LUMIN's streams untouched."""
         fp = model.fit_params
+        self.adversary, self.opt = None, None  # a fresh adversary for every training, built on its first batch
         self.columns.fy = fp.fy
-        for idx in list(fp.trn_idxs) + ([fp.val_idx] if fp.val_idx is not None else []):
-            self.columns.read(idx)
         self._set_reference(model, list(fp.trn_idxs), fp.val_idx)
         self._seed = int(hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:8], 16)
         self._n_own_loops = 0

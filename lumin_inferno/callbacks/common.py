@@ -113,7 +113,7 @@ def nominal_soft_templates(
     sees). Negative event weights (NLO samples) enter with their sign; a bin whose batch sum comes out negative is
     clipped to 0 (its expected count cannot be negative; the number clipped is returned so the callback can say so).
 
-    Returns ``(totals, nominal, variance, n_clipped)``."""
+    Returns ``(totals, nominal, variance, n_clipped)``; ``variance`` is None without ``process_events``."""
     totals: Dict[str, Tensor] = {}
     nominal: Dict[str, Tensor] = {}
     variance: Dict[str, Tensor] = {}
@@ -133,7 +133,7 @@ def nominal_soft_templates(
         nominal[p.name] = t
         if process_events:
             variance[p.name] = (contrib * contrib).sum(0) * (int(m.sum()) / process_events[p.name])
-    return totals, nominal, variance, n_clipped
+    return totals, nominal, variance if process_events else None, n_clipped
 
 
 class PoiSigmaMetric(Callback):

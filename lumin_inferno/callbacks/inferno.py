@@ -177,4 +177,4 @@ class InfernoCallback(TemplateLossCallback):
                 for k, name in enumerate(self.nuisances):
                     if p in self._acts[name]:
                         shifted[(p, name)] = (nominal[p] + jac[i, :, k], nominal[p] - jac[i, :, k])
-        return template_model(a, SummaryTemplates(nominal, shifted, variance if self.mc_events else None))
+        return template_model(a, SummaryTemplates(nominal, shifted, variance))

@@ -206,7 +206,6 @@ class PivotCallback(Callback):
         if not trn_idxs:
             raise ConfigurationError("PivotCallback needs at least one training fold")
         check_folds_hold_a_batch(fp)
-        self.trainer.adversary, self.trainer.opt = None, None
         self.trainer.start(self.model)
         if self.n_pretrain_main > 0:
             self.history["pretrain_main"] += self.trainer.pretrain_main(self.model, trn_idxs, self.n_pretrain_main)

@@ -162,7 +162,8 @@ class TransformJacobian:
             rows.append(m)
         return torch.stack(rows)
 
-    def _checked_output(self, out, x: Tensor) -> Tensor:
+    def _check_shape(self, out, x: Tensor) -> Tensor:
+        """``out`` if it is a tensor of the inputs' shape (what a transform must return), else a named error."""
         if not isinstance(out, Tensor) or out.shape != x.shape:
             raise InputTransformError(
                 f"the input transform must return a tensor of the input shape {tuple(x.shape)}, got "
@@ -174,7 +175,7 @@ class TransformJacobian:
         """The transform with nuisance k at δ_k on the rows it acts on (per-row values, mask all True)."""
         rm = self._row_masks(masks).to(x.dtype)
         values = {name: delta[k] * rm[k] for k, name in enumerate(self.nuisances)}
-        return self._checked_output(self.transform(x, values, torch.ones(len(x), dtype=torch.bool, device=x.device)),
+        return self._check_shape(self.transform(x, values, torch.ones(len(x), dtype=torch.bool, device=x.device)),
                                     x)
 
     def _check_transform(self, x: Tensor, affected: Tensor) -> None:
@@ -185,7 +186,7 @@ class TransformJacobian:
             out = self.transform(x, zeros, affected)
             if x._version != version or not torch.equal(x, before):
                 raise InputTransformError("the input transform modified its input in place; build a new tensor")
-            out = self._checked_output(out, x)
+            out = self._check_shape(out, x)
             if not torch.allclose(out, x, rtol=1e-5, atol=1e-6):
                 worst = (out - x).abs().max().item()
                 raise InputTransformError(

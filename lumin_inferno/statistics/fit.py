@@ -9,7 +9,7 @@ number. The NLL and its exact gradient come from torch (float64), so MIGRAD need
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple, cast
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -122,7 +122,7 @@ def profile_interval(
     Default data: Asimov at the nominal point, so the interval is the *expected* uncertainty.
     """
     model, observed, m = _migrad(model, observed)
-    poi = cast(str, model.poi) if poi is None else poi  # TemplateModel reduces poi to the primary POI's name
+    poi = model.pois[0] if poi is None else poi  # the primary POI
     index = model.index(poi)
     best = float(m.values[poi])
     theta_hat = torch.as_tensor(np.asarray(m.values), dtype=torch.float64)
@@ -145,7 +145,7 @@ def expected_poi_uncertainty(model: TemplateModel, *, poi: Optional[str] = None,
     half-width for a likelihood parabolic in the POI; no fit, so fast)."""
     if method not in UNCERTAINTY_METHODS:
         raise InvalidModelSpecError(f"method must be one of {UNCERTAINTY_METHODS}, got {method!r}")
-    poi = cast(str, model.poi) if poi is None else poi  # TemplateModel reduces poi to the primary POI's name
+    poi = model.pois[0] if poi is None else poi  # the primary POI
     index = model.index(poi)
     if method == "profile":
         return profile_interval(model, poi=poi).sigma
@@ -159,7 +159,7 @@ def expected_poi_uncertainties(model: TemplateModel, *, method: str = "profile")
 
 
 def _profiled_dnll(model: TemplateModel, observed: Tensor, best: Minuit, poi: Optional[str] = None):
-    nll_min, poi = best.fval, (cast(str, model.poi) if poi is None else poi)
+    nll_min, poi = best.fval, (model.pois[0] if poi is None else poi)
     if len(model.parameters) == 1:
         nll, _ = _objective(model, observed)
         return lambda v: nll(np.asarray([v])) - nll_min

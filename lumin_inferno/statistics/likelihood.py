@@ -19,7 +19,7 @@ template shift. The negative log-likelihood is the Poisson term plus Gaussian co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence, Tuple, Union, cast
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -332,7 +332,7 @@ class TemplateModel:
     @property
     def poi_index(self) -> int:
         """Position of the (primary) POI in θ."""
-        return self._index[cast(str, self.poi)]  # __post_init__ reduced it to the primary POI's name
+        return self._index[self.pois[0]]  # the primary POI
 
     @property
     def poi_indices(self) -> list:
