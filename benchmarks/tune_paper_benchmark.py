@@ -3,26 +3,25 @@ print their σ(s) on its test file next to their validation hard σ: the measure
 
     .venv/bin/python benchmarks/tune_paper_benchmark.py OUTDIR BENCHMARK '{"inferno_bs": 8000, "inferno_lr": 0.003}'
 
-Settings are :class:`~lumin_inferno.studies.paper.StudySettings` fields; models are selected on the hard σ
-(``HardSigmaMetric``), σ(s) is the Hessian width (√(H⁻¹)ₛₛ), seed 27 as in the study.
+Settings are :class:`~lumin_inferno.studies.paper.StudySettings` fields (e.g. ``"reseed_empty_bins": true``); models
+are selected on the hard σ unless ``"select_on": "loss"``. Printed: benchmark | settings | median σ(s) | per member |
+validation hard σ | epochs | best epoch | empty test bins | seconds; σ(s) is the Hessian width (√(H⁻¹)ₛₛ), seed 27
+as in the study.
 """
 
 import argparse
 import json
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from lumin_inferno import HardSigmaMetric, InfernoCallback, TemperatureSchedule
-from lumin_inferno.data import paper_benchmark
 from lumin_inferno.data.paper import SIGNAL_YIELD
-from lumin_inferno.evaluation.templates import argmax_bins
+from lumin_inferno.evaluation.templates import argmax_bins, bin_occupancy
 from lumin_inferno.statistics import expected_poi_uncertainty
 from lumin_inferno.studies.common import load_models, predict, train_ensemble
-from lumin_inferno.studies.paper import StudySettings, _evaluate, _lr_schedule, _model_builder
+from lumin_inferno.studies.paper import StudySettings, _evaluate, _model_builder, inferno_callbacks
 
 
 def main() -> None:
@@ -38,27 +37,23 @@ def main() -> None:
     fy = FoldYielder(str(out / "data" / "train.hdf5"))
     test = FoldYielder(str(out / "data" / "test.hdf5")).get_fold(0)
     builder = _model_builder(s, fy, True)
-    bm = paper_benchmark(k)
-    analysis, transform = bm.analysis(s.n_bins, kind="transform"), bm.transform()
-    cbs = [partial(InfernoCallback, analysis, transform=transform)]
-    if s.temperature_start is not None:
-        cbs.append(partial(TemperatureSchedule, start=s.temperature_start, end=s.temperature))
-    if s.inferno_lr_schedule != "constant":
-        cbs.append(_lr_schedule(s))
+    cbs, metrics = inferno_callbacks(s, k)  # hard-σ selection unless the settings say "select_on": "loss"
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         results, histories = train_ensemble(fy, builder, s.n_models, s.inferno_bs, s.inferno_epochs, Path(tmp) / "w",
                                             cbs, seed=s.seed, patience=s.patience,
-                                            metric_partials=[partial(HardSigmaMetric, analysis, transform=transform)])
+                                            metric_partials=metrics)
         models = load_models(results, builder)
     seconds = time.time() - t0
-    test_sigma = [SIGNAL_YIELD * expected_poi_uncertainty(_evaluate(lambda x, m=m: argmax_bins(predict(m, x)), test, s, k),
-                                                      method="hessian") for m in models]
-    val = [SIGNAL_YIELD * r["hard_sigma"] for r in results]
-    best = [int(np.argmin(h[1]["hard_sigma"])) + 1 for h in histories]
-    epochs = [len(h[1]["hard_sigma"]) for h in histories]
+    fns = [lambda x, m=m: argmax_bins(predict(m, x)) for m in models]
+    test_sigma = [SIGNAL_YIELD * expected_poi_uncertainty(_evaluate(fn, test, s, k), method="hessian") for fn in fns]
+    empty = [int((bin_occupancy(fn(test["inputs"]), s.n_bins) <= 0).sum()) for fn in fns]
+    key = "hard_sigma" if metrics else "loss"
+    val = [SIGNAL_YIELD * r["hard_sigma"] for r in results] if metrics else []
+    best = [int(np.argmin(h[1][key] if metrics else h[0]["Validation"])) + 1 for h in histories]
+    epochs = [len(h[0]["Validation"]) for h in histories]
     print(f"| {k} | {json.dumps(cfg)} | {np.median(test_sigma):.2f} | {', '.join(f'{v:.2f}' for v in test_sigma)} "
-          f"| {', '.join(f'{v:.2f}' for v in val)} | {epochs} | {best} | {seconds:.0f} |")
+          f"| {', '.join(f'{v:.2f}' for v in val)} | {epochs} | {best} | {empty} | {seconds:.0f} |")
 
 
 if __name__ == "__main__":

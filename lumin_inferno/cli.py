@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--patience", type=int, default=None,
                    help="stop an INFERNO model after this many epochs without improvement (default: never; the "
                         "temperature is annealed over all epochs, docs/training.md)")
+    s.add_argument("--reseed-empty-bins", action="store_true",
+                   help="split the fullest INFERNO bin into any bin left empty in a training epoch (ReseedEmptyBins)")
     s.add_argument("--width", type=int, default=None, help="hidden-layer width (default 100)")
     s.add_argument("--depth", type=int, default=None, help="hidden layers (default 2)")
     _fanout_args(s)
@@ -154,6 +156,8 @@ def study_settings(args: argparse.Namespace):
     }
     if args.constant_temperature:
         overrides["temperature_start"] = None
+    if args.reseed_empty_bins:
+        overrides["reseed_empty_bins"] = True
     if args.patience == 0:
         overrides["patience"] = None
     return StudySettings.full(**overrides) if args.full else StudySettings(**overrides)

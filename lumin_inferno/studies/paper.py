@@ -15,10 +15,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..callbacks.bins import ReseedEmptyBins
 from ..callbacks.inferno import InfernoCallback
 from ..callbacks.metrics import HardSigmaMetric
 from ..callbacks.schedules import TemperatureSchedule
@@ -78,6 +79,9 @@ class StudySettings:
     select_on: str = "hard_sigma"
     #: stop an INFERNO model after this many epochs without improvement of the selection metric (None: never)
     patience: Optional[int] = None
+    #: re-seed INFERNO bins left empty in a training epoch by splitting the fullest bin
+    #: (:class:`~lumin_inferno.callbacks.ReseedEmptyBins`)
+    reseed_empty_bins: bool = False
     ce_epochs: int = 10
     ce_bs: int = 256
     ce_lr: float = 1e-3
@@ -144,6 +148,24 @@ def _lr_schedule(settings: StudySettings):
     return partial(OneCycle, lengths=(warm, max(1, settings.inferno_epochs - warm)), lr_range=[lr / 10, lr, lr / 1000])
 
 
+def inferno_callbacks(settings: StudySettings, benchmark: int) -> Tuple[List[partial], Optional[List[partial]]]:
+    """LUMIN ``cb_partials`` and ``metric_partials`` of an INFERNO member for ``benchmark`` under ``settings``:
+    :class:`~lumin_inferno.callbacks.InfernoCallback` on the benchmark's analysis (inputs transformed exactly), the
+    learning-rate and temperature schedules, :class:`~lumin_inferno.callbacks.ReseedEmptyBins` if asked for, and
+    :class:`~lumin_inferno.callbacks.HardSigmaMetric` when models are selected on the hard σ (else no metrics)."""
+    bm = paper_benchmark(benchmark)
+    analysis, transform = bm.analysis(settings.n_bins, kind="transform"), bm.transform()
+    cbs = [partial(InfernoCallback, analysis, transform=transform)]
+    if settings.inferno_lr_schedule != "constant":
+        cbs.append(_lr_schedule(settings))
+    if settings.temperature_start is not None:
+        cbs.append(partial(TemperatureSchedule, start=settings.temperature_start, end=settings.temperature))
+    if settings.reseed_empty_bins:
+        cbs.append(partial(ReseedEmptyBins))
+    metrics = [partial(HardSigmaMetric, analysis, transform=transform)] if settings.select_on == "hard_sigma" else None
+    return cbs, metrics
+
+
 def _train(fy, settings: StudySettings, builder, bs: int, epochs: int, savepath: Path, cb_partials=None,
            metric_partials=None, client=None):
     kwargs = {}
@@ -208,14 +230,7 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
         cbs: Optional[List[partial]] = None
         metrics: Optional[List[partial]] = None
         if inferno:
-            analysis, transform = paper_benchmark(k).analysis(settings.n_bins, kind="transform"), paper_benchmark(k).transform()
-            cbs = [partial(InfernoCallback, analysis, transform=transform)]
-            if settings.select_on == "hard_sigma":
-                metrics = [partial(HardSigmaMetric, analysis, transform=transform)]
-            if settings.inferno_lr_schedule != "constant":
-                cbs.append(_lr_schedule(settings))
-            if settings.temperature_start is not None:
-                cbs.append(partial(TemperatureSchedule, start=settings.temperature_start, end=settings.temperature))
+            cbs, metrics = inferno_callbacks(settings, k)
         results, histories = _train(
             fy,
             settings,
