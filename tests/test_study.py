@@ -97,18 +97,13 @@ def test_bad_arguments_are_refused_before_any_work(argv, tmp_path):
     assert not out.exists()  # refused before the fold files were written
 
 
-def test_members_train_with_one_thread_wherever_they_run(monkeypatch):
-    # serial and --workers runs give the same table only with the same torch thread count (docs/scale_out.md)
-    import lumin_inferno.fanout as fanout
-    from lumin_inferno.studies.common import MEMBER_THREADS, train_ensemble
+def test_members_train_with_one_thread_wherever_they_run(paper_foldfiles):
+    # serial and --workers runs give the same table only with the same torch thread count (docs/scale_out.md): the
+    # count travels in each member's task (set by the member's own process) and in its fingerprint
+    from lumin.nn.data.fold_yielder import FoldYielder
 
-    seen = {}
-    monkeypatch.setattr(fanout, "train_members", lambda *a, **k: seen.update(k) or ([], []))
+    from lumin_inferno.studies.common import MEMBER_THREADS, ensemble_tasks
 
-    class Fy:
-        class foldfile:
-            filename = "train.hdf5"
-
-    for client in (None, object()):
-        train_ensemble(Fy(), None, 2, 100, 1, Path("unused"), client=client, fingerprint="f")
-        assert seen["torch_threads"] == MEMBER_THREADS == 1 and seen["fingerprint"] == "f|threads=1"
+    tasks = ensemble_tasks(FoldYielder(str(paper_foldfiles[0])), None, 2, 100, 1, Path("unused"), fingerprint="f")
+    assert MEMBER_THREADS == 1
+    assert [(t.model_id, t.torch_threads, t.fingerprint) for t in tasks] == [(0, 1, "f|threads=1"), (1, 1, "f|threads=1")]

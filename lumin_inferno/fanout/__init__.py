@@ -4,6 +4,6 @@ atomically as it finishes, so a rerun of the same command resumes from it."""
 
 from .cluster import connect
 from .tasks import run_tasks
-from .training import MemberTask, load_member, train_members
+from .training import MemberTask, load_member, member_tasks, train_member_tasks, train_members
 
-__all__ = ["connect", "train_members", "load_member", "MemberTask", "run_tasks"]
+__all__ = ["connect", "train_members", "member_tasks", "train_member_tasks", "load_member", "MemberTask", "run_tasks"]

@@ -9,10 +9,14 @@ history, ``train.log`` with LUMIN's printout); a rerun finds the finished member
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +26,7 @@ from ..exceptions import ConfigurationError, FanOutError
 from ..io import atomic_directory, atomic_write_text
 from .tasks import run_tasks
 
-__all__ = ["MemberTask", "train_members", "load_member", "FanOutError"]
+__all__ = ["MemberTask", "train_members", "member_tasks", "train_member_tasks", "load_member", "FanOutError"]
 
 PathLike = Union[str, Path]
 MEMBER_FILE = "member.json"
@@ -107,8 +111,6 @@ def load_member(directory: PathLike, fingerprint: Optional[str] = None) -> Optio
 
 def _in_subprocess(task: MemberTask) -> Tuple[dict, tuple]:
     import pickle
-    import subprocess
-    import sys
     import tempfile
 
     Path(task.savepath).mkdir(parents=True, exist_ok=True)
@@ -119,27 +121,86 @@ def _in_subprocess(task: MemberTask) -> Tuple[dict, tuple]:
             raise ConfigurationError(f"ensemble member {task.model_id}: its builder and callback partials must be "
                                      f"picklable (module-level classes and functions, no lambdas): {err}") from err
         f.flush()
-        proc = subprocess.run([sys.executable, "-m", "lumin_inferno.fanout.member", f.name], capture_output=True,
-                              text=True, preexec_fn=_die_with_parent)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
-        raise FanOutError(f"ensemble member {task.model_id} ({task.directory}) failed (exit {proc.returncode}):\n{tail}")
+        log = Path(f.name + ".log")
+        try:
+            code = _MEMBER_SERVERS.run(f.name)
+            tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:]) if log.is_file() else ""
+        finally:
+            log.unlink(missing_ok=True)
+    if code != 0:
+        raise FanOutError(f"ensemble member {task.model_id} ({task.directory}) failed (exit {code}):\n{tail}")
     done = load_member(task.directory, task.fingerprint)
     if done is None:  # pragma: no cover - the child exits 0 only after writing the member
         raise FanOutError(f"ensemble member {task.model_id}: the training process wrote no {task.directory / MEMBER_FILE}")
     return done
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the training process gets SIGKILL when its parent (a Dask worker) dies, so a killed worker leaves no
-    orphan training behind."""
-    try:
-        import ctypes
-        import signal
+class _MemberServers:
+    """One fork server (``python -m lumin_inferno.fanout.member --serve``) per calling thread, started at its first
+    member and kept for the process's life: the imports are paid once per thread, not once per member; each member
+    still trains in a process of its own, forked from the server's clean post-import state."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: List[subprocess.Popen] = []
+        self._lock = threading.Lock()
+        atexit.register(self.close)
+
+    def run(self, task_path: str) -> int:
+        """Exit status of the member process that trained the pickled task at ``task_path`` (its output in
+        ``task_path + ".log"``)."""
+        proc = getattr(self._local, "proc", None)
+        if proc is None or proc.poll() is not None:
+            proc = self._start()
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(task_path + "\n")
+            proc.stdin.flush()
+            answer = proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            answer = ""
+        if not answer.strip():  # the server died (killed, or it could not import the package)
+            proc.kill()
+            proc.wait()
+            self._local.proc = None
+            err = self._local.stderr
+            err.seek(0)
+            tail = "\n".join(err.read().decode(errors="replace").strip().splitlines()[-15:])
+            raise FanOutError(f"the member process server (python -m lumin_inferno.fanout.member --serve) died "
+                              f"(exit {proc.returncode}):\n{tail}")
+        return int(answer)
+
+    def _start(self) -> subprocess.Popen:
+        import tempfile
+
+        from .member import die_with_parent
+
+        stderr = tempfile.TemporaryFile()
+        proc = subprocess.Popen([sys.executable, "-m", "lumin_inferno.fanout.member", "--serve"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, preexec_fn=die_with_parent)
+        self._local.proc, self._local.stderr = proc, stderr
+        with self._lock:
+            self._all.append(proc)
+        return proc
+
+    def close(self) -> None:
+        """Stop every server (end of input: each finishes its current member, if any, and exits)."""
+        with self._lock:
+            procs, self._all = self._all, []
+        for proc in procs:
+            if proc.poll() is None and proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                proc.kill()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+_MEMBER_SERVERS = _MemberServers()
 
 
 def train_member(task: MemberTask) -> Tuple[dict, tuple]:
@@ -161,6 +222,8 @@ def _train(task: MemberTask) -> Tuple[dict, tuple]:
     t0 = time.time()
     try:
         Path(task.savepath).mkdir(parents=True, exist_ok=True)
+        for stale in Path(task.savepath).glob(f".{task.directory.name}.*.tmp"):  # left by an attempt that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         with atomic_directory(task.directory) as tmp:
             seed_everything(task.seed + task.model_id)
             # read-only and without HDF5's file lock: every worker (and the caller, which may hold the file open
@@ -195,6 +258,55 @@ def _train(task: MemberTask) -> Tuple[dict, tuple]:
     return loaded
 
 
+def member_tasks(
+    foldfile: PathLike,
+    builder: Any,
+    n_models: int,
+    bs: int,
+    n_epochs: int,
+    savepath: PathLike,
+    cb_partials: Optional[Sequence[Callable]] = None,
+    metric_partials: Optional[Sequence[Callable]] = None,
+    seed: int = 0,
+    torch_threads: Optional[int] = None,
+    foldfile_kwargs: Optional[Dict[str, Any]] = None,
+    fingerprint: Optional[str] = None,
+    **train_kwargs: Any,
+) -> List[MemberTask]:
+    """The ``n_models`` :class:`MemberTask` s of one ensemble (arguments as :func:`train_members`), to be run with
+    :func:`train_member_tasks`, e.g. together with other ensembles' in one fan-out."""
+    if n_models < 1:
+        raise ConfigurationError(f"n_models must be ≥ 1, got {n_models}")
+    foldfile = str(foldfile)
+    if not Path(foldfile).is_file():
+        raise ConfigurationError(f"fold file {foldfile} does not exist")
+    if fingerprint is None:
+        st = os.stat(foldfile)
+        fingerprint = json.dumps([os.path.abspath(foldfile), st.st_size, st.st_mtime_ns, n_models, bs, n_epochs, seed,
+                                  repr(sorted(train_kwargs.items()))])
+    return [MemberTask(foldfile, builder, i, n_models, bs, n_epochs, str(savepath), tuple(cb_partials or ()),
+                       tuple(metric_partials or ()), seed, torch_threads, dict(foldfile_kwargs or {}),
+                       dict(train_kwargs), fingerprint) for i in range(n_models)]
+
+
+def train_member_tasks(tasks: Sequence[MemberTask], client: Any = None, retries: int = 2,
+                       progress: bool = True) -> List[Tuple[dict, tuple]]:
+    """(results, history) of every task, in task order: members already on disk (same fingerprint) are loaded, the
+    others trained here one after the other or, with a Dask ``client``, all at once on its workers (one fastprogress
+    bar over the whole fan-out). Raises :class:`FanOutError` naming every member that still failed after its
+    retries; finished members stay on disk."""
+    out: Dict[int, Tuple[dict, tuple]] = {}
+    for i, t in enumerate(tasks):
+        done = load_member(t.directory, t.fingerprint)
+        if done is not None:
+            out[i] = done
+    todo = [i for i in range(len(tasks)) if i not in out]
+    for i, r in zip(todo, run_tasks([tasks[i] for i in todo], client, retries, progress, len(out), _describe,
+                                    key="lumin-inferno-member")):
+        out[i] = r
+    return [out[i] for i in range(len(tasks))]
+
+
 def train_members(
     foldfile: PathLike,
     builder: Any,
@@ -223,33 +335,15 @@ def train_members(
     it was trained with the same ``fingerprint`` (default: the fold file's path, size and modification time, the
     ensemble size, batch size, epochs, seed and ``train_kwargs``; pass one that also names your callbacks' settings),
     otherwise it is retrained. ``train_kwargs`` go to ``train_models`` (e.g. ``patience``,
-    ``train_on_weights=False``).
+    ``train_on_weights=False``). Several ensembles in one fan-out: :func:`member_tasks` and
+    :func:`train_member_tasks`.
 
     Raises :class:`FanOutError` naming the member and its error when a task still fails after its retries (the
     finished members stay on disk)."""
-    if n_models < 1:
-        raise ConfigurationError(f"n_models must be ≥ 1, got {n_models}")
-    foldfile = str(foldfile)
-    if not Path(foldfile).is_file():
-        raise ConfigurationError(f"fold file {foldfile} does not exist")
-    if fingerprint is None:
-        st = os.stat(foldfile)
-        fingerprint = json.dumps([os.path.abspath(foldfile), st.st_size, st.st_mtime_ns, n_models, bs, n_epochs, seed,
-                                  repr(sorted(train_kwargs.items()))])
-    tasks = [MemberTask(foldfile, builder, i, n_models, bs, n_epochs, str(savepath), tuple(cb_partials or ()),
-                        tuple(metric_partials or ()), seed, torch_threads, dict(foldfile_kwargs or {}),
-                        dict(train_kwargs), fingerprint) for i in range(n_models)]
-    out: Dict[int, Tuple[dict, tuple]] = {}
-    for t in tasks:
-        done = load_member(t.directory, fingerprint)
-        if done is not None:
-            out[t.model_id] = done
-    todo = [t for t in tasks if t.model_id not in out]
-    for t, r in zip(todo, run_tasks(todo, client, retries, progress, len(out), _describe, key="lumin-inferno-member")):
-        out[t.model_id] = r
-    results = [out[i][0] for i in range(n_models)]
-    histories = [out[i][1] for i in range(n_models)]
-    return results, histories
+    tasks = member_tasks(foldfile, builder, n_models, bs, n_epochs, savepath, cb_partials, metric_partials, seed,
+                         torch_threads, foldfile_kwargs, fingerprint, **train_kwargs)
+    done = train_member_tasks(tasks, client, retries, progress)
+    return [d[0] for d in done], [d[1] for d in done]
 
 
 def _describe(task: MemberTask) -> str:

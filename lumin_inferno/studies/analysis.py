@@ -48,8 +48,8 @@ from ..io import atomic_write_text
 from ..models.tails import SoftmaxTemperatureTail
 from ..statistics.hessian import fisher_information
 from ..statistics.objectives import poi_covariance
-from .common import (check_training_settings, inferno_bin_functions, load_models, predict as _predict, seed_everything,
-                     summarise, train_ensemble)
+from .common import (check_training_settings, ensemble_tasks, inferno_bin_functions, load_models, predict as _predict,
+                     seed_everything, summarise, train_ensembles)
 
 __all__ = ["AnalysisStudySettings", "METHODS", "run_analysis_study", "format_table"]
 
@@ -180,11 +180,11 @@ def training_analysis(toy: AnalysisToy, method: Method, n_bins: int) -> Analysis
     return replace(a, objective=Objective(method.objective, pois=method.pois or tuple(toy.pois)))
 
 
-def train_inferno_method(settings: AnalysisStudySettings, toy: AnalysisToy, method: Method, fy, fy_pipe,
-                         savepath: Path, seed: int, fingerprint: str, client=None) -> tuple:
-    """Train ``settings.n_models`` INFERNO members of ``method`` (approximate on ``fy``, exact on ``fy_pipe``, the
-    fold file with its input pipe) with the temperature schedule and, by default, selection on the hard-binned
-    validation objective; returns (builder, (results, histories))."""
+def inferno_method_tasks(settings: AnalysisStudySettings, toy: AnalysisToy, method: Method, fy, fy_pipe,
+                         savepath: Path, seed: int, fingerprint: str) -> tuple:
+    """The builder and the ``settings.n_models`` member tasks of ``method`` (approximate on ``fy``, exact on
+    ``fy_pipe``, the fold file with its input pipe) with the temperature schedule and, by default, selection on the
+    hard-binned validation objective; train them with :func:`~lumin_inferno.studies.common.train_ensembles`."""
     builder = _builder(settings, fy, settings.n_bins, inferno=True)
     a = training_analysis(toy, method, settings.n_bins)
     cb = ApproxInfernoCallback if method.callback == "approx" else InfernoCallback
@@ -195,9 +195,17 @@ def train_inferno_method(settings: AnalysisStudySettings, toy: AnalysisToy, meth
     if settings.select_on == "hard_sigma":  # the evaluation's likelihood, with the training's objective
         selection = replace(toy.analysis(settings.n_bins, kind="inputs"), objective=a.objective)
         kwargs = dict(metric_partials=[partial(HardSigmaMetric, selection)], patience=settings.patience)
-    return builder, train_ensemble(fy if method.callback == "approx" else fy_pipe, builder, settings.n_models,
+    return builder, ensemble_tasks(fy if method.callback == "approx" else fy_pipe, builder, settings.n_models,
                                    settings.inferno_bs, settings.inferno_epochs, savepath, cbs, seed=seed,
-                                   client=client, fingerprint=fingerprint, **kwargs)
+                                   fingerprint=fingerprint, **kwargs)
+
+
+def train_inferno_method(settings: AnalysisStudySettings, toy: AnalysisToy, method: Method, fy, fy_pipe,
+                         savepath: Path, seed: int, fingerprint: str, client=None) -> tuple:
+    """Train :func:`inferno_method_tasks` (on ``client``'s Dask workers if given); returns (builder, (results,
+    histories))."""
+    builder, tasks = inferno_method_tasks(settings, toy, method, fy, fy_pipe, savepath, seed, fingerprint)
+    return builder, train_ensembles([tasks], client)[0]
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -306,22 +314,27 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True, cl
     reference = fy.get_fold(0)  # binning edges and ensemble alignment; not the evaluation sample
 
     jobs = [(CE, None)] + [(name, METHODS[name]) for name in settings.methods]
-    trained: Dict[str, tuple] = {}
-    for i, (name, method) in enumerate(bar(jobs)):
+    ensembles = []
+    for i, (name, method) in enumerate(jobs):
         seed = settings.seed + 1000 * (i + 1)  # each method's models independent of the others'
         fingerprint = json.dumps({**asdict(settings), "outdir": None, "job": name}, sort_keys=True)
         if method is None:
             builder = _builder(settings, fy, len(toy.processes), inferno=False)
-            results, histories = train_ensemble(fy, builder, settings.n_models, settings.ce_bs,
-                                                 settings.ce_epochs, out / "weights" / "ce", seed=seed,
-                                                 client=client, fingerprint=fingerprint,
-                                                 train_on_weights=False)  # balanced: equal events per class
+            tasks = ensemble_tasks(fy, builder, settings.n_models, settings.ce_bs, settings.ce_epochs,
+                                   out / "weights" / "ce", seed=seed, fingerprint=fingerprint,
+                                   train_on_weights=False)  # balanced: equal events per class
         else:
-            builder, (results, histories) = train_inferno_method(settings, toy, method, fy, fy_pipe,
-                                                                 out / "weights" / name, seed, fingerprint, client)
+            builder, tasks = inferno_method_tasks(settings, toy, method, fy, fy_pipe, out / "weights" / name, seed,
+                                                  fingerprint)
+        ensembles.append((name, method, builder, tasks))
+    say(f"[analysis-study] training {sum(len(e[-1]) for e in ensembles)} ensemble members "
+        f"({settings.n_models} per method{', on Dask' if client is not None else ''})")
+    trained: Dict[str, tuple] = {}
+    for (name, method, builder, _), (results, histories) in zip(
+            ensembles, train_ensembles([e[-1] for e in ensembles], client, progress=verbose)):
         val = [float(r["hard_sigma"]) for r in results] if method and settings.select_on == "hard_sigma" else None
         trained[name] = (method, load_models(results, builder), histories, val)
-        say(f"[analysis-study] trained {name}: {settings.n_models} models ({time.time() - t0:.0f}s)")
+    say(f"[analysis-study] trained {len(trained)} ensembles ({time.time() - t0:.0f}s)")
 
     say("[analysis-study] evaluating on the test file (profile likelihood: every nuisance, control region, MC stats)")
     table: Dict[str, dict] = {}

@@ -10,7 +10,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "train_ensemble", "load_models", "predict", "inferno_bin_functions", "summarise",
+__all__ = ["seed_everything", "ensemble_tasks", "train_ensembles", "train_ensemble", "load_models", "predict",
+           "inferno_bin_functions", "summarise",
            "check_training_settings"]
 
 
@@ -56,23 +57,45 @@ def seed_everything(seed: int) -> None:
 MEMBER_THREADS = 1
 
 
+def ensemble_tasks(fy, builder, n_models: int, bs: int, epochs: int, savepath: Path,
+                   cb_partials: Optional[Sequence] = None, seed: int = 0,
+                   fingerprint: Optional[str] = None, **kwargs) -> list:
+    """The member tasks (:func:`~lumin_inferno.fanout.member_tasks`) of one of a study's ensembles: ``n_models``
+    members, each LUMIN ``train_models`` on its own validation fold, seeded ``seed + i``, with
+    :data:`MEMBER_THREADS` torch threads (so the numbers do not depend on where it ran), weights and LUMIN's printout
+    under ``savepath/model_id_i``; finished members with the same ``fingerprint`` are reused. ``kwargs`` go to
+    ``train_models`` (e.g. ``train_on_weights=False``, ``metric_partials``)."""
+    from ..fanout import member_tasks
+
+    pipe = getattr(fy, "input_pipe", None)
+    return member_tasks(fy.foldfile.filename, builder, n_models, bs, epochs, savepath, cb_partials,
+                        kwargs.pop("metric_partials", None), seed=seed, torch_threads=MEMBER_THREADS,
+                        foldfile_kwargs={"input_pipe": pipe} if pipe is not None else None,
+                        fingerprint=None if fingerprint is None else f"{fingerprint}|threads={MEMBER_THREADS}",
+                        **kwargs)
+
+
+def train_ensembles(ensembles: Sequence[list], client=None, progress: bool = False) -> List[tuple]:
+    """Train several ensembles (lists of :func:`ensemble_tasks`) in **one** fan-out, every member at once on
+    ``client``'s Dask workers (else here, in order), with one progress bar over all members; returns
+    (results, histories) per ensemble, as LUMIN's ``train_models``."""
+    from ..fanout import train_member_tasks
+
+    done = train_member_tasks([t for tasks in ensembles for t in tasks], client, progress=progress)
+    out, start = [], 0
+    for tasks in ensembles:
+        part = done[start:start + len(tasks)]
+        out.append(([d[0] for d in part], [d[1] for d in part]))
+        start += len(tasks)
+    return out
+
+
 def train_ensemble(fy, builder, n_models: int, bs: int, epochs: int, savepath: Path,
                    cb_partials: Optional[Sequence] = None, seed: int = 0, client=None,
                    fingerprint: Optional[str] = None, **kwargs) -> tuple:
-    """``n_models`` members trained by :func:`~lumin_inferno.fanout.train_members` (each LUMIN ``train_models`` on
-    its own validation fold, seeded ``seed + i``, in a fresh process; on ``client``'s Dask workers if given), weights
-    and LUMIN's printout under ``savepath/model_id_i``; finished members with the same ``fingerprint`` are reused.
-    Every member trains with :data:`MEMBER_THREADS` torch threads, so the numbers do not depend on where it ran.
-    Returns (results, histories). ``kwargs`` go to ``train_models`` (e.g. ``train_on_weights=False``)."""
-    from ..fanout import train_members
-
-    pipe = getattr(fy, "input_pipe", None)
-    return train_members(fy.foldfile.filename, builder, n_models, bs, epochs, savepath, cb_partials,
-                         kwargs.pop("metric_partials", None), seed=seed, client=client, progress=False,
-                         torch_threads=MEMBER_THREADS,
-                         fingerprint=None if fingerprint is None else f"{fingerprint}|threads={MEMBER_THREADS}",
-                         foldfile_kwargs={"input_pipe": pipe} if pipe is not None else None,
-                         **kwargs)
+    """One ensemble (:func:`ensemble_tasks`) trained by :func:`train_ensembles`; returns (results, histories)."""
+    return train_ensembles([ensemble_tasks(fy, builder, n_models, bs, epochs, savepath, cb_partials, seed,
+                                           fingerprint, **kwargs)], client)[0]
 
 
 def load_models(results, builder) -> list:

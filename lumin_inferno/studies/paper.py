@@ -33,8 +33,8 @@ from ..statistics.fit import expected_poi_uncertainty
 from ..statistics.fit import profile_scan
 from ..models.tails import SoftmaxTemperatureTail
 from ..io import atomic_write_text
-from .common import (check_training_settings, inferno_bin_functions, load_models, predict, seed_everything, summarise,
-                     train_ensemble)
+from .common import (check_training_settings, ensemble_tasks, inferno_bin_functions, load_models, predict,
+                     seed_everything, summarise, train_ensembles)
 
 __all__ = ["StudySettings", "run_paper_study", "PAPER_RESULTS", "format_table", "format_cross_table"]
 
@@ -166,14 +166,14 @@ def inferno_callbacks(settings: StudySettings, benchmark: int) -> Tuple[List[par
     return cbs, metrics
 
 
-def _train(fy, settings: StudySettings, builder, bs: int, epochs: int, savepath: Path, cb_partials=None,
-           metric_partials=None, client=None):
+def _tasks(fy, settings: StudySettings, builder, bs: int, epochs: int, savepath: Path, cb_partials=None,
+           metric_partials=None) -> list:
     kwargs = {}
     if metric_partials:
         kwargs = dict(metric_partials=metric_partials, patience=settings.patience)
     fingerprint = json.dumps({**asdict(settings), "outdir": None, "job": savepath.name}, sort_keys=True)
-    return train_ensemble(fy, builder, settings.n_models, bs, epochs, savepath, cb_partials, seed=settings.seed,
-                          client=client, fingerprint=fingerprint, **kwargs)
+    return ensemble_tasks(fy, builder, settings.n_models, bs, epochs, savepath, cb_partials, seed=settings.seed,
+                          fingerprint=fingerprint, **kwargs)
 
 
 def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
@@ -222,29 +222,24 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
     fy = FoldYielder(train_path)
     test = FoldYielder(test_path).get_fold(0)
 
-    jobs = [("cross-entropy", None)] + [(f"INFERNO {k}", k) for k in settings.benchmarks]
-    trained: Dict[str, tuple] = {}
-    for name, k in bar(jobs):
+    jobs: List[tuple] = [("cross-entropy", None)] + [(f"INFERNO {k}", k) for k in settings.benchmarks]
+    ensembles = []
+    for name, k in jobs:
         inferno = k is not None
         builder = _model_builder(settings, fy, inferno)
-        cbs: Optional[List[partial]] = None
-        metrics: Optional[List[partial]] = None
-        if inferno:
-            cbs, metrics = inferno_callbacks(settings, k)
-        results, histories = _train(
-            fy,
-            settings,
-            builder,
-            settings.inferno_bs if inferno else settings.ce_bs,
-            settings.inferno_epochs if inferno else settings.ce_epochs,
-            out / "weights" / (f"inferno_{k}" if inferno else "ce"),
-            cbs,
-            metrics,
-            client,
-        )
-        val = [float(r["hard_sigma"]) for r in results] if metrics else None  # each model's selection metric
+        cbs, metrics = inferno_callbacks(settings, k) if inferno else (None, None)
+        tasks = _tasks(fy, settings, builder, settings.inferno_bs if inferno else settings.ce_bs,
+                       settings.inferno_epochs if inferno else settings.ce_epochs,
+                       out / "weights" / (f"inferno_{k}" if inferno else "ce"), cbs, metrics)
+        ensembles.append((name, k, builder, metrics is not None, tasks))
+    say(f"[paper-study] training {sum(len(e[-1]) for e in ensembles)} ensemble members "
+        f"({settings.n_models} per method{', on Dask' if client is not None else ''})")
+    trained: Dict[str, tuple] = {}
+    for (name, k, builder, selected, _), (results, histories) in zip(
+            ensembles, train_ensembles([e[-1] for e in ensembles], client, progress=verbose)):
+        val = [float(r["hard_sigma"]) for r in results] if selected else None  # each model's selection metric
         trained[name] = (k, load_models(results, builder), histories, val)
-        say(f"[paper-study] trained {name}: {settings.n_models} models ({time.time() - t0:.0f}s)")
+    say(f"[paper-study] trained {len(trained)} ensembles ({time.time() - t0:.0f}s)")
 
     # σ(s) of every trained summary statistic on every benchmark (the diagonal is the paper's main table).
     say("[paper-study] evaluating on the test sample (profile likelihood, nuisances profiled)")

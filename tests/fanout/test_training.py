@@ -95,3 +95,43 @@ def test_a_failing_member_is_named_and_the_others_kept(paper_foldfiles, tmp_path
 def test_unreachable_scheduler_is_named():
     with pytest.raises(ConfigurationError, match="tcp://127.0.0.1:1"):
         connect("tcp://127.0.0.1:1", timeout=2)
+
+
+def test_forked_member_equals_one_started_from_scratch(paper_foldfiles, tmp_path):
+    """A member forked from the process server gives the numbers of one trained in a freshly started interpreter
+    (``python -m lumin_inferno.fanout.member TASK.pkl``): the server's pre-imported state changes nothing."""
+    import pickle
+    import subprocess
+    import sys
+
+    from lumin_inferno.fanout.training import MemberTask
+
+    train = paper_foldfiles[0]
+    builder = _builder(train)
+    kw = _kwargs(train, builder, tmp_path / "forked", n_models=1)
+    forked = train_members(**kw)
+    task = MemberTask(str(train), builder, 0, 1, kw["bs"], kw["n_epochs"], str(tmp_path / "scratch"),
+                      tuple(kw["cb_partials"]), tuple(kw["metric_partials"]), kw["seed"], 1, fingerprint="x")
+    (tmp_path / "scratch").mkdir()
+    with open(tmp_path / "task.pkl", "wb") as f:
+        pickle.dump(task, f)
+    subprocess.run([sys.executable, "-m", "lumin_inferno.fanout.member", str(tmp_path / "task.pkl")], check=True)
+    scratch = load_member(tmp_path / "scratch" / "model_id_0")
+    assert scratch is not None
+    assert _figures([scratch[0]], [scratch[1]]) == _figures(*forked)
+
+
+def test_a_dead_member_server_is_named_and_replaced(paper_foldfiles, tmp_path):
+    from lumin_inferno.fanout.training import _MEMBER_SERVERS
+
+    train = paper_foldfiles[0]
+    builder = _builder(train)
+    train_members(**_kwargs(train, builder, tmp_path / "warm", n_models=1, n_epochs=1))  # this thread's server is up
+    server = _MEMBER_SERVERS._local.proc
+    threading.Timer(1.0, server.kill).start()
+    with pytest.raises(FanOutError, match="server .*died"):
+        train_members(**_kwargs(train, builder, tmp_path / "killed", n_models=1, n_epochs=20))
+    assert not (tmp_path / "killed" / "model_id_0").exists()
+    again = train_members(**_kwargs(train, builder, tmp_path / "killed", n_models=1, n_epochs=1))  # a new server
+    assert again[0][0]["path"].name == "model_id_0"
+    assert not [p for p in (tmp_path / "killed").iterdir() if p.name.startswith(".")]
