@@ -264,7 +264,8 @@ class AnalysisToy:
                         n_folds: int = 5, seed: int = 0) -> Tuple[Path, Path, Path]:
         """Training (``n_folds`` folds, stratified by process) and test (one fold) fold files with the shifted
         inputs and weight columns, inputs standardised by the training sample's mean and width; returns
-        (train, test, input-pipe JSON). Load with ``FoldYielder(path, input_pipe=toy.input_pipe(json_path))``."""
+        (train, test, input-pipe JSON); the same ``seed``, the same files (events and folds). Load with
+        ``FoldYielder(path, input_pipe=toy.input_pipe(json_path))``."""
         from ..io import atomic_write_text
         from .systematics import write_systematics_foldfile
 
@@ -288,7 +289,7 @@ class AnalysisToy:
             paths.append(write_systematics_foldfile(
                 directory / name, std(df), folds, feats, "target",
                 {k: (std(u), std(d)) for k, (u, d) in sh.items()}, wt, wgt_feat="weight",
-                strat_key="target" if folds > 1 else None))
+                strat_key="target" if folds > 1 else None, fold_seed=seed if folds > 1 else None))
         return paths[0], paths[1], pipe
 
     @staticmethod

@@ -276,7 +276,8 @@ def write_paper_foldfiles(
     seed: int = 27,
 ) -> Tuple[Path, Path]:
     """Write ``train.hdf5`` (``n_folds`` folds, stratified; LUMIN uses one fold per model for validation) and
-    ``test.hdf5`` (one fold, an independent large sample) with LUMIN's ``df2foldfile``. Returns their paths.
+    ``test.hdf5`` (one fold, an independent large sample) with LUMIN's ``df2foldfile``. Returns their paths. The
+    same ``seed`` writes the same files (events and folds; numpy's global generator is left seeded with it).
 
     Columns: inputs x0, x1, x2 (standardised), targets ``gen_target``, weights ``gen_weight``.
     """
@@ -290,6 +291,7 @@ def write_paper_foldfiles(
         target = outdir / f"{name}.hdf5"
         quiet_df2foldfile(
             df2foldfile,
+            fold_seed=s if folds > 1 else None,  # the test file is written without a split
             df=df,
             n_folds=folds,
             cont_feats=FEATURES,
@@ -304,11 +306,16 @@ def write_paper_foldfiles(
     return paths[0], paths[1]
 
 
-def quiet_df2foldfile(fn, **kwargs) -> None:
-    """df2foldfile shells out to ``rm`` (printing errors when nothing is there) and prints progress; silence both."""
+def quiet_df2foldfile(fn, fold_seed: Optional[int] = None, **kwargs) -> None:
+    """Call LUMIN's ``df2foldfile`` (``fn``) silently: it shells out to ``rm`` (printing errors when nothing is there)
+    and prints progress. Its (stratified) fold split draws from numpy's global generator; with ``fold_seed`` that
+    generator is seeded with it first (and left so), so the same seed writes the same folds whatever ran before."""
     import contextlib
     import io
     import os
+
+    if fold_seed is not None:
+        np.random.seed(fold_seed)
 
     target = Path(kwargs["savename"] + ".hdf5")
     if target.exists():

@@ -233,6 +233,7 @@ def write_systematics_foldfile(
     strat_key: Optional[str] = None,
     misc_feats: Sequence[str] = (),
     compression: Optional[str] = None,
+    fold_seed: Optional[int] = None,
 ) -> Path:
     """Write ``<savename>.hdf5``: LUMIN's fold file of ``nominal`` (via ``df2foldfile``) plus, per fold, the ±1σ
     shifted inputs of each shape systematic and the up/down weights of each weight systematic (layout in the
@@ -248,6 +249,8 @@ def write_systematics_foldfile(
             length, same order) with the features shifted; unaffected events carry their nominal values. Targets or
             weight columns present in a shifted frame must equal the nominal's.
         shifted_weights: systematic name → (weights at +1σ, weights at −1σ), one per nominal event.
+        fold_seed: seed of the fold split (``df2foldfile`` draws it from numpy's global generator, which is then left
+            seeded with it): the same seed, the same folds. ``None``: the generator's current state.
 
     Raises :class:`~lumin_inferno.exceptions.FoldFileError` naming the systematic when shifted data are missing
     features, not event-aligned, or not finite. Nothing is written then.
@@ -298,6 +301,7 @@ def write_systematics_foldfile(
         df[EVENT_ID] = np.arange(n, dtype=np.int64)
         quiet_df2foldfile(
             df2foldfile,
+            fold_seed=fold_seed,
             df=df,
             n_folds=n_folds,
             cont_feats=list(cont_feats),

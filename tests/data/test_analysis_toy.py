@@ -129,3 +129,16 @@ def test_fold_files_carry_every_shifted_column_and_the_input_pipe(tmp_path):
     raw = fy.input_pipe.inverse_transform(x)
     df, _, _ = TOY.sample(300, seed=2)
     np.testing.assert_allclose(np.sort(raw[:, 2]), np.sort(df["m_jj"].to_numpy()), rtol=1e-5, atol=1e-3)  # float32
+
+
+def test_same_seed_writes_the_same_fold_files_whatever_ran_before(tmp_path):
+    import h5py
+
+    contents = []
+    for i in range(2):
+        np.random.seed(7 + i)  # df2foldfile's fold split draws from numpy's global generator
+        train, _, _ = TOY.write_foldfiles(tmp_path / str(i), 150, 60, n_folds=3, seed=2)
+        with h5py.File(train, "r") as f:
+            contents.append({k: f[k]["inputs"][()] for k in f if k.startswith("fold_")})
+    assert sorted(contents[0]) == sorted(contents[1]) == ["fold_0", "fold_1", "fold_2"]
+    assert all(np.array_equal(contents[0][k], contents[1][k]) for k in contents[0])

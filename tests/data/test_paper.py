@@ -90,3 +90,22 @@ def test_analytic_limit_reproduces_paper_table(k):
 
     # 300k events per class: MC precision ~0.2 %; the paper's row came from its 200k validation sample.
     assert analytic_limit(k, n_per_class=300_000, seed=3) == pytest.approx(PAPER_RESULTS[k]["analytic"], rel=0.005)
+
+
+def _folds(path) -> list:
+    with h5py.File(path, "r") as f:
+        return [(k, f[k]["inputs"][()]) for k in sorted(f) if k.startswith("fold_")]
+
+
+def test_same_seed_writes_the_same_folds_whatever_ran_before(tmp_path):
+    # LUMIN's df2foldfile draws its stratified fold split from numpy's global generator
+    from lumin_inferno.data import write_paper_foldfiles
+
+    files = []
+    for i in range(2):
+        np.random.seed(100 + i)  # another state of the global generator before each call
+        files.append(write_paper_foldfiles(tmp_path / str(i), 300, 200, n_folds=3, seed=4))
+    for a, b in zip(*files):
+        fa, fb = _folds(a), _folds(b)
+        assert [k for k, _ in fa] == [k for k, _ in fb] and len(fa) == (3 if a.name == "train.hdf5" else 1)
+        assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(fa, fb))
