@@ -1,4 +1,4 @@
-"""Wall time of one ``lumin-inferno paper-study`` command run serially (each ensemble member a fresh process, one
+"""Wall time of one ``lumin-inferno paper-study`` command run serially (each ensemble member its own process, one
 after the other) and on a ``LocalCluster`` (``--workers N``, one torch thread per worker), with the same settings
 and seed; checks that both print the same σ table. Prints a Markdown table.
 
@@ -65,7 +65,7 @@ def main() -> None:
     n_members = sum(1 for k in serial if "per_model" in k)
     worst = max((abs(serial[k] - dask[k]) / abs(serial[k]) for k in serial if k in dask and serial[k]), default=0.0)
     same_keys = serial.keys() == dask.keys()
-    print(f"paper-study {' '.join(extra)}; serial = members one after the other, each a fresh process; "
+    print(f"paper-study {' '.join(extra)}; serial = members one after the other, each its own process; "
           f"dask = LocalCluster, {args.workers} workers × 1 torch thread")
     print("| run | wall s | / serial |")
     print("|---|---|---|")

@@ -116,10 +116,15 @@ def _in_subprocess(task: MemberTask) -> Tuple[dict, tuple]:
     Path(task.savepath).mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(prefix=f".member_{task.model_id}.", suffix=".pkl", dir=task.savepath) as f:
         try:
-            pickle.dump(task, f)
+            payload = pickle.dumps(task)
         except (pickle.PicklingError, AttributeError, TypeError) as err:
             raise ConfigurationError(f"ensemble member {task.model_id}: its builder and callback partials must be "
                                      f"picklable (module-level classes and functions, no lambdas): {err}") from err
+        if b"__main__" in payload:  # the member's process has another __main__: it could not load them
+            raise ConfigurationError(f"ensemble member {task.model_id}: its builder or callback partials refer to "
+                                     "classes or functions defined in the script being run (__main__); move them "
+                                     "into an importable module")
+        f.write(payload)
         f.flush()
         log = Path(f.name + ".log")
         try:

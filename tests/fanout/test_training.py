@@ -135,3 +135,20 @@ def test_a_dead_member_server_is_named_and_replaced(paper_foldfiles, tmp_path):
     again = train_members(**_kwargs(train, builder, tmp_path / "killed", n_models=1, n_epochs=1))  # a new server
     assert again[0][0]["path"].name == "model_id_0"
     assert not [p for p in (tmp_path / "killed").iterdir() if p.name.startswith(".")]
+
+
+class _ScriptCallback:  # stands for a callback class defined in the user's script
+    pass
+
+
+def test_callbacks_from_the_running_script_are_refused_with_a_reason(paper_foldfiles, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(_ScriptCallback, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "_ScriptCallback", _ScriptCallback, raising=False)
+    train = paper_foldfiles[0]
+    kw = _kwargs(train, _builder(train), tmp_path / "m", n_models=1)
+    kw["cb_partials"] = [partial(_ScriptCallback)]
+    with pytest.raises(FanOutError, match="__main__.*importable module"):
+        train_members(**kw)
+    assert not (tmp_path / "m" / "model_id_0").exists()
