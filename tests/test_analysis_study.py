@@ -54,7 +54,7 @@ def test_analysis_study_tiny(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--n-models", "0"], ["--methods", "nope"], ["--inferno-bs", "0"],
-                                  ["--n-models", "6"], ["--n-train", "100"]])
+                                  ["--n-models", "6"], ["--n-train", "100"], ["--methods", "approx_gv", "approx_gv"]])
 def test_bad_arguments_are_refused_before_any_work(argv, tmp_path, capsys):
     out = tmp_path / "never"
     with pytest.raises(SystemExit) as e:

@@ -85,11 +85,13 @@ def test_study_options_reach_the_settings():
     default = study_settings(_parser().parse_args(["paper-study"]))
     assert default.temperature_start == 1.0 and default.temperature == 0.1 and default.n_train_per_class == 50_000
     assert study_settings(_parser().parse_args(["paper-study", "--constant-temperature"])).temperature_start is None
+    assert not default.reseed_empty_bins
+    assert study_settings(_parser().parse_args(["paper-study", "--reseed-empty-bins"])).reseed_empty_bins
 
 
 @pytest.mark.parametrize("argv", [["--benchmarks", "7"], ["--temperature", "0"], ["--n-bins", "1"], ["--n-models", "0"],
                                   ["--inferno-bs", "0"], ["--n-train", "200"],
-                                  ["--patience", "-1"], ["--n-folds", "1"]])
+                                  ["--patience", "-1"], ["--n-folds", "1"], ["--benchmarks", "2", "2"]])
 def test_bad_arguments_are_refused_before_any_work(argv, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(SystemExit):

@@ -277,7 +277,8 @@ def write_paper_foldfiles(
 ) -> Tuple[Path, Path]:
     """Write ``train.hdf5`` (``n_folds`` folds, stratified; LUMIN uses one fold per model for validation) and
     ``test.hdf5`` (one fold, an independent large sample) with LUMIN's ``df2foldfile``. Returns their paths. The
-    same ``seed`` writes the same files (events and folds; numpy's global generator is left seeded with it).
+    same ``seed`` writes the same files (events and folds: numpy's global generator, which LUMIN's fold split draws
+    from, is seeded with ``seed`` first and left in its state after the split).
 
     Columns: inputs x0, x1, x2 (standardised), targets ``gen_target``, weights ``gen_weight``.
     """
@@ -309,7 +310,8 @@ def write_paper_foldfiles(
 def quiet_df2foldfile(fn, fold_seed: Optional[int] = None, **kwargs) -> None:
     """Call LUMIN's ``df2foldfile`` (``fn``) silently: it shells out to ``rm`` (printing errors when nothing is there)
     and prints progress. Its (stratified) fold split draws from numpy's global generator; with ``fold_seed`` that
-    generator is seeded with it first (and left so), so the same seed writes the same folds whatever ran before."""
+    generator is seeded with it first (and left in its state after the split), so the same seed writes the same
+    folds whatever ran before."""
     import contextlib
     import io
     import os

@@ -249,8 +249,9 @@ def write_systematics_foldfile(
             length, same order) with the features shifted; unaffected events carry their nominal values. Targets or
             weight columns present in a shifted frame must equal the nominal's.
         shifted_weights: systematic name → (weights at +1σ, weights at −1σ), one per nominal event.
-        fold_seed: seed of the fold split (``df2foldfile`` draws it from numpy's global generator, which is then left
-            seeded with it): the same seed, the same folds. ``None``: the generator's current state.
+        fold_seed: seed of the fold split (``df2foldfile`` draws it from numpy's global generator, seeded with it
+            first and left in its state after the split): the same seed, the same folds. ``None``: the generator's
+            current state.
 
     Raises :class:`~lumin_inferno.exceptions.FoldFileError` naming the systematic when shifted data are missing
     features, not event-aligned, or not finite. Nothing is written then.

@@ -13,18 +13,28 @@ Both die with their parent (Linux ``PR_SET_PDEATHSIG``), so a killed Dask worker
 import os
 import pickle
 import sys
+from typing import Callable, NoReturn, Optional
+
+
+def _resolve_prctl() -> Optional[Callable[..., int]]:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+#: resolved once at import, in the parent: the function that ``Popen``'s ``preexec_fn`` runs between fork and exec
+#: (in a possibly multi-threaded parent) must not import or load libraries
+_PRCTL = _resolve_prctl()
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in a child process
     """Linux: this process gets SIGKILL when the thread that started it exits (a killed Dask worker, a server whose
     client died)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 def _train(path: str) -> None:
@@ -46,10 +56,12 @@ def _preload() -> None:
     from . import training  # noqa: F401
 
 
-def _child(path: str) -> None:  # pragma: no cover - runs in a forked child, which leaves by os._exit
+def _child(path: str, server: int) -> NoReturn:  # pragma: no cover - runs in a forked child, left by os._exit
     code = 1
     try:
         die_with_parent()
+        if os.getppid() != server:  # the server died before the line above: nobody would collect this member
+            os._exit(1)
         fd = os.open(path + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -69,18 +81,22 @@ def _child(path: str) -> None:  # pragma: no cover - runs in a forked child, whi
 
 
 def serve() -> int:
-    """The fork server's loop: one task path per stdin line, one exit status per stdout line."""
+    """The fork server's loop: one task path per stdin line, one exit status per line of the answer channel (the
+    original stdout; anything printed by the imports or by Python itself goes to stderr instead)."""
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     _preload()
-    answer = sys.stdout
+    me = os.getpid()
     for line in sys.stdin:
         path = line.strip()
         if not path:
             continue
-        answer.flush()
+        sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
-            _child(path)
+            answer.close()
+            _child(path, me)
         _, status = os.waitpid(pid, 0)
         answer.write(f"{os.waitstatus_to_exitcode(status)}\n")
         answer.flush()

@@ -68,12 +68,14 @@ class MemberTask:
         return Path(self.savepath) / f"model_id_{self.model_id}"
 
     def __call__(self) -> Tuple[dict, tuple]:
-        """Train the member (unless it is already on disk) in a fresh Python process and return LUMIN's
-        (results, history) for it.
+        """Train the member (unless it is already on disk) in a process of its own and return LUMIN's (results,
+        history) for it.
 
-        A fresh process per member: LUMIN draws from Python's and numpy's global generators, which anything else in
-        a long-lived process may also draw from (Dask's own threads do), and a process carries state from one
-        training to the next. Seeded in a process of its own, a member gives the same numbers wherever it runs."""
+        A process per member: LUMIN draws from Python's and numpy's global generators, which anything else in a
+        long-lived process may also draw from (Dask's own threads do), and a process carries state from one training
+        to the next. Seeded in a process of its own, a member gives the same numbers wherever it runs. The process is
+        forked from a server that has imported LUMIN once (``fanout/member.py``), or, where CUDA is in use, a fresh
+        interpreter."""
         done = load_member(self.directory, self.fingerprint)
         if done is not None:
             return done
@@ -110,25 +112,22 @@ def load_member(directory: PathLike, fingerprint: Optional[str] = None) -> Optio
 
 
 def _in_subprocess(task: MemberTask) -> Tuple[dict, tuple]:
-    import pickle
     import tempfile
 
     Path(task.savepath).mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(prefix=f".member_{task.model_id}.", suffix=".pkl", dir=task.savepath) as f:
-        try:
-            payload = pickle.dumps(task)
-        except (pickle.PicklingError, AttributeError, TypeError) as err:
-            raise ConfigurationError(f"ensemble member {task.model_id}: its builder and callback partials must be "
-                                     f"picklable (module-level classes and functions, no lambdas): {err}") from err
-        if b"__main__" in payload:  # the member's process has another __main__: it could not load them
-            raise ConfigurationError(f"ensemble member {task.model_id}: its builder or callback partials refer to "
-                                     "classes or functions defined in the script being run (__main__); move them "
-                                     "into an importable module")
-        f.write(payload)
+        f.write(_pickled(task))
         f.flush()
         log = Path(f.name + ".log")
         try:
-            code = _MEMBER_SERVERS.run(f.name)
+            if _fork_safe():
+                code = _MEMBER_SERVERS.run(f.name)
+            else:  # CUDA cannot be used in a forked child: a fresh interpreter per member
+                from .member import die_with_parent
+
+                with open(log, "w") as out:
+                    code = subprocess.run([sys.executable, "-m", "lumin_inferno.fanout.member", f.name], stdout=out,
+                                          stderr=subprocess.STDOUT, preexec_fn=die_with_parent).returncode
             tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:]) if log.is_file() else ""
         finally:
             log.unlink(missing_ok=True)
@@ -138,6 +137,36 @@ def _in_subprocess(task: MemberTask) -> Tuple[dict, tuple]:
     if done is None:  # pragma: no cover - the child exits 0 only after writing the member
         raise FanOutError(f"ensemble member {task.model_id}: the training process wrote no {task.directory / MEMBER_FILE}")
     return done
+
+
+def _pickled(task: MemberTask) -> bytes:
+    """The task as the member's process will read it; a :class:`ConfigurationError` if it cannot be pickled, or if it
+    refers to classes or functions of the running script (``__main__``), which the member's process cannot load."""
+    import pickle
+    import pickletools
+
+    try:
+        payload = pickle.dumps(task)
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        raise ConfigurationError(f"ensemble member {task.model_id}: its builder and callback partials must be "
+                                 f"picklable (module-level classes and functions, no lambdas): {err}") from err
+    # a global is named by GLOBAL "module name" or by the strings pushed before STACK_GLOBAL
+    if any(isinstance(arg, str) and (arg == "__main__" or arg.startswith("__main__ "))
+           for _, arg, _ in pickletools.genops(payload)):
+        raise ConfigurationError(f"ensemble member {task.model_id}: its builder or callback partials refer to classes "
+                                 "or functions defined in the script being run (__main__); the member's process "
+                                 "cannot load those: move them into an importable module")
+    return payload
+
+
+def _fork_safe() -> bool:
+    """Members fork from the server unless CUDA is in use here (a forked child cannot initialise CUDA) or the
+    platform cannot fork."""
+    if not hasattr(os, "fork"):  # pragma: no cover - not Linux
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 class _MemberServers:
@@ -156,24 +185,28 @@ class _MemberServers:
         ``task_path + ".log"``)."""
         proc = getattr(self._local, "proc", None)
         if proc is None or proc.poll() is not None:
+            if proc is not None:
+                self._drop(proc)
             proc = self._start()
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(task_path + "\n")
             proc.stdin.flush()
             answer = proc.stdout.readline()
-        except (BrokenPipeError, OSError):
-            answer = ""
-        if not answer.strip():  # the server died (killed, or it could not import the package)
-            proc.kill()
-            proc.wait()
-            self._local.proc = None
+            code = int(answer) if answer.strip() else None
+        except (OSError, ValueError):  # a broken pipe, or not an exit status: the server is gone or out of step
+            code = None
+        except BaseException:  # interrupted while a member trains: never leave its answer for the next member
+            self._drop(proc)
+            raise
+        if code is None:  # the server died (killed, or it could not import the package)
+            self._drop(proc)
             err = self._local.stderr
             err.seek(0)
             tail = "\n".join(err.read().decode(errors="replace").strip().splitlines()[-15:])
             raise FanOutError(f"the member process server (python -m lumin_inferno.fanout.member --serve) died "
                               f"(exit {proc.returncode}):\n{tail}")
-        return int(answer)
+        return code
 
     def _start(self) -> subprocess.Popen:
         import tempfile
@@ -181,26 +214,44 @@ class _MemberServers:
         from .member import die_with_parent
 
         stderr = tempfile.TemporaryFile()
+        env = dict(os.environ, PYTORCH_NVML_BASED_CUDA_CHECK="1")  # an import-time CUDA check must not break forks
         proc = subprocess.Popen([sys.executable, "-m", "lumin_inferno.fanout.member", "--serve"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=stderr, text=True, preexec_fn=die_with_parent)
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, preexec_fn=die_with_parent)
         self._local.proc, self._local.stderr = proc, stderr
         with self._lock:
             self._all.append(proc)
         return proc
 
-    def close(self) -> None:
-        """Stop every server (end of input: each finishes its current member, if any, and exits)."""
+    def _drop(self, proc: subprocess.Popen) -> None:
+        """Kill a server (its member dies with it) and release it."""
+        proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        with self._lock:
+            if proc in self._all:
+                self._all.remove(proc)
+        if getattr(self._local, "proc", None) is proc:
+            self._local.proc = None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop every server: end of input lets an idle one exit; one still training a member after ``timeout``
+        seconds (for all together) is killed, its member with it (its result would go nowhere)."""
         with self._lock:
             procs, self._all = self._all, []
         for proc in procs:
             if proc.poll() is None and proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
+        deadline = time.monotonic() + timeout
         for proc in procs:
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # pragma: no cover
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
 
@@ -209,7 +260,7 @@ _MEMBER_SERVERS = _MemberServers()
 
 
 def train_member(task: MemberTask) -> Tuple[dict, tuple]:
-    """Train one member in this process (what the fresh process of :meth:`MemberTask.__call__` runs)."""
+    """Train one member in this process (what the member's own process of :meth:`MemberTask.__call__` runs)."""
     return _train(task)
 
 
@@ -289,9 +340,11 @@ def member_tasks(
         st = os.stat(foldfile)
         fingerprint = json.dumps([os.path.abspath(foldfile), st.st_size, st.st_mtime_ns, n_models, bs, n_epochs, seed,
                                   repr(sorted(train_kwargs.items()))])
-    return [MemberTask(foldfile, builder, i, n_models, bs, n_epochs, str(savepath), tuple(cb_partials or ()),
-                       tuple(metric_partials or ()), seed, torch_threads, dict(foldfile_kwargs or {}),
-                       dict(train_kwargs), fingerprint) for i in range(n_models)]
+    tasks = [MemberTask(os.path.abspath(foldfile), builder, i, n_models, bs, n_epochs, os.path.abspath(savepath),
+                        tuple(cb_partials or ()), tuple(metric_partials or ()), seed, torch_threads,
+                        dict(foldfile_kwargs or {}), dict(train_kwargs), fingerprint) for i in range(n_models)]
+    _pickled(tasks[0])  # every member pickles alike: one clear error before anything runs
+    return tasks
 
 
 def train_member_tasks(tasks: Sequence[MemberTask], client: Any = None, retries: int = 2,

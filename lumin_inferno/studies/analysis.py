@@ -123,6 +123,8 @@ class AnalysisStudySettings:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ConfigurationError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        if len(set(self.methods)) != len(list(self.methods)):  # each is one ensemble in one folder
+            raise ConfigurationError(f"methods given twice: {list(self.methods)}")
         if self.toy not in TOYS:
             raise ConfigurationError(f"unknown toy {self.toy!r}; choose from {list(TOYS)}")
         pois = TOYS[self.toy]().pois

@@ -95,6 +95,8 @@ class StudySettings:
         bad = [b for b in self.benchmarks if b not in PAPER_RESULTS]
         if not self.benchmarks or bad:
             raise ConfigurationError(f"benchmarks must be among {sorted(PAPER_RESULTS)}, got {self.benchmarks}")
+        if len(set(self.benchmarks)) != len(self.benchmarks):  # each is one ensemble in one folder
+            raise ConfigurationError(f"benchmarks given twice: {self.benchmarks}")
         check_training_settings(
             self, ("n_train_per_class", "n_test_per_class", "n_models", "inferno_epochs", "inferno_bs", "ce_epochs",
                    "ce_bs", "width", "depth", "analytic_events"),

@@ -97,13 +97,15 @@ def test_unreachable_scheduler_is_named():
         connect("tcp://127.0.0.1:1", timeout=2)
 
 
-def test_forked_member_equals_one_started_from_scratch(paper_foldfiles, tmp_path):
+def test_forked_member_equals_one_started_from_scratch(paper_foldfiles, tmp_path, monkeypatch):
     """A member forked from the process server gives the numbers of one trained in a freshly started interpreter
-    (``python -m lumin_inferno.fanout.member TASK.pkl``): the server's pre-imported state changes nothing."""
+    (``python -m lumin_inferno.fanout.member TASK.pkl``): the server's pre-imported state changes nothing. The
+    fresh-interpreter path is also what ``train_members`` takes where CUDA is in use."""
     import pickle
     import subprocess
     import sys
 
+    import lumin_inferno.fanout.training as training
     from lumin_inferno.fanout.training import MemberTask
 
     train = paper_foldfiles[0]
@@ -119,6 +121,9 @@ def test_forked_member_equals_one_started_from_scratch(paper_foldfiles, tmp_path
     scratch = load_member(tmp_path / "scratch" / "model_id_0")
     assert scratch is not None
     assert _figures([scratch[0]], [scratch[1]]) == _figures(*forked)
+    monkeypatch.setattr(training, "_fork_safe", lambda: False)  # as with CUDA
+    fresh = train_members(**_kwargs(train, builder, tmp_path / "fresh", n_models=1))
+    assert _figures(*fresh) == _figures(*forked)
 
 
 def test_a_dead_member_server_is_named_and_replaced(paper_foldfiles, tmp_path):
@@ -149,6 +154,6 @@ def test_callbacks_from_the_running_script_are_refused_with_a_reason(paper_foldf
     train = paper_foldfiles[0]
     kw = _kwargs(train, _builder(train), tmp_path / "m", n_models=1)
     kw["cb_partials"] = [partial(_ScriptCallback)]
-    with pytest.raises(FanOutError, match="__main__.*importable module"):
+    with pytest.raises(ConfigurationError, match="__main__.*importable module"):
         train_members(**kw)
     assert not (tmp_path / "m" / "model_id_0").exists()
