@@ -1,5 +1,5 @@
 """Wall time of training an INFERNO ensemble: LUMIN's ``train_models`` in this process, ``train_members`` one member
-after the other (a fresh process per member), and ``train_members`` on a 2-worker ``LocalCluster``; the overhead
+after the other (each its own process, forked from the member server), and ``train_members`` on a 2-worker ``LocalCluster``; the overhead
 per member is the difference to ``train_models`` over the number of members. Prints a Markdown table.
 
     .venv/bin/python benchmarks/bench_fanout.py [--n-models 4] [--epochs 5] [--n-train 20000]
@@ -55,7 +55,7 @@ def main() -> None:
         t0 = time.perf_counter()
         train_members(train, builder, args.n_models, n_epochs=args.epochs, savepath=tmp / "serial", progress=False,
                       **common)
-        rows.append(("train_members, serial (fresh process per member)", time.perf_counter() - t0))
+        rows.append(("train_members, serial (a forked process per member)", time.perf_counter() - t0))
 
         with connect(n_workers=args.workers) as client:
             t0 = time.perf_counter()
