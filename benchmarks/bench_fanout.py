@@ -1,6 +1,7 @@
 """Wall time of training an INFERNO ensemble: LUMIN's ``train_models`` in this process, ``train_members`` one member
-after the other (each its own process, forked from the member server), and ``train_members`` on a 2-worker ``LocalCluster``; the overhead
-per member is the difference to ``train_models`` over the number of members. Prints a Markdown table.
+after the other (each its own process, forked from the member server), and ``train_members`` on a 2-worker
+``LocalCluster``; the overhead per member is the difference to ``train_models`` over the number of members. Prints a
+Markdown table.
 
     .venv/bin/python benchmarks/bench_fanout.py [--n-models 4] [--epochs 5] [--n-train 20000]
 """
