@@ -289,7 +289,7 @@ class AnalysisToy:
             paths.append(write_systematics_foldfile(
                 directory / name, std(df), folds, feats, "target",
                 {k: (std(u), std(d)) for k, (u, d) in sh.items()}, wt, wgt_feat="weight",
-                strat_key="target" if folds > 1 else None, fold_seed=seed if folds > 1 else None))
+                strat_key="target" if folds > 1 else None, fold_seed=seed))
         return paths[0], paths[1], pipe
 
     @staticmethod

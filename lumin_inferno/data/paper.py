@@ -292,7 +292,7 @@ def write_paper_foldfiles(
         target = outdir / f"{name}.hdf5"
         quiet_df2foldfile(
             df2foldfile,
-            fold_seed=s if folds > 1 else None,  # the test file is written without a split
+            fold_seed=s,
             df=df,
             n_folds=folds,
             cont_feats=FEATURES,
@@ -311,12 +311,12 @@ def quiet_df2foldfile(fn, fold_seed: Optional[int] = None, **kwargs) -> None:
     """Call LUMIN's ``df2foldfile`` (``fn``) silently: it shells out to ``rm`` (printing errors when nothing is there)
     and prints progress. Its (stratified) fold split draws from numpy's global generator; with ``fold_seed`` that
     generator is seeded with it first (and left in its state after the split), so the same seed writes the same
-    folds whatever ran before."""
+    folds whatever ran before. A single fold is written without a split, and leaves the generator alone."""
     import contextlib
     import io
     import os
 
-    if fold_seed is not None:
+    if fold_seed is not None and kwargs["n_folds"] > 1:
         np.random.seed(fold_seed)
 
     target = Path(kwargs["savename"] + ".hdf5")

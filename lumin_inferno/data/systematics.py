@@ -251,7 +251,7 @@ def write_systematics_foldfile(
         shifted_weights: systematic name → (weights at +1σ, weights at −1σ), one per nominal event.
         fold_seed: seed of the fold split (``df2foldfile`` draws it from numpy's global generator, seeded with it
             first and left in its state after the split): the same seed, the same folds. ``None``: the generator's
-            current state.
+            current state. Unused for a single fold (no split).
 
     Raises :class:`~lumin_inferno.exceptions.FoldFileError` naming the systematic when shifted data are missing
     features, not event-aligned, or not finite. Nothing is written then.
