@@ -128,7 +128,7 @@ def _in_subprocess(task: MemberTask) -> Tuple[dict, tuple]:
                 with open(log, "w") as out:
                     code = subprocess.run([sys.executable, "-m", "lumin_inferno.fanout.member", f.name], stdout=out,
                                           stderr=subprocess.STDOUT, preexec_fn=die_with_parent).returncode
-            tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:]) if log.is_file() else ""
+            tail = _tail(log.read_text(errors="replace")) if log.is_file() else ""
         finally:
             log.unlink(missing_ok=True)
     if code != 0:
@@ -137,6 +137,11 @@ def _in_subprocess(task: MemberTask) -> Tuple[dict, tuple]:
     if done is None:  # pragma: no cover - the child exits 0 only after writing the member
         raise FanOutError(f"ensemble member {task.model_id}: the training process wrote no {task.directory / MEMBER_FILE}")
     return done
+
+
+def _tail(output: str, lines: int = 15) -> str:
+    """The last ``lines`` lines of a process's output, for an error message."""
+    return "\n".join(output.strip().splitlines()[-lines:])
 
 
 def _pickled(task: MemberTask) -> bytes:
@@ -203,7 +208,7 @@ class _MemberServers:
             self._drop(proc)
             err = self._local.stderr
             err.seek(0)
-            tail = "\n".join(err.read().decode(errors="replace").strip().splitlines()[-15:])
+            tail = _tail(err.read().decode(errors="replace"))
             raise FanOutError(f"the member process server (python -m lumin_inferno.fanout.member --serve) died "
                               f"(exit {proc.returncode}):\n{tail}")
         return code
