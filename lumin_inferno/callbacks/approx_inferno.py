@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..analysis import Analysis, SummaryTemplates, Systematic, template_model
+from ..analysis import Analysis, SummaryTemplates, Systematic
 from ..data.systematics import systematics_info
 from ..exceptions import ConfigurationError, FoldFileError, TargetShapeError
-from ..statistics.likelihood import TemplateModel
 from .base import TemplateLossCallback
 from .batches import FoldShifts, RowTrackingYielder
 from .common import nominal_soft_templates, process_masks, soft_template
@@ -52,6 +51,8 @@ class ApproxInfernoCallback(TemplateLossCallback):
             ``"transform"`` systematics need :class:`~lumin_inferno.callbacks.InfernoCallback`.
         flush_denormals: flush denormal numbers to zero on the CPU during each batch
             (:class:`~lumin_inferno.callbacks.DenormalFlush`).
+        template_average: β of the templates' moving average over training batches (0: none, the paper's loss;
+            :class:`~lumin_inferno.callbacks.base.TemplateLossCallback`).
 
     MC statistics in training: the batch's Σ(w·p)² estimates the variance of a template made from the batch; it is
     scaled by (events of the process in the batch) / (events of the process in the fold file) to estimate that of
@@ -64,8 +65,8 @@ class ApproxInfernoCallback(TemplateLossCallback):
     total weight in a batch must stay > 0 (a named error otherwise).
     """
 
-    def __init__(self, analysis: Analysis, flush_denormals: bool = True):
-        super().__init__(analysis, flush_denormals)
+    def __init__(self, analysis: Analysis, flush_denormals: bool = True, template_average: float = 0.0):
+        super().__init__(analysis, flush_denormals, template_average)
         exact = [s.name for s in analysis.systematics_of("transform")]
         if exact:
             raise ConfigurationError(
@@ -192,11 +193,11 @@ class ApproxInfernoCallback(TemplateLossCallback):
             start += 2 * n
         return result
 
-    def template_model(self, probs: Tensor, w: Tensor) -> TemplateModel:
-        """The binned likelihood of this batch: nominal soft templates from LUMIN's forward pass, shift_up /
+    def summary_templates(self, probs: Tensor, w: Tensor) -> SummaryTemplates:
+        """The templates of this batch: nominal soft templates from LUMIN's forward pass, shift_up /
         shift_down templates from one batched forward pass of the shifted inputs of the same events (only the rows
         of the processes a systematic acts on, :meth:`shifted_outputs`) or from the up/down weights (one matrix
-        product per process for all weight systematics), the MC variance of each template, the fixed channels."""
+        product per process for all weight systematics), the MC variance of each template."""
         (rows, masks, fold), a = self._batch(), self.analysis
         totals, nominal, variance, clipped = nominal_soft_templates(a, masks, probs, w, self.mc_events,
                                                                     self.model.fit_params.state)
@@ -229,4 +230,4 @@ class ApproxInfernoCallback(TemplateLossCallback):
             rows_t = t.reshape(-1, t.shape[-1]).unbind(0)  # one autograd node for all K pairs, not 2K selects
             for k, s in enumerate(systs):
                 shifted[(u, s.name)] = (rows_t[2 * k], rows_t[2 * k + 1])
-        return template_model(a, SummaryTemplates(nominal, shifted, variance))
+        return SummaryTemplates(nominal, shifted, variance)

@@ -1,9 +1,10 @@
 """The hooks every INFERNO-style callback shares: a per-batch loss that is the analysis's objective on the binned
 likelihood of the batch's soft templates.
 
-A subclass says how the batch's templates are made (:meth:`TemplateLossCallback.template_model`: the exact
+A subclass says how the batch's templates are made (:meth:`TemplateLossCallback.summary_templates`: the exact
 callback differentiates an input transform, the approximate one passes shifted copies of the events) and what it
-needs per fold and per batch; this class does the rest: LUMIN's ``fit_params`` set-up, the output check, the
+needs per fold and per batch; this class does the rest (with ``template_average``, a moving average of the
+templates over training batches): LUMIN's ``fit_params`` set-up, the output check, the
 objective from the Fisher information (:mod:`lumin_inferno.statistics`), the per-batch σ(POI) record and LUMIN
 metric columns, denormal flushing.
 """
@@ -18,7 +19,7 @@ import torch
 from lumin.nn.callbacks.callback import Callback
 from torch import Tensor
 
-from ..analysis import Analysis
+from ..analysis import Analysis, SummaryTemplates, template_model
 from ..exceptions import ConfigurationError, EmptyProcessError, TargetShapeError
 from ..statistics.hessian import fisher_information
 from ..statistics.likelihood import TemplateModel
@@ -42,12 +43,22 @@ class TemplateLossCallback(Callback):
             (:class:`~lumin_inferno.callbacks.common.PoiSigmaMetric`).
         clipped_bins: nominal soft-template bins whose batch sum of (negative) event weights came out < 0 and were
             clipped to 0.
+
+    ``template_average`` = β in [0, 1): in training, the loss is the objective of the templates' exponential moving
+    average over batches, T̄ₜ = β·T̄ₜ₋₁ + (1 − β)·Tₜ (restarted every epoch), with the gradient of the current
+    batch's templates only (∂σ²/∂T at T̄ₜ times ∂Tₜ/∂θ). A batch's templates are a noisy estimate of the sample's,
+    and σ² is not linear in them: at β = 0 (the default, the paper's loss) the loss and its gradient are evaluated
+    at the noisy point, biased where bins hold few events; the average evaluates them near the sample's templates,
+    from about 1/(1 − β) batches. Validation batches are not averaged.
     """
 
-    def __init__(self, analysis: Analysis, flush_denormals: bool = True):
+    def __init__(self, analysis: Analysis, flush_denormals: bool = True, template_average: float = 0.0):
         super().__init__()
         if not isinstance(analysis, Analysis):
             raise ConfigurationError(f"{type(self).__name__} takes an Analysis, got {type(analysis).__name__}")
+        if not 0.0 <= template_average < 1.0:
+            raise ConfigurationError(f"template_average must be in [0, 1), got {template_average}")
+        self.template_average = float(template_average)
         self.analysis = analysis
         self.flush_denormals = flush_denormals
         self._denormals = DenormalFlush(flush_denormals)
@@ -61,6 +72,7 @@ class TemplateLossCallback(Callback):
         }
         self._checked_output = False
         self._process_events: Dict[str, int] = {}
+        self._average: Dict[object, Tensor] = {}
 
     # --------------------------------------------------------------------------------------------------- hooks
     def on_train_begin(self) -> None:
@@ -74,6 +86,10 @@ class TemplateLossCallback(Callback):
             self._count_events(fy)
         elif self.analysis.mc_stat:
             raise ConfigurationError("MC statistics in training need LUMIN's fit_params.fy (or mc_stat=False)")
+
+    def on_epoch_begin(self) -> None:
+        if self.model.fit_params.state == "train":
+            self._average = {}
 
     def _count_events(self, fy) -> None:
         """Events per summary process in the fold file (a named error for a process without any). With MC
@@ -126,8 +142,32 @@ class TemplateLossCallback(Callback):
 
     def template_model(self, probs: Tensor, w: Tensor) -> TemplateModel:
         """The binned likelihood of this batch from the network's softmax output ``probs`` ``[n, n_bins]`` and the
-        event weights ``w`` ``[n]``, differentiable w.r.t. the network."""
+        event weights ``w`` ``[n]``, differentiable w.r.t. the network: the analysis's model of
+        :meth:`summary_templates`, averaged over batches in training when ``template_average`` > 0."""
+        templates = self.summary_templates(probs, w)
+        if self.template_average > 0 and self.model.fit_params.state == "train":
+            templates = self._averaged(templates)
+        return template_model(self.analysis, templates)
+
+    def summary_templates(self, probs: Tensor, w: Tensor) -> SummaryTemplates:
+        """This batch's soft templates of every process (nominal, shift_up/shift_down, MC variance)."""
         raise NotImplementedError
+
+    def _averaged(self, t: SummaryTemplates) -> SummaryTemplates:
+        """``t`` with every template replaced by its moving average (value) plus the batch's own template's
+        gradient: T̄ + (T − T.detach()). The average is kept detached."""
+        beta = self.template_average
+
+        def average(key: object, x: Tensor) -> Tensor:
+            past = self._average.get(key)
+            now = x.detach() if past is None or past.shape != x.shape else beta * past + (1 - beta) * x.detach()
+            self._average[key] = now
+            return now + (x - x.detach())
+
+        nominal = {p: average(("nominal", p), x) for p, x in t.nominal.items()}
+        shifted = {k: (average(("up",) + k, up), average(("down",) + k, down)) for k, (up, down) in t.shifted.items()}
+        variance = None if t.mc_variance is None else {p: average(("mc", p), x) for p, x in t.mc_variance.items()}
+        return SummaryTemplates(nominal, shifted, variance)
 
     def on_batch_end(self) -> None:
         self._clear_batch()

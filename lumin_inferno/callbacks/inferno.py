@@ -15,10 +15,9 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from torch import Tensor
 
-from ..analysis import Analysis, SummaryTemplates, template_model
+from ..analysis import Analysis, SummaryTemplates
 from ..exceptions import ConfigurationError, InputTransformError, InvalidModelSpecError
 from ..models.jacobians import JACOBIAN_MODES, InputTransform, TransformJacobian
-from ..statistics.likelihood import TemplateModel
 from .base import TemplateLossCallback
 from .common import nominal_soft_templates, process_masks
 from .denormals import restores_denormals
@@ -51,6 +50,8 @@ class InfernoCallback(TemplateLossCallback):
               0, and the Jacobian is taken by batched reverse-mode autograd through LUMIN's pass.
             - ``"auto"`` (default): ``"recorded"`` where the network allows it, else ``"forward"``.
         flush_denormals: flush denormal numbers to zero on the CPU during each batch (:class:`DenormalFlush`).
+        template_average: β of the templates' moving average over training batches (0: none, the paper's loss;
+            :class:`~lumin_inferno.callbacks.base.TemplateLossCallback`).
 
     Attributes (after training): those of :class:`~lumin_inferno.callbacks.base.TemplateLossCallback` (``history``,
     ``sigma``, ``clipped_bins``) and
@@ -63,8 +64,9 @@ class InfernoCallback(TemplateLossCallback):
         transform: Optional[InputTransform] = None,
         jacobian: str = "auto",
         flush_denormals: bool = True,
+        template_average: float = 0.0,
     ):
-        super().__init__(analysis, flush_denormals)
+        super().__init__(analysis, flush_denormals, template_average)
         stored = [s.name for s in analysis.systematics if s.kind in ("inputs", "weights")]
         if stored:
             raise ConfigurationError(
@@ -163,9 +165,9 @@ class InfernoCallback(TemplateLossCallback):
         if self._jac is not None:
             self._jac.end_batch()
 
-    def template_model(self, probs: Tensor, w: Tensor) -> TemplateModel:
-        """The binned likelihood of this batch: soft templates of every process from LUMIN's forward pass, their
-        derivatives along each transform nuisance (templates T ± ∂T/∂α at α = ±1), MC variances, fixed channels."""
+    def summary_templates(self, probs: Tensor, w: Tensor) -> SummaryTemplates:
+        """The templates of this batch: soft templates of every process from LUMIN's forward pass, their
+        derivatives along each transform nuisance (templates T ± ∂T/∂α at α = ±1), MC variances."""
         a, masks, state = self.analysis, self._masks, self.model.fit_params.state
         totals, nominal, variance, clipped = nominal_soft_templates(a, masks, probs, w, self.mc_events, state)
         self.clipped_bins += clipped
@@ -177,4 +179,4 @@ class InfernoCallback(TemplateLossCallback):
                 for k, name in enumerate(self.nuisances):
                     if p in self._acts[name]:
                         shifted[(p, name)] = (nominal[p] + jac[i, :, k], nominal[p] - jac[i, :, k])
-        return template_model(a, SummaryTemplates(nominal, shifted, variance))
+        return SummaryTemplates(nominal, shifted, variance)

@@ -82,6 +82,9 @@ class StudySettings:
     #: re-seed INFERNO bins left empty in a training epoch by splitting the fullest bin
     #: (:class:`~lumin_inferno.callbacks.ReseedEmptyBins`)
     reseed_empty_bins: bool = False
+    #: β of the moving average of the INFERNO loss's templates over training batches (0: the per-batch templates;
+    #: :class:`~lumin_inferno.callbacks.base.TemplateLossCallback`)
+    template_average: float = 0.0
     ce_epochs: int = 10
     ce_bs: int = 256
     ce_lr: float = 1e-3
@@ -157,7 +160,7 @@ def inferno_callbacks(settings: StudySettings, benchmark: int) -> Tuple[List[par
     :class:`~lumin_inferno.callbacks.HardSigmaMetric` when models are selected on the hard σ (else no metrics)."""
     bm = paper_benchmark(benchmark)
     analysis, transform = bm.analysis(settings.n_bins, kind="transform"), bm.transform()
-    cbs = [partial(InfernoCallback, analysis, transform=transform)]
+    cbs = [partial(InfernoCallback, analysis, transform=transform, template_average=settings.template_average)]
     if settings.inferno_lr_schedule != "constant":
         cbs.append(_lr_schedule(settings))
     if settings.temperature_start is not None:

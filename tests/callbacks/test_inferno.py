@@ -564,3 +564,100 @@ def test_hooks_driven_by_hand_leave_no_recording_hooks(paper_foldfiles, inferno_
     assert torch.isfinite(model.fit_params.loss_val)
     cb.on_batch_end()
     assert not any(m._forward_hooks for m in model.model.modules())
+
+
+# ---------------------------------------------------------------------------------------------- template average
+def _drive(model, cb, batches, state="train"):
+    """Per batch (x, y, w): (loss, grads) with LUMIN's hooks driven by hand, one training epoch."""
+    model.fit_params = FitParams(cbs=[cb], state=state, x=None, y=None, w=None, loss_func=None)
+    cb.set_model(model)
+    cb.on_train_begin()
+    cb.on_epoch_begin()
+    out = []
+    for x, y, w in batches:
+        fp = model.fit_params
+        fp.x, fp.y, fp.w = x, y, w
+        cb.on_batch_begin()
+        fp.y_pred = model.model(fp.x)
+        cb.on_forwards_end()
+        params = list(model.model.parameters())
+        grads = torch.autograd.grad(fp.loss_val, params, allow_unused=True)
+        out.append((fp.loss_val.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]))
+        cb.on_batch_end()
+    cb.on_train_end()
+    return out
+
+
+def test_template_average_is_the_objective_of_the_averaged_templates(paper_foldfiles, inferno_builder):
+    """With template_average β the loss of batch t is the objective of β·T̄ₜ₋₁ + (1 − β)·Tₜ and its gradient is
+    that objective's gradient through the current batch's templates, divided by (1 − β); the first batch of an epoch
+    is the plain per-batch loss; validation batches are never averaged."""
+    from lumin_inferno.analysis import SummaryTemplates, template_model
+    from lumin_inferno.statistics.hessian import fisher_information
+    from lumin_inferno.statistics.objectives import model_objective
+
+    torch.manual_seed(3)
+    fy = FoldYielder(paper_foldfiles[0])
+    model = Model(inferno_builder(fy.cont_feats))
+    x, y, w = _batch(paper_foldfiles, 1200)
+    batches = [(x[i:i + 400], y[i:i + 400], w[i:i + 400]) for i in (0, 400, 800)]
+    beta = 0.7
+    averaged = _drive(model, paper_cb(4, template_average=beta), batches)
+    plain = _drive(model, paper_cb(4), batches)
+    _assert_same_loss_and_grads(averaged[0], plain[0])  # the average starts at the epoch's first batch
+    assert not torch.allclose(averaged[1][0], plain[1][0], rtol=1e-3)
+
+    # the reference: templates of each batch from a β = 0 callback, averaged by hand
+    ref = paper_cb(4)
+    model.fit_params = FitParams(cbs=[ref], state="train", x=None, y=None, w=None, loss_func=None)
+    ref.set_model(model)
+    ref.on_train_begin()
+    past = None
+    for t, (bx, by, bw) in enumerate(batches):
+        fp = model.fit_params
+        fp.x, fp.y, fp.w = bx, by, bw
+        ref.on_batch_begin()
+        fp.y_pred = model.model(fp.x)
+        now = ref.summary_templates(fp.y_pred, fp.w.reshape(-1))
+        ref.on_batch_end()
+        if past is None:
+            mix = now
+        else:
+            def avg(a, b):
+                return beta * a.detach() + (1 - beta) * b
+            mix = SummaryTemplates({p: avg(past.nominal[p], v) for p, v in now.nominal.items()},
+                                   {k: (avg(past.shifted[k][0], u), avg(past.shifted[k][1], d))
+                                    for k, (u, d) in now.shifted.items()})
+        a = ref.analysis
+        tm = template_model(a, mix)
+        value = model_objective(tm, fisher_information(tm), [tm.index(p) for p in a.objective_pois],
+                                a.objective.kind, a.objective.weights)
+        grads = torch.autograd.grad(value, list(model.model.parameters()), allow_unused=True)
+        scale = 1.0 if past is None else 1 - beta
+        grads = [torch.zeros_like(p) if g is None else g / scale for p, g in zip(model.model.parameters(), grads)]
+        _assert_same_loss_and_grads(averaged[t], (value.detach(), grads))
+        past = SummaryTemplates({p: v.detach() for p, v in mix.nominal.items()},
+                                {k: (u.detach(), d.detach()) for k, (u, d) in mix.shifted.items()})
+    ref.on_train_end()
+
+    valid_avg = _drive(model, paper_cb(4, template_average=beta), batches, state="valid")
+    valid_plain = _drive(model, paper_cb(4), batches, state="valid")
+    for (la, _), (lb, _) in zip(valid_avg, valid_plain):
+        assert torch.allclose(la, lb)
+
+
+def test_template_average_restarts_every_epoch_and_is_checked(paper_foldfiles, inferno_builder, tmp_path):
+    with pytest.raises(ConfigurationError, match="template_average"):
+        paper_cb(2, template_average=1.0)
+    fy = FoldYielder(paper_foldfiles[0])
+    starts = []
+
+    class Spy(Callback):  # records the callback's average when each training epoch begins (after its reset)
+        def on_epoch_begin(self):
+            if self.model.fit_params.state == "train":
+                cb = next(c for c in self.model.fit_params.cbs if isinstance(c, InfernoCallback))
+                starts.append(len(cb._average))
+
+    _train(fy, inferno_builder(fy.cont_feats), tmp_path / "w", [partial(paper_cb, 2, template_average=0.9), Spy],
+           n_models=1, n_epochs=2)
+    assert starts == [0, 0]
