@@ -57,16 +57,15 @@ def study_members(outdir: str) -> None:
     import json
     from pathlib import Path
 
-    import h5py
-    from lumin.nn.data.fold_yielder import FoldYielder
+    from lumin_inferno.data.foldfiles import open_foldfile
 
     from lumin_inferno.studies.common import load_models, predict
     from lumin_inferno.studies.paper import StudySettings, _model_builder
 
     out = Path(outdir)
     settings = StudySettings(**json.loads((out / "settings.json").read_text()))
-    fy = FoldYielder(h5py.File(out / "data" / "train.hdf5", "r", locking=False))
-    test = FoldYielder(h5py.File(out / "data" / "test.hdf5", "r", locking=False)).get_fold(0)
+    fy = open_foldfile(out / "data" / "train.hdf5")
+    test = open_foldfile(out / "data" / "test.hdf5").get_fold(0)
     members = sorted((out / "weights" / "inferno_0").glob("model_id_*"), key=lambda p: int(p.name.split("_")[-1]))
     models = load_models([{"path": m} for m in members], _model_builder(settings, fy, True))
     folds = [fy.get_fold(i) for i in range(fy.n_folds)]

@@ -22,7 +22,7 @@ from lumin_inferno.studies.paper import StudySettings, _evaluate, _model_builder
 
 
 def main() -> None:
-    from lumin.nn.data.fold_yielder import FoldYielder
+    from lumin_inferno.data.foldfiles import open_foldfile
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("outdir")
@@ -30,8 +30,8 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.outdir)
     s = StudySettings(**json.loads((out / "settings.json").read_text()))
-    fy = FoldYielder(str(out / "data" / "train.hdf5"))
-    test = FoldYielder(str(out / "data" / "test.hdf5")).get_fold(0)
+    fy = open_foldfile(out / "data" / "train.hdf5")
+    test = open_foldfile(out / "data" / "test.hdf5").get_fold(0)
     reference = test["inputs"][:20_000]
     print("| benchmark | members | validation hard σ | aligned mean (ref. 0) | aligned mean (ref. best val.) "
           "| weights ∝ 1/σ²_val | lowest validation σ |")

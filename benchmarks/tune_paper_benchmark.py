@@ -25,7 +25,7 @@ from lumin_inferno.studies.paper import StudySettings, _evaluate, _model_builder
 
 
 def main() -> None:
-    from lumin.nn.data.fold_yielder import FoldYielder
+    from lumin_inferno.data.foldfiles import open_foldfile
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("outdir")
@@ -34,8 +34,8 @@ def main() -> None:
     args = p.parse_args()
     out, k, cfg = Path(args.outdir), args.benchmark, json.loads(args.settings)
     s = StudySettings(**{**json.loads((out / "settings.json").read_text()), **cfg})
-    fy = FoldYielder(str(out / "data" / "train.hdf5"))
-    test = FoldYielder(str(out / "data" / "test.hdf5")).get_fold(0)
+    fy = open_foldfile(out / "data" / "train.hdf5")
+    test = open_foldfile(out / "data" / "test.hdf5").get_fold(0)
     builder = _model_builder(s, fy, True)
     cbs, metrics = inferno_callbacks(s, k)  # hard-σ selection unless the settings say "select_on": "loss"
     t0 = time.time()

@@ -32,7 +32,7 @@ from approx_inferno_paper import _builder  # noqa: E402
 
 
 def main() -> None:
-    from lumin.nn.data.fold_yielder import FoldYielder
+    from lumin_inferno.data.foldfiles import open_foldfile
     from lumin.nn.models.model_builder import ModelBuilder
 
     from lumin_inferno import ApproxInfernoCallback, Objective, TemperatureSchedule
@@ -50,8 +50,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=27)
     args = p.parse_args()
     out = Path(args.outdir)
-    fy = FoldYielder(str(out / "data" / "train_systematics.hdf5"))
-    test = FoldYielder(str(out / "data" / "test.hdf5")).get_fold(0)
+    fy = open_foldfile(out / "data" / "train_systematics.hdf5")
+    test = open_foldfile(out / "data" / "test.hdf5").get_fold(0)
     n_bins, bs = 10, 2000
     analysis = replace(paper_benchmark(2).analysis(n_bins=n_bins), objective=Objective(args.objective))
     builder = _builder(fy, n_bins)

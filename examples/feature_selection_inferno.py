@@ -42,7 +42,8 @@ from lumin.nn.training.train import train_models
 
 from lumin_inferno import InfernoCallback, SoftmaxTemperatureTail
 from lumin_inferno.data import paper_benchmark
-from lumin_inferno.data.paper import FEATURES, quiet_df2foldfile, sample_paper, standardise
+from lumin_inferno.data.foldfiles import quiet_df2foldfile
+from lumin_inferno.data.paper import FEATURES, sample_paper, standardise
 from lumin_inferno.evaluation.ensemble import align_ensemble
 from lumin_inferno.evaluation.importance import (
     ColumnSubsetTransform,

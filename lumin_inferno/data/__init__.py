@@ -20,6 +20,7 @@ from .paper import (
     sample_paper,
     write_paper_foldfiles,
 )
+from .foldfiles import open_foldfile
 from .pivot_toy import NUISANCE, TOY_FEATURES, sample_pivot_toy, write_pivot_toy_foldfile
 from .systematics import (
     FoldSystematics,
@@ -35,6 +36,7 @@ __all__ = [
     "AnalysisToy",
     "ToyLimit",
     "analysis_toy",
+    "open_foldfile",
     "NUISANCE",
     "TOY_FEATURES",
     "sample_pivot_toy",

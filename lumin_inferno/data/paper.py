@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..exceptions import InputTransformError, InvalidModelSpecError
 from ..statistics.likelihood import Parameter
+from .foldfiles import quiet_df2foldfile
 
 __all__ = [
     "FEATURES",
@@ -305,56 +306,3 @@ def write_paper_foldfiles(
         )
         paths.append(target)
     return paths[0], paths[1]
-
-
-def quiet_df2foldfile(fn, fold_seed: Optional[int] = None, **kwargs) -> None:
-    """Call LUMIN's ``df2foldfile`` (``fn``) silently: it shells out to ``rm`` (printing errors when nothing is there)
-    and prints progress. Its (stratified) fold split draws from numpy's global generator; with ``fold_seed`` that
-    generator is seeded with it first (and left in its state after the split), so the same seed writes the same
-    folds whatever ran before. A single fold is written without a split, and leaves the generator alone."""
-    import contextlib
-    import io
-    import os
-
-    if fold_seed is not None and kwargs["n_folds"] > 1:
-        np.random.seed(fold_seed)
-
-    target = Path(kwargs["savename"] + ".hdf5")
-    if target.exists():
-        target.unlink()
-    if kwargs["n_folds"] == 1:
-        # StratifiedKFold/KFold need >= 2 splits; write a single fold with the lower-level writer.
-        from lumin.data_processing.file_proc import add_meta_data, fold2foldfile
-        import h5py
-
-        df = kwargs["df"]
-        with h5py.File(target, "w") as out_file:
-            fold2foldfile(
-                df,
-                out_file,
-                0,
-                cont_feats=kwargs["cont_feats"],
-                cat_feats=kwargs["cat_feats"],
-                targ_feats=kwargs["targ_feats"],
-                targ_type=kwargs["targ_type"],
-                wgt_feat=kwargs["wgt_feat"],
-            )
-            add_meta_data(
-                out_file=out_file,
-                feats=list(df.columns),
-                cont_feats=kwargs["cont_feats"],
-                cat_feats=kwargs["cat_feats"],
-                cat_maps=None,
-                targ_feats=kwargs["targ_feats"],
-                wgt_feat=kwargs["wgt_feat"],
-            )
-        return
-    devnull = open(os.devnull, "w")
-    with contextlib.redirect_stdout(io.StringIO()), devnull:
-        old = os.dup(2)
-        os.dup2(devnull.fileno(), 2)
-        try:
-            fn(**kwargs)
-        finally:
-            os.dup2(old, 2)
-            os.close(old)

@@ -258,7 +258,7 @@ def write_systematics_foldfile(
     """
     from lumin.data_processing.file_proc import df2foldfile
 
-    from .paper import quiet_df2foldfile
+    from .foldfiles import quiet_df2foldfile
 
     shifted_inputs = dict(shifted_inputs or {})
     shifted_weights = dict(shifted_weights or {})

@@ -216,9 +216,9 @@ def foldfile_event_bins(analysis: Analysis, bin_function: BinFunction, fy, fold_
     for ``"transform"`` systematics, ``transform`` (default: the declared input shifts through ``fy``'s input
     pipe)."""
     if not hasattr(fy, "get_fold"):
-        from lumin.nn.data.fold_yielder import FoldYielder
+        from ..data.foldfiles import open_foldfile
 
-        fy = FoldYielder(str(fy))
+        fy = open_foldfile(fy)
     data = fy.get_fold(fold_idx)
     inputs = [s.stored_column for s in analysis.systematics_of("inputs")]
     weights = [s.stored_column for s in analysis.systematics_of("weights")]

@@ -270,9 +270,8 @@ def train_member(task: MemberTask) -> Tuple[dict, tuple]:
 
 
 def _train(task: MemberTask) -> Tuple[dict, tuple]:
-    import h5py
     import torch
-    from lumin.nn.data.fold_yielder import FoldYielder
+    from ..data.foldfiles import open_foldfile
     from lumin.nn.training.train import train_models
 
     from ..studies.common import seed_everything
@@ -289,7 +288,7 @@ def _train(task: MemberTask) -> Tuple[dict, tuple]:
             seed_everything(task.seed + task.model_id)
             # read-only and without HDF5's file lock: every worker (and the caller, which may hold the file open
             # read-write) reads the same fold file at once
-            fy = FoldYielder(h5py.File(task.foldfile, "r", locking=False), **task.foldfile_kwargs)
+            fy = open_foldfile(task.foldfile, **task.foldfile_kwargs)
             inner = tmp / "lumin"
             inner.mkdir()
             (inner / f"model_id_{task.model_id}").mkdir()  # train_models shells out `rm -r` on it

@@ -292,7 +292,7 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True, cl
     """Run the study; write ``results.json``/``.md``/``.csv``, ``settings.json``, LUMIN's ``train.log`` and
     ``plots/`` into ``settings.outdir``; ``results.json`` is written last (its presence marks a finished run)."""
     from fastprogress.fastprogress import progress_bar
-    from lumin.nn.data.fold_yielder import FoldYielder
+    from ..data.foldfiles import open_foldfile
 
     t0 = time.time()
     out = Path(settings.outdir).resolve()
@@ -309,9 +309,9 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True, cl
     train_path, test_path, pipe_path = toy.write_foldfiles(out / "data", settings.n_train_per_process,
                                                            settings.n_test_per_process, settings.n_folds,
                                                            settings.seed)
-    fy = FoldYielder(str(train_path))
-    fy_pipe = FoldYielder(str(train_path), input_pipe=toy.input_pipe(pipe_path))  # exact shifts in physical units
-    test_fy = FoldYielder(str(test_path))
+    fy = open_foldfile(train_path)
+    fy_pipe = open_foldfile(train_path, input_pipe=toy.input_pipe(pipe_path))  # exact shifts in physical units
+    test_fy = open_foldfile(test_path)
     test = test_fy.get_fold(0)
     reference = fy.get_fold(0)  # binning edges and ensemble alignment; not the evaluation sample
 

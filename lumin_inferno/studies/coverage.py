@@ -75,7 +75,7 @@ class CoverageStudySettings:
 
 def run_coverage_study(settings: CoverageStudySettings, verbose: bool = True, client=None) -> dict:
     """Train (or reuse) the model, run (or resume) the toys, write the outputs; returns ``results.json``'s content."""
-    from lumin.nn.data.fold_yielder import FoldYielder
+    from ..data.foldfiles import open_foldfile
 
     from ..evaluation.analysis import foldfile_event_bins
     from ..statistics.fit import expected_poi_uncertainties
@@ -109,8 +109,8 @@ def run_coverage_study(settings: CoverageStudySettings, verbose: bool = True, cl
                                                                settings.n_test_per_process, settings.n_folds,
                                                                settings.seed)
         atomic_write_text(data / "settings.fingerprint", data_fp)
-    fy = FoldYielder(str(train_path))
-    fy_pipe = FoldYielder(str(train_path), input_pipe=toy.input_pipe(pipe_path))
+    fy = open_foldfile(train_path)
+    fy_pipe = open_foldfile(train_path, input_pipe=toy.input_pipe(pipe_path))
     method = METHODS[settings.method]
     fingerprint = json.dumps({**asdict(train_settings), "outdir": None, "job": settings.method}, sort_keys=True)
     say(f"[coverage] training one {method.label} model ({settings.inferno_epochs} epochs; reused if already trained)")
@@ -119,7 +119,7 @@ def run_coverage_study(settings: CoverageStudySettings, verbose: bool = True, cl
                                                  fingerprint, client)
     model = load_models(results, builder)[0]
     analysis = toy.analysis(settings.n_bins, kind="inputs")
-    events = foldfile_event_bins(analysis, lambda x: argmax_bins(predict(model, x)), FoldYielder(str(test_path)))
+    events = foldfile_event_bins(analysis, lambda x: argmax_bins(predict(model, x)), open_foldfile(test_path))
     truth = events.template_model(analysis)
     expected = expected_poi_uncertainties(truth)
     say(f"[coverage] Asimov σ on the whole test sample: {expected}")

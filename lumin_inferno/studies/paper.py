@@ -206,7 +206,7 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
     INFERNO's distance to the limit; and the cross-benchmark matrix (INFERNO trained for k, evaluated on j).
     """
     from fastprogress.fastprogress import progress_bar
-    from lumin.nn.data.fold_yielder import FoldYielder
+    from ..data.foldfiles import open_foldfile
 
     if settings.select_on not in ("hard_sigma", "loss"):
         raise ConfigurationError(f"select_on must be 'hard_sigma' or 'loss', got {settings.select_on!r}")
@@ -224,8 +224,8 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
     train_path, test_path = write_paper_foldfiles(
         out / "data", settings.n_train_per_class, settings.n_test_per_class, settings.n_folds, settings.seed
     )
-    fy = FoldYielder(train_path)
-    test = FoldYielder(test_path).get_fold(0)
+    fy = open_foldfile(train_path)
+    test = open_foldfile(test_path).get_fold(0)
 
     jobs: List[tuple] = [("cross-entropy", None)] + [(f"INFERNO {k}", k) for k in settings.benchmarks]
     ensembles = []

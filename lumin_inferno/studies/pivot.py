@@ -126,7 +126,7 @@ def run_pivot_study(settings: Optional[PivotStudySettings] = None, verbose: bool
 
 
 def _run(s: PivotStudySettings, verbose: bool) -> List[Dict[str, Any]]:
-    from lumin.nn.data.fold_yielder import FoldYielder
+    from ..data.foldfiles import open_foldfile
     from lumin.nn.ensemble.ensemble import Ensemble
     from lumin.nn.training.train import train_models
 
@@ -134,7 +134,7 @@ def _run(s: PivotStudySettings, verbose: bool) -> List[Dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("results.json", "results.md"):  # an unfinished rerun must not look complete
         (out / stale).unlink(missing_ok=True)
-    fy = FoldYielder(write_pivot_toy_foldfile(out / "data" / "train", s.n_train_per_class, s.n_folds, seed=s.seed))
+    fy = open_foldfile(write_pivot_toy_foldfile(out / "data" / "train", s.n_train_per_class, s.n_folds, seed=s.seed))
     test = sample_pivot_toy(s.n_test_per_class, s.n_test_per_class, seed=s.seed + 1)
     fixed = {z: sample_pivot_toy(s.n_test_per_class, s.n_test_per_class, z=z, seed=s.seed + 2 + i)
              for i, z in enumerate((-1.0, 0.0, 1.0))}  # z = −σ, 0, +σ with σ = 1
