@@ -58,7 +58,6 @@ def study_members(outdir: str) -> None:
     from pathlib import Path
 
     from lumin_inferno.data.foldfiles import open_foldfile
-
     from lumin_inferno.studies.common import load_models, predict
     from lumin_inferno.studies.paper import StudySettings, _model_builder
 
