@@ -14,7 +14,15 @@ from .analysis import (
     transform_shifted_bins,
 )
 from .coverage import CoverageSetting, coverage_summary, format_coverage, run_coverage
-from .ensemble import AlignedEnsemble, InfernoEnsemble, align_ensemble, load_inferno_ensemble, save_inferno_ensemble
+from .ensemble import (
+    AlignedEnsemble,
+    InfernoEnsemble,
+    MergedSummary,
+    align_ensemble,
+    load_inferno_ensemble,
+    merge_summaries,
+    save_inferno_ensemble,
+)
 from .importance import (
     ColumnSubsetTransform,
     drop_column_importance,
@@ -55,6 +63,8 @@ from .templates import (
 
 __all__ = [
     "EventBins",
+    "MergedSummary",
+    "merge_summaries",
     "event_bins",
     "foldfile_event_bins",
     "CoverageSetting",

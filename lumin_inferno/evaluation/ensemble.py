@@ -39,6 +39,8 @@ __all__ = [
     "InfernoEnsemble",
     "save_inferno_ensemble",
     "load_inferno_ensemble",
+    "MergedSummary",
+    "merge_summaries",
 ]
 
 #: Name of the manifest written by :func:`save_inferno_ensemble`.
@@ -184,6 +186,110 @@ def align_ensemble(
         raise ConfigurationError(f"ensemble members give outputs of different shapes: {sorted(shapes)}")
     perms = [np.arange(probs[ref].shape[1]) if i == ref else align_bins(probs[ref], p) for i, p in enumerate(probs)]
     return AlignedEnsemble(models, weights, perms, ref, bs)
+
+
+# ------------------------------------------------------------------------------------------------- merged bins
+@dataclass
+class MergedSummary:
+    """Several hard summaries combined into one of ``n_bins`` bins: the cells of the members' joint binning
+    (member 1's bin × member 2's bin × …), merged back into ``n_bins`` groups (:func:`merge_summaries`).
+
+    ``__call__(x)`` is the hard bin of each event (a bin function for
+    :func:`~lumin_inferno.evaluation.analysis_template_model`): member 0's bin, then for each further member m the
+    group ``tables[m - 1][group · n_cells_m + bin_m]``. A cell the merge never saw goes with the group the table
+    gives it (the merge puts empty cells where they cost nothing).
+
+    Attributes:
+        bin_functions: each member's hard bins (inputs → int in [0, ``member_bins[m]``)).
+        member_bins: each member's number of bins.
+        tables: for members 1…M−1, ``[n_groups · member_bins[m]]`` group of each (previous group, member bin) cell.
+    """
+
+    bin_functions: List[Any]
+    member_bins: List[int]
+    tables: List[np.ndarray]
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.tables[-1].max()) + 1 if self.tables else self.member_bins[0]
+
+    def __call__(self, x: Any) -> np.ndarray:
+        groups = np.asarray(self.bin_functions[0](x))
+        for fn, k, table in zip(self.bin_functions[1:], self.member_bins[1:], self.tables):
+            groups = table[groups * k + np.asarray(fn(x))]
+        return groups
+
+
+def _cells(a: Any, b: Any, k_b: int) -> Any:
+    """The EventBins of the joint binning (a's bin × b's bin) of the same events."""
+    from .analysis import EventBins
+
+    if len(a) != len(b) or set(a.shifted_bins) != set(b.shifted_bins):
+        raise ConfigurationError("member EventBins must be of the same events and the same shifted inputs")
+    return EventBins(a.bins * k_b + b.bins, a.targets, a.weights,
+                     {k: (u * k_b + b.shifted_bins[k][0], d * k_b + b.shifted_bins[k][1])
+                      for k, (u, d) in a.shifted_bins.items()}, a.shifted_weights)
+
+
+def _merge_table(analysis: Any, cells: Any, n_cells: int, n_bins: int) -> np.ndarray:
+    """Group of each of ``n_cells`` summary cells after :func:`~lumin_inferno.statistics.merging.merge_bins` on the
+    Asimov information of the analysis's model of ``cells`` (MC statistics left out of the criterion)."""
+    from dataclasses import replace
+
+    from ..statistics.merging import merge_bins
+
+    a = replace(analysis, n_bins=n_cells, mc_stat=False)
+    model = cells.template_model(a)
+    theta = model.nominal()
+    pois = a.objective_pois if a.objective.kind in ("weighted_variance", "generalised_variance") else a.poi_names[:1]
+    weights = dict(zip(pois, a.objective.weights or ())) if a.objective.kind == "weighted_variance" else {}
+    mergeable = np.zeros(model.n_bins, dtype=bool)
+    mergeable[model.channel_slices()[a.summary]] = True
+    labels = merge_bins(model.expected(theta).detach().numpy(), model.jacobian(theta).detach().numpy(),
+                        model.constraint_precision().detach().numpy(), n_bins,
+                        {model.index(p): float(weights.get(p, 1.0)) for p in pois}, mergeable)
+    return labels[mergeable]
+
+
+def merge_summaries(analysis: Any, bin_functions: Sequence[Any], member_bins: Sequence[int], sample: Sequence[Any],
+                    n_bins: Optional[int] = None) -> MergedSummary:
+    """Combine the hard summaries of several members into one of ``n_bins`` (default ``analysis.n_bins``) bins.
+
+    The cells of member 0 × member 1 (``member_bins[0] · member_bins[1]`` of them) are merged greedily into
+    ``n_bins`` groups, each merge the one that raises the expected variance of the POI least
+    (:func:`~lumin_inferno.statistics.merging.merge_bins`, on the analysis's Asimov Fisher information of the
+    cells' templates, every nuisance and control region included); then those groups × member 2, and so on. Every
+    member's partition is one of the merges the search can reach, so on ``sample`` the result keeps more information
+    than a member whenever the greedy search finds it; an independent sample says whether that holds beyond it.
+
+    Args:
+        analysis: the measurement (its objective's POIs: the variance of the first, or the weighted sum for
+            ``"weighted_variance"``/``"generalised_variance"``, is what merging keeps small).
+        bin_functions: each member's hard bins (e.g. ``lambda x: argmax_bins(model.predict(x))``).
+        member_bins: each member's number of bins.
+        sample: per member, its :class:`~lumin_inferno.evaluation.EventBins` on one sample (the same events:
+            :func:`~lumin_inferno.evaluation.event_bins` or :func:`~lumin_inferno.evaluation.foldfile_event_bins`
+            with that member's bin function), e.g. the training fold file, large enough for the joint cells.
+    """
+    n_bins = analysis.n_bins if n_bins is None else int(n_bins)
+    if not (len(bin_functions) == len(member_bins) == len(sample)) or not bin_functions:
+        raise ConfigurationError(f"{len(bin_functions)} bin functions, {len(member_bins)} bin counts and "
+                                 f"{len(sample)} EventBins: need one of each per member, at least one")
+    current, k_current, tables = sample[0], int(member_bins[0]), []
+    for b, k in zip(sample[1:], member_bins[1:]):
+        cells = _cells(current, b, int(k))
+        table = _merge_table(analysis, cells, k_current * int(k), n_bins)
+        tables.append(table)
+        current = _relabel(cells, table)
+        k_current = n_bins
+    return MergedSummary(list(bin_functions), [int(k) for k in member_bins], tables)
+
+
+def _relabel(cells: Any, table: np.ndarray) -> Any:
+    from .analysis import EventBins
+
+    return EventBins(table[cells.bins], cells.targets, cells.weights,
+                     {k: (table[u], table[d]) for k, (u, d) in cells.shifted_bins.items()}, cells.shifted_weights)
 
 
 # ------------------------------------------------------------------------------------------------- save / load
