@@ -27,6 +27,8 @@ def test_paper_study_tiny(tmp_path):
                 assert math.isfinite(row[key][stat]) and row[key][stat] > 0
             assert row[key]["q16"] <= row[key]["median"] <= row[key]["q84"]
         assert math.isfinite(row["inferno"]["ensemble"]) and row["inferno"]["ensemble"] > 0
+        # the members' joint bins merged back into 10 bins (fitted on the training file), above the limit
+        assert row["limit"] < row["inferno"]["merged"] < 2 * row["limit"]
         # the member of lowest validation hard σ, its test σ taken from the per-model list; empty test bins per model
         assert row["inferno"]["selected"] in row["inferno"]["per_model"]
         assert len(row["inferno"]["empty_bins"]) == 2 and all(0 <= e < 10 for e in row["inferno"]["empty_bins"])

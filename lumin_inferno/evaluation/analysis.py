@@ -7,7 +7,7 @@ exports. This is the library path from an approximate-INFERNO model to σ(POI), 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple, cast
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import torch
@@ -154,6 +154,23 @@ class EventBins:
 
     def __len__(self) -> int:
         return len(self.bins)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["EventBins"]) -> "EventBins":
+        """One EventBins of the events of ``parts`` (e.g. the folds of a fold file), in order."""
+        if not parts or any(set(p.shifted_bins) != set(parts[0].shifted_bins)
+                            or set(p.shifted_weights) != set(parts[0].shifted_weights) for p in parts):
+            raise ConfigurationError("EventBins to concatenate must be at least one, with the same shifted inputs "
+                                     "and weights")
+
+        def cat(get):
+            return np.concatenate([get(p) for p in parts])
+
+        return cls(cat(lambda p: p.bins), cat(lambda p: p.targets), cat(lambda p: p.weights),
+                   {k: (cat(lambda p: p.shifted_bins[k][0]), cat(lambda p: p.shifted_bins[k][1]))
+                    for k in parts[0].shifted_bins},
+                   {k: (cat(lambda p: p.shifted_weights[k][0]), cat(lambda p: p.shifted_weights[k][1]))
+                    for k in parts[0].shifted_weights})
 
     def templates(self, analysis: Analysis, index: Optional[np.ndarray] = None) -> SummaryTemplates:
         """:func:`hard_summary_templates` of the events ``index`` (default all)."""

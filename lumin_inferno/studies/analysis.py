@@ -38,7 +38,7 @@ from ..callbacks.metrics import HardSigmaMetric
 from ..callbacks.schedules import TemperatureSchedule
 from ..data.analysis_toy import AnalysisToy, analysis_toy, small_toy
 from ..analysis import template_model
-from ..evaluation.analysis import foldfile_template_model, hard_summary_templates
+from ..evaluation.analysis import EventBins, foldfile_event_bins, foldfile_template_model, hard_summary_templates
 from ..statistics.fit import expected_poi_uncertainties
 from ..evaluation.report import training_report
 from ..evaluation.plots import plot_channel_templates, plot_poi_contours, plot_poi_sigmas, plot_training_curves
@@ -263,8 +263,9 @@ def _evaluate(analysis: Analysis, stat_only: Analysis, fn, test_fy, test: dict) 
 
 
 def _entry(evals: List[dict], n_models: int, pois: List[str], val: Optional[List[float]] = None) -> dict:
-    """Summaries over members; the aligned ensemble's figures (``"ensemble"``) and those of the member of lowest
-    validation objective (``"selected"``, from each member's own validation fold: the test file is not used)."""
+    """Summaries over members; the aligned ensemble's figures (``"ensemble"``), those of the members' merged joint
+    bins (``"merged"``, INFERNO) and those of the member of lowest validation objective (``"selected"``, from each
+    member's own validation fold: the test file is not used)."""
     members, ensemble = evals[:n_models], evals[n_models:]
     out: Dict[str, Any] = {"per_model": [{k: v for k, v in e.items() if k != "model"} for e in members]}
     chosen = None if val is None else int(np.argmin(val))
@@ -273,6 +274,8 @@ def _entry(evals: List[dict], n_models: int, pois: List[str], val: Optional[List
         for p in pois:
             if ensemble:
                 out[key][p]["ensemble"] = ensemble[0][key][p]
+            if len(ensemble) > 1:
+                out[key][p]["merged"] = ensemble[1][key][p]
             if chosen is not None:
                 out[key][p]["selected"] = members[chosen][key][p]
     if val is not None:  # and so chosen
@@ -347,14 +350,14 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True, cl
         classifiers[ORACLE] = [oracle_probabilities(toy, pipe_path)]
         trained[ORACLE] = (None, classifiers[ORACLE], None, None)
     for name, (method, models, _, val) in bar(list(trained.items())):
+        n_bins = len(toy.processes) * settings.ce_score_bins if method is None else settings.n_bins
+        full = toy.analysis(n_bins, kind="inputs")
         if method is None:
-            n_bins = len(toy.processes) * settings.ce_score_bins
             fns = _class_score_bin_functions(classifiers[name], reference["inputs"], reference["weights"],
                                              settings.ce_score_bins)
-        else:
-            n_bins = settings.n_bins
-            fns = inferno_bin_functions(models, reference["inputs"])
-        full = toy.analysis(n_bins, kind="inputs")
+        else:  # members, their aligned mean, their joint bins merged on the training file
+            fns = inferno_bin_functions(models, reference["inputs"], full, lambda fn: EventBins.concatenate(
+                [foldfile_event_bins(full, fn, fy, i) for i in range(fy.n_folds)]))
         stat_only = full.without_nuisances(full.nuisance_names())
         evals = [_evaluate(full, stat_only, fn, test_fy, test) for fn in fns]
         table[name] = _entry(evals, len(models), toy.pois, val)
@@ -388,9 +391,12 @@ def _compare(table: Dict[str, dict], limit, limit_stat, pois: List[str]) -> None
             row[f"{key}_to_limit_pct"] = {p: 100.0 * (row[key][p]["median"] / lim.sigma[p] - 1.0) for p in pois}
             row[f"{key}_vs_ce_pct"] = {p: 100.0 * (row[key][p]["median"] / table[CE][key][p]["median"] - 1.0)
                                        for p in pois}
-            if "ensemble" in row[key][pois[0]]:
-                row[f"{key}_ensemble_to_limit_pct"] = {
-                    p: 100.0 * (row[key][p]["ensemble"] / lim.sigma[p] - 1.0) for p in pois}
+            for which in ("ensemble", "merged"):
+                if which in row[key][pois[0]]:
+                    row[f"{key}_{which}_to_limit_pct"] = {
+                        p: 100.0 * (row[key][p][which] / lim.sigma[p] - 1.0) for p in pois}
+                    row[f"{key}_{which}_vs_ce_pct"] = {
+                        p: 100.0 * (row[key][p][which] / table[CE][key][p]["median"] - 1.0) for p in pois}
 
 
 def _report(table: Dict[str, dict], trained: dict, toy: AnalysisToy) -> List[str]:
@@ -444,8 +450,9 @@ def _fmt(e: dict) -> str:
 
 
 def format_table(table: Dict[str, dict], limit, limit_stat, toy: AnalysisToy) -> str:
-    """Markdown tables (all systematics; statistical only): σ of each POI (median [16 %, 84 %] over models; the
-    ensemble's), correlation of the first two POIs, distance of the median to the limit and gain over cross-entropy."""
+    """Markdown tables (all systematics; statistical only): σ of each POI (median [16 %, 84 %] over models; for
+    INFERNO also its members' joint bins merged into one summary, a row of its own), correlation of the first two POIs,
+    distance to the limit and gain over cross-entropy's median."""
     pois = toy.pois
     free = [f.name for f in toy.factors if not f.poi]
     floating = f", {', '.join(free)} free" if free else ""
@@ -464,6 +471,12 @@ def format_table(table: Dict[str, dict], limit, limit_stat, toy: AnalysisToy) ->
             out.append(f"| {row['label']} | {row['n_bins']} | " + " | ".join(_fmt(row[key][p]) for p in pois)
                        + f" | {rho} | " + " | ".join(f"{d[p]:+.1f} %" for p in pois) + " | "
                        + " | ".join(f"{g[p]:+.1f} %" for p in pois) + " |")
+            if f"{key}_merged_to_limit_pct" in row:
+                d, g = row[f"{key}_merged_to_limit_pct"], row[f"{key}_merged_vs_ce_pct"]
+                out.append(f"| {row['label']}, members merged | {row['n_bins']} | "
+                           + " | ".join(f"{row[key][p]['merged']:.3f}" for p in pois) + " | – | "
+                           + " | ".join(f"{d[p]:+.1f} %" for p in pois) + " | "
+                           + " | ".join(f"{g[p]:+.1f} %" for p in pois) + " |")
         rho = f"{lim.correlation:+.3f}" if key == "sigma" and len(pois) > 1 else "–"
         out.append("| limit (unbinned, ± MC error) | – | "
                    + " | ".join(f"{lim.sigma[p]:.3f} ± {lim.sigma_error[p]:.3f}" for p in pois)
@@ -477,13 +490,13 @@ def format_table(table: Dict[str, dict], limit, limit_stat, toy: AnalysisToy) ->
 def _csv(table: Dict[str, dict], pois: List[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", "label", "n_bins", "errors", "poi", "median", "q16", "q84", "ensemble", "to_limit_pct",
-                "vs_ce_pct"])
+    w.writerow(["method", "label", "n_bins", "errors", "poi", "median", "q16", "q84", "ensemble", "merged",
+                "to_limit_pct", "vs_ce_pct"])
     for name, row in table.items():
         for key in ("sigma", "sigma_stat"):
             for p in pois:
                 e = row[key][p]
                 w.writerow([name, row["label"], row["n_bins"], "all" if key == "sigma" else "stat_only", p, e["median"],
-                            e["q16"], e["q84"], e.get("ensemble", ""), row[f"{key}_to_limit_pct"][p],
+                            e["q16"], e["q84"], e.get("ensemble", ""), e.get("merged", ""), row[f"{key}_to_limit_pct"][p],
                             row[f"{key}_vs_ce_pct"][p]])
     return buf.getvalue()

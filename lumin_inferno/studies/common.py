@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -116,17 +116,24 @@ def predict(model, x: np.ndarray) -> np.ndarray:
     return model.predict(x, bs=50_000)
 
 
-def inferno_bin_functions(models: list, reference: np.ndarray) -> list:
-    """One bin function (inputs → argmax bin) per INFERNO member and, for several, a last one for their ensemble:
+def inferno_bin_functions(models: list, reference: np.ndarray, analysis=None,
+                          sample: Optional[Callable[[Callable], Any]] = None) -> list:
+    """One bin function (inputs → argmax bin) per INFERNO member and, for several, one for their ensemble:
     :func:`~lumin_inferno.evaluation.align_ensemble` of the members (uniform weights), bins aligned to the first
     member's on the ``reference`` inputs, then fixed for any input, shifted ones included. INFERNO bins are
-    unordered classes: they are aligned before averaging."""
-    from ..evaluation.ensemble import align_ensemble
-    from ..evaluation.templates import argmax_bins
+    unordered classes: they are aligned before averaging. With ``analysis`` and ``sample`` (a member's bin function
+    → its :class:`~lumin_inferno.evaluation.EventBins` on a training sample), a last one: the members' joint bins
+    merged back into ``analysis.n_bins`` (:func:`~lumin_inferno.evaluation.merge_summaries`)."""
+    from ..evaluation.ensemble import align_ensemble, merge_summaries
+    from ..evaluation.templates import argmax_bins, memoised_bins
 
-    fns: List[Callable[..., np.ndarray]] = [lambda x, m=m: argmax_bins(predict(m, x)) for m in models]
+    fns: List[Callable[..., np.ndarray]] = [memoised_bins(lambda x, m=m: argmax_bins(predict(m, x))) for m in models]
     if len(models) > 1:
+        members = list(fns)
         fns.append(align_ensemble(models, reference, reference=0, bs=50_000))
+        if analysis is not None and sample is not None:
+            fns.append(merge_summaries(analysis, members, [analysis.n_bins] * len(members),
+                                       [sample(fn) for fn in members]))
     return fns
 
 

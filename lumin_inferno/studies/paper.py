@@ -26,7 +26,7 @@ from ..callbacks.schedules import TemperatureSchedule
 from ..data.paper import SIGNAL_YIELD, analytic_limit, paper_benchmark, write_paper_foldfiles
 from ..exceptions import ConfigurationError
 from ..evaluation.plots import plot_profile_curves, plot_sigma_summary, plot_templates, plot_training_curves
-from ..evaluation.analysis import analysis_template_model
+from ..evaluation.analysis import analysis_template_model, event_bins
 from ..evaluation.report import training_report
 from ..evaluation.templates import bin_occupancy, memoised_bins, uniform_bins
 from ..statistics.fit import expected_poi_uncertainty
@@ -188,12 +188,20 @@ def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
                                    test["targets"], test["weights"], transform=bm.transform())
 
 
-def _bin_functions(models: list, inferno: bool, n_bins: int, reference_inputs: np.ndarray) -> list:
-    """One bin function per model (INFERNO: argmax; cross-entropy: uniform bins of the score), and for INFERNO a
-    last one for the aligned ensemble (:func:`~lumin_inferno.studies.common.inferno_bin_functions`)."""
-    if not inferno:
-        return [partial(lambda x, m: uniform_bins(predict(m, x), n_bins), m=m) for m in models]
-    return inferno_bin_functions(models, reference_inputs)
+def _bin_functions(models: list, benchmark: Optional[int], settings: StudySettings, reference_inputs: np.ndarray,
+                   train: Optional[dict] = None) -> list:
+    """One bin function per model (INFERNO: argmax; cross-entropy: uniform bins of the score), and for INFERNO the
+    aligned ensemble and, with the training sample ``train`` (all folds' inputs, targets, weights), the members'
+    joint bins merged for the benchmark they were trained for
+    (:func:`~lumin_inferno.studies.common.inferno_bin_functions`)."""
+    if benchmark is None:
+        return [partial(lambda x, m: uniform_bins(predict(m, x), settings.n_bins), m=m) for m in models]
+    if train is None:
+        return inferno_bin_functions(models, reference_inputs)
+    bm = paper_benchmark(benchmark)
+    analysis = bm.analysis(settings.n_bins, kind="transform")
+    return inferno_bin_functions(models, reference_inputs, analysis, lambda fn: event_bins(
+        analysis, fn, train["inputs"], train["targets"], train["weights"], transform=bm.transform()))
 
 
 def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) -> dict:
@@ -252,11 +260,12 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
     templates: Dict[str, Dict[int, object]] = {}
     evals = [(name, j) for name in trained for j in settings.benchmarks]
     fns_of: Dict[str, list] = {}
+    folds = [fy.get_fold(i) for i in range(fy.n_folds)]  # the merge of INFERNO members' joint bins is fitted here
+    train = {c: np.concatenate([f[c] for f in folds]) for c in ("inputs", "targets", "weights")}
     for name, j in bar(evals):
         k, models, _, val = trained[name]
         if name not in fns_of:  # one set per statistic, its predictions reused on every benchmark (evals by name)
-            fns_of = {name: [memoised_bins(fn) for fn in _bin_functions(models, k is not None, settings.n_bins,
-                                                                     test["inputs"])]}
+            fns_of = {name: [memoised_bins(fn) for fn in _bin_functions(models, k, settings, test["inputs"], train)]}
         fns = fns_of[name]
         tms = [_evaluate(fn, test, settings, j) for fn in fns]
         # σ(s) = s₀ σ(μ): the analysis's POI is the signal strength
@@ -264,8 +273,10 @@ def run_paper_study(settings: StudySettings, verbose: bool = True, client=None) 
         hessian = [SIGNAL_YIELD * expected_poi_uncertainty(tm, method="hessian") for tm in tms[: len(models)]]  # √(H⁻¹)ₛₛ
         entry = {"per_model": sigmas[: len(models)], **summarise(sigmas[: len(models)]),
                  "hessian": {"per_model": hessian, **summarise(hessian)}}
-        if len(sigmas) > len(models):
-            entry["ensemble"] = sigmas[-1]
+        if len(sigmas) > len(models):  # the aligned mean, then the merged joint bins
+            entry["ensemble"] = sigmas[len(models)]
+        if len(sigmas) > len(models) + 1:
+            entry["merged"] = sigmas[len(models) + 1]
         if val is not None:  # the member of lowest hard σ on its own validation fold (the test file unseen)
             entry["selected"] = sigmas[int(np.argmin(val))]
         if k is not None and j == k:
@@ -349,13 +360,14 @@ def _fmt(entry: Optional[dict]) -> str:
 
 def format_table(table: dict) -> str:
     """Markdown table of σ(s) per benchmark: ours (median [16 %, 84 %] over models; the member selected by its
-    validation hard σ; the aligned mean of the members), the paper's values, the analytic limit (computed here; the
-    paper's in brackets), the distances to it, and each INFERNO model's empty bins on the test file."""
+    validation hard σ; the aligned mean of the members; their joint bins merged into n_bins), the paper's values, the
+    analytic limit (computed here; the paper's in brackets), the distances to it, and each INFERNO model's empty bins
+    on the test file."""
     lines = [
-        "| benchmark | cross-entropy σ(s) | INFERNO σ(s) | INFERNO selected | INFERNO aligned mean | paper CE "
-        "| paper INFERNO | analytic limit (paper) | INFERNO − limit | selected − limit | INFERNO √(H⁻¹)ₛₛ "
-        "| empty bins |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| benchmark | cross-entropy σ(s) | INFERNO σ(s) | INFERNO selected | INFERNO aligned mean | INFERNO merged "
+        "| paper CE | paper INFERNO | analytic limit (paper) | INFERNO − limit | selected − limit | merged − limit "
+        "| INFERNO √(H⁻¹)ₛₛ | empty bins |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def opt(x: Optional[float]) -> str:
@@ -364,11 +376,15 @@ def format_table(table: dict) -> str:
     for k, row in sorted(table.items()):
         inf = row["inferno"]
         sel = inf.get("selected")
-        sel_pct = "–" if sel is None else f"{100 * (sel / row['limit'] - 1):+.1f} %"
+        merged = inf.get("merged")
+
+        def pct(x: Optional[float]) -> str:
+            return "–" if x is None else f"{100 * (x / row['limit'] - 1):+.1f} %"
+
         lines.append(
-            f"| {k} | {_fmt(row['ce'])} | {_fmt(inf)} | {opt(sel)} | {opt(inf.get('ensemble'))} "
+            f"| {k} | {_fmt(row['ce'])} | {_fmt(inf)} | {opt(sel)} | {opt(inf.get('ensemble'))} | {opt(merged)} "
             f"| {row['paper_ce']:.2f} | {row['paper_inferno']:.2f} | {row['limit']:.2f} ({row['analytic']:.2f}) "
-            f"| {row['inferno_to_limit_pct']:+.1f} % | {sel_pct} | {inf['hessian']['median']:.2f} "
+            f"| {row['inferno_to_limit_pct']:+.1f} % | {pct(sel)} | {pct(merged)} | {inf['hessian']['median']:.2f} "
             f"| {', '.join(str(e) for e in inf.get('empty_bins', [])) or '–'} |"
         )
     return "\n".join(lines)
@@ -388,14 +404,14 @@ def _csv(table: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["benchmark", "ce_median", "ce_q16", "ce_q84", "inferno_median", "inferno_q16", "inferno_q84",
-                "inferno_ensemble", "inferno_selected", "paper_ce", "paper_inferno", "limit", "paper_limit",
+                "inferno_ensemble", "inferno_selected", "inferno_merged", "paper_ce", "paper_inferno", "limit", "paper_limit",
                 "inferno_to_limit_pct",
                 "ce_hessian_median", "inferno_hessian_median"])
     for k, row in sorted(table.items()):
         ce, inf = row["ce"], row["inferno"]
         w.writerow([k, ce["median"], ce["q16"], ce["q84"], inf["median"], inf["q16"], inf["q84"],
-                    inf.get("ensemble", ""), inf.get("selected", ""), row["paper_ce"], row["paper_inferno"], row["limit"],
-                    row["analytic"],
+                    inf.get("ensemble", ""), inf.get("selected", ""), inf.get("merged", ""), row["paper_ce"],
+                    row["paper_inferno"], row["limit"], row["analytic"],
                     row["inferno_to_limit_pct"], ce["hessian"]["median"], inf["hessian"]["median"]])
     return buf.getvalue()
 
