@@ -34,7 +34,8 @@ _LAYERS: Dict[str, List[str]] = {
     # fold files with systematics
     ".data": ["write_systematics_foldfile", "add_systematics_to_foldfile", "validate_systematics_foldfile"],
     # evaluation of trained summaries
-    ".evaluation": ["foldfile_template_model", "align_ensemble", "AlignedEnsemble", "save_inferno_ensemble",
+    ".evaluation": ["foldfile_template_model", "align_ensemble", "AlignedEnsemble", "merge_summaries", "MergedSummary",
+                    "save_inferno_ensemble",
                     "load_inferno_ensemble", "permutation_importance", "drop_column_importance", "training_report",
                     "TrainingWarning", "run_coverage", "CoverageSetting"],
     # inputs of the final fit

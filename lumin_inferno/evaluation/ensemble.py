@@ -203,11 +203,14 @@ class MergedSummary:
         bin_functions: each member's hard bins (inputs → int in [0, ``member_bins[m]``)).
         member_bins: each member's number of bins.
         tables: for members 1…M−1, ``[n_groups · member_bins[m]]`` group of each (previous group, member bin) cell.
+        models: the LUMIN ``Model`` of each member when its bin function is the argmax of that model's output
+            (what :func:`~lumin_inferno.export.export_onnx` exports); ``None`` for other bin functions.
     """
 
     bin_functions: List[Any]
     member_bins: List[int]
     tables: List[np.ndarray]
+    models: Optional[List[Any]] = None
 
     @property
     def n_bins(self) -> int:
@@ -252,7 +255,7 @@ def _merge_table(analysis: Any, cells: Any, n_cells: int, n_bins: int) -> np.nda
 
 
 def merge_summaries(analysis: Any, bin_functions: Sequence[Any], member_bins: Sequence[int], sample: Sequence[Any],
-                    n_bins: Optional[int] = None) -> MergedSummary:
+                    n_bins: Optional[int] = None, models: Optional[Sequence[Any]] = None) -> MergedSummary:
     """Combine the hard summaries of several members into one of ``n_bins`` (default ``analysis.n_bins``) bins.
 
     The cells of member 0 × member 1 (``member_bins[0] · member_bins[1]`` of them) are merged greedily into
@@ -270,11 +273,15 @@ def merge_summaries(analysis: Any, bin_functions: Sequence[Any], member_bins: Se
         sample: per member, its :class:`~lumin_inferno.evaluation.EventBins` on one sample (the same events:
             :func:`~lumin_inferno.evaluation.event_bins` or :func:`~lumin_inferno.evaluation.foldfile_event_bins`
             with that member's bin function), e.g. the training fold file, large enough for the joint cells.
+        models: the members' LUMIN ``Model`` s, when each bin function is the argmax of that model's output: kept on
+            the result so that :func:`~lumin_inferno.export.export_onnx` can write the merged summary as one graph.
     """
     n_bins = analysis.n_bins if n_bins is None else int(n_bins)
     if not (len(bin_functions) == len(member_bins) == len(sample)) or not bin_functions:
         raise ConfigurationError(f"{len(bin_functions)} bin functions, {len(member_bins)} bin counts and "
                                  f"{len(sample)} EventBins: need one of each per member, at least one")
+    if models is not None and len(models) != len(bin_functions):
+        raise ConfigurationError(f"{len(models)} models for {len(bin_functions)} bin functions")
     current, k_current, tables = sample[0], int(member_bins[0]), []
     for b, k in zip(sample[1:], member_bins[1:]):
         cells = _cells(current, b, int(k))
@@ -282,7 +289,8 @@ def merge_summaries(analysis: Any, bin_functions: Sequence[Any], member_bins: Se
         tables.append(table)
         current = _relabel(cells, table)
         k_current = n_bins
-    return MergedSummary(list(bin_functions), [int(k) for k in member_bins], tables)
+    return MergedSummary(list(bin_functions), [int(k) for k in member_bins], tables,
+                         None if models is None else list(models))
 
 
 def _relabel(cells: Any, table: np.ndarray) -> Any:

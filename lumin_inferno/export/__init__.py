@@ -6,7 +6,7 @@ from .._compat import import_lumin
 import_lumin()  # LUMIN first, with pdpbox's global warning filter undone (lumin_inferno._compat)
 
 from .histfactory import parse_datacard, write_combine_datacard, write_histfactory_xml
-from .onnx import OUTPUT_MODES, SummaryStatisticModule, export_onnx
+from .onnx import OUTPUT_MODES, MergedSummaryModule, SummaryStatisticModule, export_onnx
 from .pyhf import (
     pyhf_modifier_settings,
     pyhf_nuisance_scales,
@@ -22,6 +22,7 @@ __all__ = [
     "parse_datacard",
     "OUTPUT_MODES",
     "SummaryStatisticModule",
+    "MergedSummaryModule",
     "export_onnx",
     "pyhf_workspace",
     "write_pyhf_workspace",

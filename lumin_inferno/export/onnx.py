@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..exceptions import ConfigurationError
 from ..io import atomic_write
 
-__all__ = ["OUTPUT_MODES", "export_onnx", "SummaryStatisticModule"]
+__all__ = ["OUTPUT_MODES", "export_onnx", "SummaryStatisticModule", "MergedSummaryModule"]
 
 #: What the exported graph returns: the (ensemble-averaged) soft bin probabilities, or the argmax bin index.
 OUTPUT_MODES: Tuple[str, ...] = ("probabilities", "bin_index")
@@ -95,14 +95,50 @@ class SummaryStatisticModule(nn.Module):
         return probabilities
 
 
+class MergedSummaryModule(nn.Module):
+    """A :class:`~lumin_inferno.evaluation.MergedSummary` as one torch module: member 0's argmax bin g, then for each
+    further member m, g ← ``tables[m − 1][g · n_m + argmax f_m(x)]`` (ONNX ArgMax, Mul, Add, Gather). Output
+    ``"bin_index"`` (int64 g) or ``"probabilities"``: the one-hot of g (float32 ``[batch, n_bins]``, a hard
+    assignment in the layout of :class:`SummaryStatisticModule`'s)."""
+
+    def __init__(self, networks: Sequence[nn.Module], member_bins: Sequence[int], tables: Sequence[np.ndarray],
+                 output: str = "probabilities"):
+        super().__init__()
+        if output not in OUTPUT_MODES:
+            raise ConfigurationError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
+        if len(networks) < 2 or len(member_bins) != len(networks) or len(tables) != len(networks) - 1:
+            raise ConfigurationError(f"a merged summary needs ≥ 2 networks, one bin count each and one table fewer, got "
+                                     f"{len(networks)}, {len(member_bins)}, {len(tables)}")
+        self.networks = nn.ModuleList(networks)
+        self.member_bins = [int(k) for k in member_bins]
+        self.n_bins = int(max(int(np.max(t)) for t in tables[-1:])) + 1
+        for i, t in enumerate(tables):
+            self.register_buffer(f"table_{i}", torch.as_tensor(np.asarray(t, dtype=np.int64)))
+        self.output = output
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        group = self.networks[0](inputs).argmax(dim=-1)
+        for i in range(1, len(self.networks)):
+            table = getattr(self, f"table_{i - 1}")
+            group = table.index_select(0, group * self.member_bins[i] + self.networks[i](inputs).argmax(dim=-1))
+        if self.output == "bin_index":
+            return group
+        return (group[:, None] == torch.arange(self.n_bins, device=group.device)[None, :]).to(torch.float32)
+
+
 def _members(model_or_ensemble: Any, weights: Optional[Sequence[float]]) -> Tuple[List[Any], List[float]]:
     """(LUMIN models, weights) of a ``Model``, an ``Ensemble`` (its own weights) or a list of models."""
     from lumin.nn.ensemble.abs_ensemble import AbsEnsemble
     from lumin.nn.models.abs_model import AbsModel
 
-    from ..evaluation.ensemble import AlignedEnsemble
+    from ..evaluation.ensemble import AlignedEnsemble, MergedSummary
 
-    if isinstance(model_or_ensemble, AlignedEnsemble):
+    if isinstance(model_or_ensemble, MergedSummary):
+        if model_or_ensemble.models is None:
+            raise ConfigurationError("this MergedSummary holds bin functions, not LUMIN models: build it with "
+                                     "merge_summaries(..., models=...) to export it")
+        models, weights = list(model_or_ensemble.models), [1.0] * len(model_or_ensemble.models)
+    elif isinstance(model_or_ensemble, AlignedEnsemble):
         models = list(model_or_ensemble.models)
         weights = [float(w) for w in model_or_ensemble.weights] if weights is None else list(weights)
     elif isinstance(model_or_ensemble, AbsEnsemble):
@@ -166,9 +202,11 @@ def export_onnx(
     """Write the summary statistic to ``path`` as an ONNX model with a dynamic batch dimension; returns the path.
 
     Args:
-        model_or_ensemble: a trained LUMIN ``Model``, a LUMIN ``Ensemble`` (its weights are used) or a list of
-            ``Model`` (uniform weights unless ``weights`` is given). Members must have no matrix inputs and no
-            ``input_mask``; categorical features, if any, are columns of the float input, as for ``predict``.
+        model_or_ensemble: a trained LUMIN ``Model``, a LUMIN ``Ensemble`` (its weights are used), a list of
+            ``Model`` (uniform weights unless ``weights`` is given), an ``AlignedEnsemble`` or a ``MergedSummary``
+            built with its models (:class:`MergedSummaryModule`; ``"probabilities"`` are then one-hot). Members must
+            have no matrix inputs and no ``input_mask``; categorical features, if any, are columns of the float input,
+            as for ``predict``.
         path: the ``.onnx`` file; its directory must exist. Written to a temporary file in that directory, checked
             with ``onnx.checker`` (and onnxruntime if ``verify``), then moved into place, so a failed export never
             leaves a partial or stale-looking file under ``path``.
@@ -200,6 +238,8 @@ def export_onnx(
     if not path.parent.is_dir():
         raise ConfigurationError(f"output directory {path.parent} does not exist")
     models, weights = _members(model_or_ensemble, weights)
+    from ..evaluation.ensemble import MergedSummary
+
     if permutations is None:
         permutations = getattr(model_or_ensemble, "permutations", None)
     if permutations is not None:
@@ -208,7 +248,12 @@ def export_onnx(
             raise ConfigurationError(f"permutations must have one entry per output bin ({sorted(n_out)} bins)")
     n_features, cardinalities = _n_features(models)
     output_name = output_name or output
-    module = SummaryStatisticModule([m.model for m in models], weights, output, permutations)
+    module: nn.Module
+    if isinstance(model_or_ensemble, MergedSummary):
+        module = MergedSummaryModule([m.model for m in models], model_or_ensemble.member_bins,
+                                     model_or_ensemble.tables, output)
+    else:
+        module = SummaryStatisticModule([m.model for m in models], weights, output, permutations)
     modes = [m.model.training for m in models]
     try:
         with atomic_write(path) as tmp:
@@ -283,7 +328,7 @@ def _quiet_exporter():
 
 
 def _verify(
-    module: SummaryStatisticModule,
+    module: Any,
     target: Path,
     n_features: int,
     cardinalities: Sequence[int],

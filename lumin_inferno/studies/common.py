@@ -127,13 +127,16 @@ def inferno_bin_functions(models: list, reference: np.ndarray, analysis=None,
     from ..evaluation.ensemble import align_ensemble, merge_summaries
     from ..evaluation.templates import argmax_bins, memoised_bins
 
-    fns: List[Callable[..., np.ndarray]] = [memoised_bins(lambda x, m=m: argmax_bins(predict(m, x))) for m in models]
+    def member(model) -> Callable[[np.ndarray], np.ndarray]:
+        return memoised_bins(lambda x: argmax_bins(predict(model, x)))
+
+    fns: List[Callable[..., np.ndarray]] = [member(m) for m in models]
     if len(models) > 1:
         members = list(fns)
         fns.append(align_ensemble(models, reference, reference=0, bs=50_000))
         if analysis is not None and sample is not None:
             fns.append(merge_summaries(analysis, members, [analysis.n_bins] * len(members),
-                                       [sample(fn) for fn in members]))
+                                       [sample(fn) for fn in members], models=models))
     return fns
 
 

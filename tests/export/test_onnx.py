@@ -157,3 +157,28 @@ def test_aligned_ensemble_matches_aligned_torch_prediction(inferno_builder, tmp_
     with pytest.raises(ConfigurationError, match="permutation"):
         export_onnx(ensemble, tmp_path / "bad.onnx", permutations=[[0, 1, 2], [0, 1, 2]])
     assert not (tmp_path / "bad.onnx").exists()
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
+def test_merged_summary_graph_equals_its_bin_function(inferno_builder, tmp_path, dynamo):
+    """A MergedSummary of three members (lookup tables of their joint bins) exported as one graph: onnxruntime's bins
+    equal MergedSummary(x) event by event, its probabilities are their one-hot; without models it is refused."""
+    from lumin_inferno.evaluation import MergedSummary
+    from lumin_inferno.evaluation.templates import argmax_bins
+
+    models = [_model(inferno_builder, s) for s in (3, 4, 5)]
+    rng = np.random.default_rng(0)
+    tables = [rng.integers(0, 4, 6 * 6), rng.integers(0, 4, 4 * 6)]  # 6 × 6 cells → 4 groups, 4 × 6 → 4
+    tables[1][:4] = np.arange(4)  # every group in use
+    fns = [lambda x, m=m: argmax_bins(m.predict(x)) for m in models]
+    merged = MergedSummary(fns, [6, 6, 6], tables, models)
+    bins_path = export_onnx(merged, tmp_path / "merged_bins.onnx", output="bin_index", dynamo=dynamo)
+    probs_path = export_onnx(merged, tmp_path / "merged.onnx", dynamo=dynamo)
+    for n in BATCH_SIZES:
+        x = _inputs(n, seed=11)
+        expected = merged(x)
+        assert (_run(bins_path, x) == expected).all()
+        assert (_run(probs_path, x) == np.eye(4, dtype=np.float32)[expected]).all()
+    with pytest.raises(ConfigurationError, match="merge_summaries\\(..., models=...\\)"):
+        export_onnx(MergedSummary(fns, [6, 6, 6], tables), tmp_path / "no.onnx")
+    assert not (tmp_path / "no.onnx").exists()
