@@ -159,8 +159,7 @@ def test_aligned_ensemble_matches_aligned_torch_prediction(inferno_builder, tmp_
     assert not (tmp_path / "bad.onnx").exists()
 
 
-@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
-def test_merged_summary_graph_equals_its_bin_function(inferno_builder, tmp_path, dynamo):
+def test_merged_summary_graph_equals_its_bin_function(inferno_builder, tmp_path, dynamo=True):
     """A MergedSummary of three members (lookup tables of their joint bins) exported as one graph: onnxruntime's bins
     equal MergedSummary(x) event by event, its probabilities are their one-hot; without models it is refused."""
     from lumin_inferno.evaluation import MergedSummary
