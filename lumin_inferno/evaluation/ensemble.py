@@ -217,20 +217,35 @@ class MergedSummary:
         return int(self.tables[-1].max()) + 1 if self.tables else self.member_bins[0]
 
     def __call__(self, x: Any) -> np.ndarray:
-        groups = np.asarray(self.bin_functions[0](x))
-        for fn, k, table in zip(self.bin_functions[1:], self.member_bins[1:], self.tables):
-            groups = table[groups * k + np.asarray(fn(x))]
+        groups = _member_bins(self.bin_functions[0](x), self.member_bins[0], 0)
+        for m, (fn, k, table) in enumerate(zip(self.bin_functions[1:], self.member_bins[1:], self.tables), 1):
+            groups = table[groups * k + _member_bins(fn(x), k, m)]
         return groups
 
 
-def _cells(a: Any, b: Any, k_b: int) -> Any:
-    """The EventBins of the joint binning (a's bin × b's bin) of the same events."""
+def _member_bins(bins: Any, k: int, member: int) -> np.ndarray:
+    """A member's bins, checked to be integers in [0, k) (a larger one would read another cell's group)."""
+    bins = np.asarray(bins)
+    if not np.issubdtype(bins.dtype, np.integer) or (len(bins) and (bins.min() < 0 or bins.max() >= k)):
+        raise TargetShapeError(f"member {member}'s bins must be integers in [0, {k}); got dtype {bins.dtype}, range "
+                               f"[{bins.min() if len(bins) else '-'}, {bins.max() if len(bins) else '-'}]")
+    return bins
+
+
+def _cells(a: Any, b: Any, k_b: int, member: int) -> Any:
+    """The EventBins of the joint binning (a's bin × b's bin, b = ``member``) of the same events."""
     from .analysis import EventBins
 
-    if len(a) != len(b) or set(a.shifted_bins) != set(b.shifted_bins):
-        raise ConfigurationError("member EventBins must be of the same events and the same shifted inputs")
-    return EventBins(a.bins * k_b + b.bins, a.targets, a.weights,
-                     {k: (u * k_b + b.shifted_bins[k][0], d * k_b + b.shifted_bins[k][1])
+    if (len(a) != len(b) or set(a.shifted_bins) != set(b.shifted_bins) or not np.array_equal(a.targets, b.targets)
+            or not np.array_equal(a.weights, b.weights)):
+        raise ConfigurationError(f"member {member}'s EventBins must be of the same events (targets, weights) and the "
+                                 "same shifted inputs as the others'")
+
+    def joint(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return x * k_b + _member_bins(y, k_b, member)
+
+    return EventBins(joint(a.bins, b.bins), a.targets, a.weights,
+                     {k: (joint(u, b.shifted_bins[k][0]), joint(d, b.shifted_bins[k][1]))
                       for k, (u, d) in a.shifted_bins.items()}, a.shifted_weights)
 
 
@@ -244,7 +259,8 @@ def _merge_table(analysis: Any, cells: Any, n_cells: int, n_bins: int) -> np.nda
     a = replace(analysis, n_bins=n_cells, mc_stat=False)
     model = cells.template_model(a)
     theta = model.nominal()
-    pois = a.objective_pois if a.objective.kind in ("weighted_variance", "generalised_variance") else a.poi_names[:1]
+    pois = a.objective_pois if a.objective.kind in ("weighted_variance", "generalised_variance") else \
+        a.objective_pois[:1]
     weights = dict(zip(pois, a.objective.weights or ())) if a.objective.kind == "weighted_variance" else {}
     mergeable = np.zeros(model.n_bins, dtype=bool)
     mergeable[model.channel_slices()[a.summary]] = True
@@ -282,9 +298,17 @@ def merge_summaries(analysis: Any, bin_functions: Sequence[Any], member_bins: Se
                                  f"{len(sample)} EventBins: need one of each per member, at least one")
     if models is not None and len(models) != len(bin_functions):
         raise ConfigurationError(f"{len(models)} models for {len(bin_functions)} bin functions")
+    if len(bin_functions) < 2:
+        raise ConfigurationError("merging needs at least two members")
+    for m, (k, b) in enumerate(zip(member_bins, sample)):
+        for bins in [b.bins] + [v for pair in b.shifted_bins.values() for v in pair]:
+            _member_bins(bins, int(k), m)
+    if int(member_bins[0]) * int(member_bins[1]) < n_bins:
+        raise ConfigurationError(f"members of {member_bins[0]} and {member_bins[1]} bins give "
+                                 f"{int(member_bins[0]) * int(member_bins[1])} cells, fewer than n_bins = {n_bins}")
     current, k_current, tables = sample[0], int(member_bins[0]), []
-    for b, k in zip(sample[1:], member_bins[1:]):
-        cells = _cells(current, b, int(k))
+    for m, (b, k) in enumerate(zip(sample[1:], member_bins[1:]), 1):
+        cells = _cells(current, b, int(k), m)
         table = _merge_table(analysis, cells, k_current * int(k), n_bins)
         tables.append(table)
         current = _relabel(cells, table)

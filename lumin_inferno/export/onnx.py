@@ -137,7 +137,14 @@ def _members(model_or_ensemble: Any, weights: Optional[Sequence[float]]) -> Tupl
         if model_or_ensemble.models is None:
             raise ConfigurationError("this MergedSummary holds bin functions, not LUMIN models: build it with "
                                      "merge_summaries(..., models=...) to export it")
+        if weights is not None:
+            raise ConfigurationError("a MergedSummary has no member weights (its members' bins are combined, not "
+                                     "averaged)")
         models, weights = list(model_or_ensemble.models), [1.0] * len(model_or_ensemble.models)
+        outputs = [int(m.get_out_size()) for m in models]
+        if outputs != list(model_or_ensemble.member_bins):
+            raise ConfigurationError(f"the MergedSummary's member bins {model_or_ensemble.member_bins} are not its "
+                                     f"models' output sizes {outputs}")
     elif isinstance(model_or_ensemble, AlignedEnsemble):
         models = list(model_or_ensemble.models)
         weights = [float(w) for w in model_or_ensemble.weights] if weights is None else list(weights)
@@ -240,6 +247,8 @@ def export_onnx(
     models, weights = _members(model_or_ensemble, weights)
     from ..evaluation.ensemble import MergedSummary
 
+    if isinstance(model_or_ensemble, MergedSummary) and permutations is not None:
+        raise ConfigurationError("permutations do not apply to a MergedSummary (its tables combine the members' bins)")
     if permutations is None:
         permutations = getattr(model_or_ensemble, "permutations", None)
     if permutations is not None:

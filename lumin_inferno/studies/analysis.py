@@ -355,15 +355,16 @@ def run_analysis_study(settings: AnalysisStudySettings, verbose: bool = True, cl
         if method is None:
             fns = _class_score_bin_functions(classifiers[name], reference["inputs"], reference["weights"],
                                              settings.ce_score_bins)
-        else:  # members, their aligned mean, their joint bins merged on the training file
-            fns = inferno_bin_functions(models, reference["inputs"], full, lambda fn: EventBins.concatenate(
-                [foldfile_event_bins(full, fn, fy, i) for i in range(fy.n_folds)]))
+        else:  # members, their aligned mean, their joint bins merged on the training file for their objective
+            merge = replace(full, objective=training_analysis(toy, method, n_bins).objective)
+            fns = inferno_bin_functions(models, reference["inputs"], merge, lambda fn: EventBins.concatenate(
+                [foldfile_event_bins(merge, fn, fy, i) for i in range(fy.n_folds)]))
         stat_only = full.without_nuisances(full.nuisance_names())
         evals = [_evaluate(full, stat_only, fn, test_fy, test) for fn in fns]
         table[name] = _entry(evals, len(models), toy.pois, val)
         table[name]["label"] = name if method is None else method.label
         table[name]["n_bins"] = n_bins
-        models_for_plots[name] = evals[-1]["model"]
+        models_for_plots[name] = evals[min(len(models), len(evals) - 1)]["model"]  # the aligned ensemble (or the member)
 
     say("[analysis-study] the unbinned limit (Fisher information of the exact densities)")
     limit, limit_stat = toy.limits(settings.limit_events, settings.limit_splits, seed=settings.seed + 99)

@@ -104,6 +104,8 @@ class StudySettings:
             self, ("n_train_per_class", "n_test_per_class", "n_models", "inferno_epochs", "inferno_bs", "ce_epochs",
                    "ce_bs", "width", "depth", "analytic_events"),
             2 * self.n_train_per_class // self.n_folds, ("inferno_bs", "ce_bs"), "n_train_per_class")
+        if not 0.0 <= self.template_average < 1.0:
+            raise ConfigurationError(f"template_average must be in [0, 1), got {self.template_average}")
         if self.inferno_lr_schedule not in ("constant", "onecycle"):
             raise ConfigurationError(f"inferno_lr_schedule must be 'constant' or 'onecycle', got {self.inferno_lr_schedule!r}")
 

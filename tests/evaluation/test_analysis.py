@@ -138,7 +138,7 @@ def test_merged_summary_of_two_members_beats_both_and_is_one_bin_function(events
 
 def test_merge_summaries_bad_input_is_named(events):
     from lumin_inferno import ConfigurationError
-    from lumin_inferno.evaluation import event_bins, merge_summaries
+    from lumin_inferno.evaluation import MergedSummary, event_bins, merge_summaries
 
     df = events[0]
     x, y = df[FEATS].to_numpy(), df["label"].to_numpy()
@@ -147,5 +147,40 @@ def test_merge_summaries_bad_input_is_named(events):
     plain = Analysis(processes=ANALYSIS.processes, factors=ANALYSIS.factors, n_bins=N_BINS)
     a = event_bins(plain, bin_function, x, y)
     b = event_bins(plain, bin_function, x[:-1], y[:-1])
-    with pytest.raises(ConfigurationError, match="same events"):
+    with pytest.raises(ConfigurationError, match="member 1's EventBins must be of the same events"):
         merge_summaries(plain, [bin_function, bin_function], [N_BINS, N_BINS], [a, b])
+    with pytest.raises(TargetShapeError, match=r"member 1's bins must be integers in \[0, 3\)"):
+        merge_summaries(plain, [bin_function, bin_function], [N_BINS, 3], [a, a])
+    def halves(v):
+        return (bin_function(v) >= 2).astype(np.int64)
+
+    two = event_bins(plain, halves, x, y)
+    with pytest.raises(ConfigurationError, match="4 cells, fewer than n_bins = 5"):
+        merge_summaries(plain, [halves, halves], [2, 2], [two, two], n_bins=5)
+    merged = merge_summaries(plain, [bin_function, bin_function], [N_BINS, N_BINS], [a, a])
+    wrong = MergedSummary([lambda v: np.full(len(v), N_BINS), bin_function], [N_BINS, N_BINS], merged.tables)
+    with pytest.raises(TargetShapeError, match=r"member 0's bins must be integers in \[0, 4\)"):
+        wrong(x)  # bin 4 of 4 would read the next row's cells
+
+
+def test_merge_keeps_the_variance_of_the_objectives_poi(events):
+    """Two POIs (μ on the signal, k_b on bkg_b): merged for Var(k_b) the summary has a smaller σ(k_b) than merged
+    for Var(μ) (the default objective's first POI), and the other way round for σ(μ), on the sample of the merge."""
+    from dataclasses import replace
+
+    from lumin_inferno.analysis import Objective
+    from lumin_inferno.evaluation import event_bins, merge_summaries
+
+    df, up, down, pdf = events
+    x, y, w = df[FEATS].to_numpy(), df["label"].to_numpy(), df["weight"].to_numpy(np.float64)
+    base = Analysis(processes=ANALYSIS.processes,
+                    factors=(NormFactor("mu", ("sig",)), NormFactor("k_b", ("bkg_b",), poi=True)),
+                    systematics=(Systematic("xs_a", "norm", ("bkg_a",), kappa_up=1.1),), n_bins=N_BINS)
+    members = [lambda v, c=c: np.digitize(v[:, c], np.quantile(x[:, c], [0.25, 0.5, 0.75])).astype(np.int64)
+               for c in (0, 1)]
+    sigmas = {}
+    for poi in ("mu", "k_b"):
+        a = replace(base, objective=Objective("variance", pois=(poi,)))
+        merged = merge_summaries(a, members, [N_BINS, N_BINS], [event_bins(a, fn, x, y, w) for fn in members])
+        sigmas[poi] = expected_poi_uncertainties(event_bins(a, merged, x, y, w).template_model(a), method="hessian")
+    assert sigmas["k_b"]["k_b"] < sigmas["mu"]["k_b"] and sigmas["mu"]["mu"] < sigmas["k_b"]["mu"]

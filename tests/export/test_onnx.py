@@ -180,4 +180,10 @@ def test_merged_summary_graph_equals_its_bin_function(inferno_builder, tmp_path,
         assert (_run(probs_path, x) == np.eye(4, dtype=np.float32)[expected]).all()
     with pytest.raises(ConfigurationError, match="merge_summaries\\(..., models=...\\)"):
         export_onnx(MergedSummary(fns, [6, 6, 6], tables), tmp_path / "no.onnx")
+    with pytest.raises(ConfigurationError, match="no member weights"):
+        export_onnx(merged, tmp_path / "no.onnx", weights=[1, 2, 3])
+    with pytest.raises(ConfigurationError, match="permutations do not apply"):
+        export_onnx(merged, tmp_path / "no.onnx", permutations=[list(range(6))] * 3)
+    with pytest.raises(ConfigurationError, match=r"member bins \[6, 6, 5\] are not its models' output sizes"):
+        export_onnx(MergedSummary(fns, [6, 6, 5], tables, models), tmp_path / "no.onnx")
     assert not (tmp_path / "no.onnx").exists()

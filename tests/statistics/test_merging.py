@@ -64,10 +64,38 @@ def test_greedy_merge_against_every_partition(seed):
     assert greedy >= _variance(nu, jac, prec, np.arange(6)) - 1e-12  # merging never gains information
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+def test_rank_one_update_picks_the_merges_a_direct_search_picks(seed):
+    """Twelve bins, two POIs weighted 1 and 0.5, two constrained shape nuisances, a free factor, merged to four: each
+    greedy step equals the one found by inverting the project's Fisher information of every candidate pair."""
+    rng = np.random.default_rng(seed)
+    nu = rng.uniform(20, 200, 12)
+    jac = np.stack([rng.uniform(0, 10, 12), rng.uniform(0, 10, 12), rng.normal(0, 5, 12), rng.normal(0, 5, 12),
+                    nu - 5], axis=1)
+    prec = np.array([0.0, 0.0, 1.0, 1.0, 0.0])
+    weights = {0: 1.0, 1: 0.5}
+    got = merge_bins(nu, jac, prec, 4, weights)
+
+    groups = [[i] for i in range(12)]
+    while len(groups) > 4:
+        best = None
+        for a, b in itertools.combinations(range(len(groups)), 2):
+            trial = [g for k, g in enumerate(groups) if k not in (a, b)] + [groups[a] + groups[b]]
+            n = torch.tensor([nu[g].sum() for g in trial])
+            j = torch.tensor(np.stack([jac[g].sum(0) for g in trial]))
+            cov = torch.linalg.inv(fisher_from_jacobian(n, j, torch.tensor(prec)))
+            value = float(sum(w * cov[i, i] for i, w in weights.items()))
+            if best is None or value < best[0]:
+                best = (value, a, b)
+        _, a, b = best
+        groups = [g for k, g in enumerate(groups) if k not in (a, b)] + [groups[a] + groups[b]]
+    assert sorted(map(sorted, groups)) == sorted(map(sorted, ([i for i in range(12) if got[i] == g]
+                                                             for g in range(4))))
+
+
 def test_fixed_bins_are_kept_and_their_information_counts():
-    """A control region that measures the background factor: its bins are never merged (label -1), and with it the
-    merge of the signal region follows a different criterion than without it (variance from the same Fisher
-    information as the project's)."""
+    """A control region that measures the background factor: its bins are never merged (label -1) and its
+    information counts in the criterion: the merge of the signal region is the best of all seven partitions with it."""
     s = np.array([1.0, 4.0, 9.0, 2.0, 0.0, 0.0])
     b = np.array([50.0, 40.0, 30.0, 80.0, 400.0, 300.0])
     shape = np.array([5.0, -3.0, 1.0, -3.0, 0.0, 0.0])
@@ -82,7 +110,14 @@ def test_fixed_bins_are_kept_and_their_information_counts():
 def test_singular_information_is_named():
     nu = np.array([10.0, 10.0, 10.0])
     jac = np.stack([nu, nu], axis=1)  # μ and a free factor with the same effect everywhere: not separable
-    with pytest.raises(SingularHessianError, match="singular"):
+    with pytest.raises(SingularHessianError, match="unmerged bins is singular"):
         merge_bins(nu, jac, np.zeros(2), 2, {0: 1.0})
+    # three free parameters need three bins: no merge to two keeps the information invertible
+    nu = np.array([30.0, 40.0, 50.0, 60.0])
+    jac = np.stack([[1.0, 9.0, 2.0, 7.0], [8.0, 1.0, 6.0, 2.0], nu], axis=1)
+    with pytest.raises(SingularHessianError, match="every merge of the remaining 3 bins"):
+        merge_bins(nu, jac, np.zeros(3), 2, {0: 1.0, 1: 1.0})
+    with pytest.raises(ValueError, match="between 1 and the 4 mergeable bins"):
+        merge_bins(nu, jac, np.zeros(3), 5, {0: 1.0})
     with pytest.raises(ValueError, match="> 0"):
         merge_bins(np.array([1.0, 0.0]), np.ones((2, 1)), np.zeros(1), 1, {0: 1.0})
