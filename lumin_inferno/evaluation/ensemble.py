@@ -340,10 +340,43 @@ class InfernoEnsemble:
     permutations: List[np.ndarray]
     reference: int = 0
     metadata: Dict[str, Any] = field(default_factory=dict)
+    merged_tables: Optional[List[np.ndarray]] = None
 
     @property
     def aligned(self) -> AlignedEnsemble:
         return AlignedEnsemble(list(self.ensemble.models), self.ensemble.weights, self.permutations, self.reference)
+
+    @property
+    def merged(self) -> Optional[MergedSummary]:
+        """The :class:`MergedSummary` of the members (argmax bins, saved tables) when a merged summary was saved."""
+        if self.merged_tables is None:
+            return None
+        models = list(self.ensemble.models)
+        return MergedSummary([_argmax_function(m) for m in models], [int(m.get_out_size()) for m in models],
+                             list(self.merged_tables), models)
+
+
+def _argmax_function(model: Any) -> Any:
+    from .templates import argmax_bins
+
+    return lambda x: argmax_bins(model.predict(_as_array(x)))
+
+
+def _check_tables(tables: Sequence[Any], member_bins: Sequence[int]) -> List[np.ndarray]:
+    """Merge tables as saved: one per member after the first, of (previous groups × member bins) entries, groups
+    0…G−1 all used in the last."""
+    out = [np.asarray(t, dtype=np.int64).reshape(-1) for t in tables]
+    if len(out) != len(member_bins) - 1:
+        raise ConfigurationError(f"{len(out)} merge tables for {len(member_bins)} members")
+    groups = int(member_bins[0])
+    for m, t in enumerate(out, 1):
+        if len(t) != groups * int(member_bins[m]) or t.min() < 0:
+            raise ConfigurationError(f"merge table {m - 1} has {len(t)} entries ≥ 0 expected {groups} × "
+                                     f"{member_bins[m]}")
+        groups = int(t.max()) + 1
+        if set(np.unique(t).tolist()) != set(range(groups)):
+            raise ConfigurationError(f"merge table {m - 1} leaves groups unused: {sorted(set(np.unique(t).tolist()))}")
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -367,8 +400,9 @@ def save_inferno_ensemble(
     Args:
         directory: target directory (created; its parent must exist). Written as a temporary sibling directory and
             renamed into place, so a failed save leaves no partial directory and an existing save untouched.
-        ensemble: a LUMIN ``Ensemble``, an :class:`AlignedEnsemble` (its permutations are used unless given) or a
-            list of LUMIN models.
+        ensemble: a LUMIN ``Ensemble``, an :class:`AlignedEnsemble` (its permutations are used unless given), a
+            :class:`MergedSummary` built with its models (its tables are saved; uniform weights) or a list of LUMIN
+            models.
         analysis: the :class:`~lumin_inferno.analysis.Analysis`.
         permutations: per member, the aligned column order (see :func:`align_ensemble`); ``None`` = identity.
         reference: index of the reference member (stored for information).
@@ -376,7 +410,8 @@ def save_inferno_ensemble(
 
     Returns:
         The directory. Files: ``ensemble_{i}.h5`` (one per member, LUMIN's ``Model.save``: tensors only),
-        ``analysis.json`` and the manifest ``inferno_ensemble.json`` (weights, permutations, SHA-256 of each file).
+        ``analysis.json`` and the manifest ``inferno_ensemble.json`` (weights, permutations, SHA-256 of each file,
+        and for a :class:`MergedSummary` its ``"merged_tables"``).
     """
     from ..analysis import Analysis
     from ..io import atomic_directory
@@ -392,6 +427,17 @@ def save_inferno_ensemble(
         raise ConfigurationError(
             f"{directory} is a non-empty directory that is not a saved INFERNO ensemble; not replacing it"
         )
+    tables = None
+    if isinstance(ensemble, MergedSummary):
+        if ensemble.models is None:
+            raise ConfigurationError("this MergedSummary holds bin functions, not LUMIN models: build it with "
+                                     "merge_summaries(..., models=...) to save it")
+        tables = _check_tables(ensemble.tables, ensemble.member_bins)
+        outputs = [int(m.get_out_size()) for m in ensemble.models]
+        if outputs != list(ensemble.member_bins):
+            raise ConfigurationError(f"the MergedSummary's member bins {ensemble.member_bins} are not its models' "
+                                     f"output sizes {outputs}")
+        ensemble = list(ensemble.models)
     models, weights = _members_and_weights(ensemble)
     if isinstance(ensemble, AlignedEnsemble):
         permutations = ensemble.permutations if permutations is None else permutations
@@ -417,6 +463,8 @@ def save_inferno_ensemble(
             "permutations": [p.tolist() for p in perms],
             "files": {name: _sha256(tmp / name) for name in files},
         }
+        if tables is not None:
+            manifest["merged_tables"] = [t.tolist() for t in tables]
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # last: its presence marks a complete save
     return directory
 
@@ -456,6 +504,8 @@ def load_inferno_ensemble(
         n_models, n_bins, files = int(manifest["n_models"]), int(manifest["n_bins"]), dict(manifest["files"])
         weights = np.asarray(manifest["weights"], dtype=float)
         perms = _check_permutations(manifest["permutations"], n_models, n_bins)
+        tables = manifest.get("merged_tables")
+        tables = None if tables is None else _check_tables(tables, [n_bins] * n_models)
     except (ValueError, KeyError, TypeError, ConfigurationError) as err:
         raise ConfigurationError(f"corrupt manifest {manifest_path}: {type(err).__name__}: {err}") from err
     needed = [f"{_STEM}_{i}.h5" for i in range(n_models)] + [ANALYSIS_FILE]
@@ -493,5 +543,6 @@ def load_inferno_ensemble(
         analysis=analysis,
         permutations=perms,
         reference=0 if reference is None else int(reference),
-        metadata={k: v for k, v in manifest.items() if k not in ("permutations", "weights")},
+        metadata={k: v for k, v in manifest.items() if k not in ("permutations", "weights", "merged_tables")},
+        merged_tables=tables,
     )

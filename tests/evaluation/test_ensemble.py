@@ -201,3 +201,37 @@ def test_load_never_unpickles(inferno_builder, tmp_path):
     with pytest.raises(ConfigurationError, match="does not load"):
         load_inferno_ensemble(target, b, verify=False)
     assert not marker.exists()
+
+
+def test_merged_summary_save_load_round_trip(inferno_builder, tmp_path):
+    """A MergedSummary saved with its models and tables comes back as InfernoEnsemble.merged, giving the same bins;
+    a save without merged tables has none; a corrupt table is a named error."""
+    import json
+
+    from lumin.nn.models.model import Model
+
+    from lumin_inferno.evaluation import MergedSummary
+    from lumin_inferno.evaluation.templates import argmax_bins
+
+    b, m1, _, _ = _pair(inferno_builder)
+    torch.manual_seed(1)
+    m2 = Model(b)
+    table = np.random.default_rng(0).integers(0, 5, 25)
+    table[:5] = np.arange(5)
+    merged = MergedSummary([lambda v, m=m: argmax_bins(m.predict(v)) for m in (m1, m2)], [5, 5], [table], [m1, m2])
+    x = _x(3000, seed=5)
+    target = save_inferno_ensemble(tmp_path / "merged", merged, _paper_analysis(4))
+    loaded = load_inferno_ensemble(target, b)
+    assert loaded.merged is not None and np.array_equal(loaded.merged(x), merged(x))
+    assert np.array_equal(loaded.merged.tables[0], table)
+    assert load_inferno_ensemble(save_inferno_ensemble(tmp_path / "plain", [m1, m2], _paper_analysis(4)), b).merged \
+        is None
+    with pytest.raises(ConfigurationError, match="models=..."):
+        save_inferno_ensemble(tmp_path / "nomodels", MergedSummary(merged.bin_functions, [5, 5], [table]),
+                              _paper_analysis(4))
+    assert not (tmp_path / "nomodels").exists()
+    manifest = json.loads((target / "inferno_ensemble.json").read_text())
+    manifest["merged_tables"] = [table[:20].tolist()]
+    (target / "inferno_ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigurationError, match="merge table 0 has 20 entries"):
+        load_inferno_ensemble(target, b)
