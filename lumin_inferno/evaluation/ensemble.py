@@ -216,6 +216,18 @@ class MergedSummary:
     def n_bins(self) -> int:
         return int(self.tables[-1].max()) + 1 if self.tables else self.member_bins[0]
 
+    def lumin_models(self, purpose: str) -> List[Any]:
+        """The members' LUMIN models, checked to be there and to have ``member_bins`` outputs each (what export
+        and save need; ``purpose`` names the operation in the error)."""
+        if self.models is None:
+            raise ConfigurationError("this MergedSummary holds bin functions, not LUMIN models: build it with "
+                                     f"merge_summaries(..., models=...) to {purpose} it")
+        outputs = [int(m.get_out_size()) for m in self.models]
+        if outputs != list(self.member_bins):
+            raise ConfigurationError(f"the MergedSummary's member bins {self.member_bins} are not its models' "
+                                     f"output sizes {outputs}")
+        return list(self.models)
+
     def __call__(self, x: Any) -> np.ndarray:
         groups = _member_bins(self.bin_functions[0](x), self.member_bins[0], 0)
         for m, (fn, k, table) in enumerate(zip(self.bin_functions[1:], self.member_bins[1:], self.tables), 1):
@@ -232,21 +244,23 @@ def _member_bins(bins: Any, k: int, member: int) -> np.ndarray:
     return bins
 
 
-def _cells(a: Any, b: Any, k_b: int, member: int) -> Any:
-    """The EventBins of the joint binning (a's bin × b's bin, b = ``member``) of the same events."""
-    from .analysis import EventBins
+def _map_bins(events: Any, f: Any) -> Any:
+    """``events`` (an EventBins) with ``f(bins, key)`` applied to its nominal bins (key ``None``) and to each
+    shifted input's up and down bins (key ``(column, 0 or 1)``)."""
+    from dataclasses import replace
 
+    return replace(events, bins=f(events.bins, None),
+                   shifted_bins={k: (f(u, (k, 0)), f(d, (k, 1))) for k, (u, d) in events.shifted_bins.items()})
+
+
+def _cells(a: Any, b: Any, k_b: int, member: int) -> Any:
+    """The EventBins of the joint binning (a's bin × b's bin, b = ``member``) of the same events (the bins of
+    both already checked to be in range)."""
     if (len(a) != len(b) or set(a.shifted_bins) != set(b.shifted_bins) or not np.array_equal(a.targets, b.targets)
             or not np.array_equal(a.weights, b.weights)):
         raise ConfigurationError(f"member {member}'s EventBins must be of the same events (targets, weights) and the "
                                  "same shifted inputs as the others'")
-
-    def joint(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return x * k_b + _member_bins(y, k_b, member)
-
-    return EventBins(joint(a.bins, b.bins), a.targets, a.weights,
-                     {k: (joint(u, b.shifted_bins[k][0]), joint(d, b.shifted_bins[k][1]))
-                      for k, (u, d) in a.shifted_bins.items()}, a.shifted_weights)
+    return _map_bins(a, lambda x, key: x * k_b + (b.bins if key is None else b.shifted_bins[key[0]][key[1]]))
 
 
 def _merge_table(analysis: Any, cells: Any, n_cells: int, n_bins: int) -> np.ndarray:
@@ -318,10 +332,8 @@ def merge_summaries(analysis: Any, bin_functions: Sequence[Any], member_bins: Se
 
 
 def _relabel(cells: Any, table: np.ndarray) -> Any:
-    from .analysis import EventBins
-
-    return EventBins(table[cells.bins], cells.targets, cells.weights,
-                     {k: (table[u], table[d]) for k, (u, d) in cells.shifted_bins.items()}, cells.shifted_weights)
+    """``cells`` with every cell replaced by its group in ``table``."""
+    return _map_bins(cells, lambda x, key: table[x])
 
 
 # ------------------------------------------------------------------------------------------------- save / load
@@ -429,15 +441,8 @@ def save_inferno_ensemble(
         )
     tables = None
     if isinstance(ensemble, MergedSummary):
-        if ensemble.models is None:
-            raise ConfigurationError("this MergedSummary holds bin functions, not LUMIN models: build it with "
-                                     "merge_summaries(..., models=...) to save it")
         tables = _check_tables(ensemble.tables, ensemble.member_bins)
-        outputs = [int(m.get_out_size()) for m in ensemble.models]
-        if outputs != list(ensemble.member_bins):
-            raise ConfigurationError(f"the MergedSummary's member bins {ensemble.member_bins} are not its models' "
-                                     f"output sizes {outputs}")
-        ensemble = list(ensemble.models)
+        ensemble = ensemble.lumin_models("save")
     models, weights = _members_and_weights(ensemble)
     if isinstance(ensemble, AlignedEnsemble):
         permutations = ensemble.permutations if permutations is None else permutations

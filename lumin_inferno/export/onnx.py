@@ -111,7 +111,7 @@ class MergedSummaryModule(nn.Module):
                                      f"{len(networks)}, {len(member_bins)}, {len(tables)}")
         self.networks = nn.ModuleList(networks)
         self.member_bins = [int(k) for k in member_bins]
-        self.n_bins = int(max(int(np.max(t)) for t in tables[-1:])) + 1
+        self.n_bins = int(np.max(tables[-1])) + 1
         for i, t in enumerate(tables):
             self.register_buffer(f"table_{i}", torch.as_tensor(np.asarray(t, dtype=np.int64)))
         self.output = output
@@ -134,17 +134,11 @@ def _members(model_or_ensemble: Any, weights: Optional[Sequence[float]]) -> Tupl
     from ..evaluation.ensemble import AlignedEnsemble, MergedSummary
 
     if isinstance(model_or_ensemble, MergedSummary):
-        if model_or_ensemble.models is None:
-            raise ConfigurationError("this MergedSummary holds bin functions, not LUMIN models: build it with "
-                                     "merge_summaries(..., models=...) to export it")
+        models = model_or_ensemble.lumin_models("export")
         if weights is not None:
             raise ConfigurationError("a MergedSummary has no member weights (its members' bins are combined, not "
                                      "averaged)")
-        models, weights = list(model_or_ensemble.models), [1.0] * len(model_or_ensemble.models)
-        outputs = [int(m.get_out_size()) for m in models]
-        if outputs != list(model_or_ensemble.member_bins):
-            raise ConfigurationError(f"the MergedSummary's member bins {model_or_ensemble.member_bins} are not its "
-                                     f"models' output sizes {outputs}")
+        weights = [1.0] * len(models)
     elif isinstance(model_or_ensemble, AlignedEnsemble):
         models = list(model_or_ensemble.models)
         weights = [float(w) for w in model_or_ensemble.weights] if weights is None else list(weights)
