@@ -191,15 +191,13 @@ def _evaluate(bin_fn, test, settings: StudySettings, benchmark: int):
 
 
 def _bin_functions(models: list, benchmark: Optional[int], settings: StudySettings, reference_inputs: np.ndarray,
-                   train: Optional[dict] = None) -> list:
+                   train: dict) -> list:
     """One bin function per model (INFERNO: argmax; cross-entropy: uniform bins of the score), and for INFERNO the
     aligned ensemble and, with the training sample ``train`` (all folds' inputs, targets, weights), the members'
     joint bins merged for the benchmark they were trained for
     (:func:`~lumin_inferno.studies.common.inferno_bin_functions`)."""
     if benchmark is None:
         return [partial(lambda x, m: uniform_bins(predict(m, x), settings.n_bins), m=m) for m in models]
-    if train is None:
-        return inferno_bin_functions(models, reference_inputs)
     bm = paper_benchmark(benchmark)
     analysis = bm.analysis(settings.n_bins, kind="transform")
     return inferno_bin_functions(models, reference_inputs, analysis, lambda fn: event_bins(
